@@ -1,0 +1,3 @@
+from vmxprobe.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""JSON Schemas of vmxprobe's outputs, shipped as package data."""

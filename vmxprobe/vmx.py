@@ -1,0 +1,143 @@
+"""Register indexes and decoders: IA32_VMX_BASIC, IA32_FEATURE_CONTROL and the CPUID
+leaves that say whether a CPU has VMX. Tables are data; each field names its source
+(Intel SDM Vol. 3D Appendix A.1 and Vol. 4 MSR tables; Linux asm/vmx.h, msr-index.h)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+MSR_IA32_FEAT_CTL = 0x3A       # SDM Vol. 4 Table 2-2 "IA32_FEATURE_CONTROL"
+MSR_IA32_VMX_BASIC = 0x480     # SDM Vol. 3D A.1 "Basic VMX Information"
+
+PAGE_SIZE = 4096               # x86 PAGE_SIZE: the root VMCS is one order-0 page
+VMX_BASIC_MEM_TYPE_WB = 6      # asm/vmx.h VMX_BASIC_MEM_TYPE_WB (SDM Vol. 3A Table 12-8 / A.1)
+VMCS12_REVISION = 0x11E57ED0   # arch/x86/kvm/vmx/vmcs12.h: the revision KVM reports to L1
+
+
+class Field(NamedTuple):
+    name: str       # report key
+    lo: int
+    hi: int
+    kernel: str     # Linux name
+    sdm: str        # where the SDM defines it
+
+
+def _bits(value: int, lo: int, hi: int) -> int:
+    return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
+
+
+# IA32_VMX_BASIC, SDM Vol. 3D A.1. Bit 31 is always 0; 45-47, 57-59, 61-63 reserved.
+VMX_BASIC_FIELDS = (
+    Field("revision_id", 0, 30, "vmx_basic_vmcs_revision_id()", "A.1 bits 30:0 VMCS revision identifier"),
+    Field("vmcs_size", 32, 44, "vmx_basic_vmcs_size()", "A.1 bits 44:32 bytes for the VMXON region and a VMCS"),
+    Field("phys_addr_32bit", 48, 48, "VMX_BASIC_32BIT_PHYS_ADDR_ONLY", "A.1 bit 48 VMXON/VMCS addresses limited to 32 bits"),
+    Field("dual_monitor", 49, 49, "VMX_BASIC_DUAL_MONITOR_TREATMENT", "A.1 bit 49 dual-monitor treatment of SMI and SMM"),
+    Field("memory_type", 50, 53, "vmx_basic_vmcs_mem_type()", "A.1 bits 53:50 memory type for VMCS access"),
+    Field("ins_outs", 54, 54, "VMX_BASIC_INOUT", "A.1 bit 54 VM-exit information for INS/OUTS"),
+    Field("true_controls", 55, 55, "VMX_BASIC_TRUE_CTLS", "A.1 bit 55 IA32_VMX_TRUE_*_CTLS exist"),
+    Field("no_hw_error_code_cc", 56, 56, "VMX_BASIC_NO_HW_ERROR_CODE_CC", "A.1 bit 56 VM entry may deliver a HW exception without error code"),
+    Field("no_seamret_invd_vmcs", 60, 60, "(TDX: seamret_invd_vmcs erratum when clear)", "A.1 bit 60 SEAMRET from P-SEAMLDR keeps the current VMCS"),
+)
+_BOOL_FIELDS = {"phys_addr_32bit", "dual_monitor", "ins_outs", "true_controls",
+                "no_hw_error_code_cc", "no_seamret_invd_vmcs"}
+VMX_BASIC_RESERVED_MASK = (1 << 31) | (0x7 << 45) | (0x7 << 57) | (0x7 << 61)
+
+MEMORY_TYPES = {0: "UC", 6: "WB"}  # SDM A.1: "The values 1-5 and 7-15 are not used"
+
+
+def decode_vmx_basic(value: int) -> dict:
+    out: dict = {"raw": f"0x{value:016x}"}
+    for f in VMX_BASIC_FIELDS:
+        v = _bits(value, f.lo, f.hi)
+        out[f.name] = bool(v) if f.name in _BOOL_FIELDS else v
+    out["memory_type_name"] = MEMORY_TYPES.get(out["memory_type"], "reserved")
+    out["reserved"] = [b for b in range(64) if VMX_BASIC_RESERVED_MASK >> b & 1 and value >> b & 1]
+    return out
+
+
+# IA32_FEATURE_CONTROL, SDM Vol. 4 Table 2-2; Linux FEAT_CTL_* in msr-index.h.
+FEAT_CTL_LOCKED = 1 << 0
+FEAT_CTL_VMX_ENABLED_INSIDE_SMX = 1 << 1
+FEAT_CTL_VMX_ENABLED_OUTSIDE_SMX = 1 << 2
+FEATURE_CONTROL_FIELDS = (
+    Field("locked", 0, 0, "FEAT_CTL_LOCKED", "bit 0 lock"),
+    Field("vmx_inside_smx", 1, 1, "FEAT_CTL_VMX_ENABLED_INSIDE_SMX", "bit 1 enable VMX inside SMX operation"),
+    Field("vmx_outside_smx", 2, 2, "FEAT_CTL_VMX_ENABLED_OUTSIDE_SMX", "bit 2 enable VMX outside SMX operation"),
+    Field("senter_local_functions", 8, 14, "(none)", "bits 14:8 SENTER local function enables"),
+    Field("senter_global_enable", 15, 15, "(none)", "bit 15 SENTER global enable"),
+    Field("sgx_launch_control", 17, 17, "FEAT_CTL_SGX_LC_ENABLED", "bit 17 SGX launch control enable"),
+    Field("sgx_enabled", 18, 18, "FEAT_CTL_SGX_ENABLED", "bit 18 SGX global enable"),
+    Field("lmce_enabled", 20, 20, "FEAT_CTL_LMCE_ENABLED", "bit 20 LMCE on"),
+)
+
+# States of the VMX enable as init_ia32_feat_ctl() (arch/x86/kernel/cpu/feat_ctl.c) sees it.
+FC_ENABLED = "enabled_locked"     # locked with VMX on outside SMX
+FC_DISABLED = "disabled_locked"   # locked with VMX off: firmware, or a kernel without KVM_INTEL
+FC_UNLOCKED = "unlocked"          # the kernel locks it at boot, with VMX on if built with KVM_INTEL
+
+
+def decode_feature_control(value: int) -> dict:
+    out: dict = {"raw": f"0x{value:016x}"}
+    for f in FEATURE_CONTROL_FIELDS:
+        v = _bits(value, f.lo, f.hi)
+        out[f.name] = v if f.hi > f.lo else bool(v)
+    if not out["locked"]:
+        out["state"] = FC_UNLOCKED
+    elif out["vmx_outside_smx"]:
+        out["state"] = FC_ENABLED
+    else:
+        out["state"] = FC_DISABLED
+    return out
+
+
+# CPUID, SDM Vol. 2A "CPUID": leaf 0 vendor; leaf 1 signature and feature bits;
+# leaf 0x40000000 the hypervisor's vendor signature (reserved range for hypervisors).
+CPUID_VMX_BIT = 5          # CPUID.01H:ECX[5] VMX (X86_FEATURE_VMX)
+CPUID_SMX_BIT = 6          # CPUID.01H:ECX[6] SMX
+CPUID_HYPERVISOR_BIT = 31  # CPUID.01H:ECX[31] "hypervisor present" (X86_FEATURE_HYPERVISOR)
+CPUID_HV_LEAF = 0x40000000
+
+HYPERVISOR_SIGNATURES = {
+    "KVMKVMKVM\0\0\0": "KVM",
+    "Microsoft Hv": "Hyper-V",
+    "VMwareVMware": "VMware",
+    "XenVMMXenVMM": "Xen",
+    "VBoxVBoxVBox": "VirtualBox",
+    "TCGTCGTCGTCG": "QEMU TCG",
+    "ACRNACRNACRN": "ACRN",
+    "bhyve bhyve ": "bhyve",
+    " lrpepyh  vr": "Parallels",
+    "QNXQVMBSQG\0\0": "QNX",
+    "Jailhouse\0\0\0": "Jailhouse",
+}
+
+
+def _regs_text(*regs: int) -> str:
+    return b"".join(r.to_bytes(4, "little") for r in regs).decode("latin-1")
+
+
+def cpuid_vendor(leaf0) -> str:
+    _, ebx, ecx, edx = leaf0
+    return _regs_text(ebx, edx, ecx).rstrip("\0")
+
+
+def cpuid_signature(eax: int) -> dict:
+    """Display family/model/stepping from CPUID.01H:EAX (SDM Vol. 2A Figure 3-6)."""
+    stepping = eax & 0xF
+    model = (eax >> 4) & 0xF
+    family = (eax >> 8) & 0xF
+    ext_model = (eax >> 16) & 0xF
+    ext_family = (eax >> 20) & 0xFF
+    display_family = family + ext_family if family == 0xF else family
+    display_model = model | (ext_model << 4) if family in (0x6, 0xF) else model
+    return {"family": display_family, "model": display_model, "stepping": stepping}
+
+
+def hypervisor_name(leaf) -> Optional[str]:
+    _, ebx, ecx, edx = leaf
+    sig = _regs_text(ebx, ecx, edx)
+    return HYPERVISOR_SIGNATURES.get(sig) or (sig.rstrip("\0").strip() or None)
+
+
+def bit(value: int, n: int) -> bool:
+    return bool(value >> n & 1)
