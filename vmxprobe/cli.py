@@ -68,7 +68,27 @@ def _source(root, fixture):
     return LiveHost(root), None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+class LazyGroup(click.Group):
+    """Commands that live in their own modules are imported only when invoked, so
+    `vmxprobe --version` and `vmxprobe scan` do not pay for them."""
+
+    LAZY = {
+        # "name": "module:attribute",
+    }
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY:
+            import importlib
+            module, _, attr = self.LAZY[name].partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, "-V", "--version", prog_name="vmxprobe")
 def cli():
     """Will Linux bring up VMX on every CPU of this host?

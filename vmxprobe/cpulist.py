@@ -25,11 +25,14 @@ def parse_cpulist(text: str, limit: int = MAX_CPU_ID) -> list[int]:
         part = part.strip()
         lo_s, sep, hi_s = part.partition("-")
         if sep and ":" in hi_s:
-            # bitmap_parselist also accepts "a-b:used/group"; the kernel never prints it,
-            # but lscpu and some firmware tools do: honour it rather than reject it.
+            # bitmap_parselist() accepts a group form the kernel never prints; lscpu
+            # prints a stride form. Honour both rather than reject a valid list.
+            # "a-b:used/group" (kernel), or "a-b:stride" (lscpu's own output).
             hi_s, _, grp = hi_s.partition(":")
-            used_s, _, group_s = grp.partition("/")
-            if not (used_s.isdigit() and group_s.isdigit() and int(group_s) > 0):
+            used_s, slash, group_s = grp.partition("/")
+            if not slash:
+                used_s, group_s = "1", used_s
+            if not (used_s.isdigit() and group_s.isdigit() and 0 < int(used_s) <= int(group_s)):
                 raise CpulistError(f"bad cpulist range {part!r}")
             used, group = int(used_s), int(group_s)
         else:
