@@ -37,7 +37,7 @@ def cpumap(cpus) -> str:
 
 def compose(name, description, sources, notes, *, nodes: dict[int, list[int]],
             possible=None, vendor=INTEL, signature, ecx, model_name, flags,
-            feat_ctl, vmx_basic, hypervisor=None, kernel="6.12.0-composed"):
+            feat_ctl, vmx_basic, hypervisor=None, kernel="6.12.0-composed", extra_msrs=None):
     online = sorted(c for cpus in nodes.values() for c in cpus)
     possible = possible or online
     files = {
@@ -70,6 +70,8 @@ def compose(name, description, sources, notes, *, nodes: dict[int, list[int]],
                       f"flags\t\t: {flags}\n")
     files["proc/cpuinfo"] = "\n".join(blocks) + "\n"
     msr = {0x3A: {c: feat_ctl for c in online}, 0x480: {c: vmx_basic for c in online}}
+    for index, reading in (extra_msrs or {}).items():
+        msr[index] = {c: reading for c in online}
     leaf0 = Reading(value=(0x16 if vendor == INTEL else 0xD, *vendor))
     cpuid = {(0, 0): {c: leaf0 for c in online},
              (1, 0): {c: Reading(value=(signature, (c & 0xFF) << 24 | 0x0800, ecx, 0x0))

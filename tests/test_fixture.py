@@ -129,3 +129,23 @@ def test_directory_and_unknown_name(tmp_path):
         fixture.load(str(tmp_path))
     with pytest.raises(FixtureError, match="vmxprobe fixtures"):
         fixture.load("no-such-fixture")
+
+
+def test_published_generations_carry_their_source():
+    """At least ten CPU generations with IA32_VMX_BASIC values published on the web, each
+    fixture naming the address it came from and the published value unchanged."""
+    import json as _json
+    published = _json.load(open(os.path.join(os.path.dirname(__file__), "..", "scripts", "data",
+                                              "published-vmx.json")))
+    pubs = [n for n in fixture.bundled_names() if n.startswith("pub-")]
+    generations = set()
+    for name in pubs:
+        fx = fixture.load(name)
+        assert fx.provenance["origin"] == "composed"
+        url = fx.provenance["sources"][0]["url"]
+        [entry] = [e for e in published if e["source_url"] == url
+                   and f": {e['cpu'].split(' (')[0]}, published" in fx.description]
+        generations.add(entry["generation"].split(" (")[0])
+        for index, value in entry["msrs"].items():
+            assert fx.msr[int(index, 16)][0].value == int(value, 16), (name, index)
+    assert len(generations) >= 10, generations
