@@ -30,7 +30,7 @@ def invoke(*args, **kw):
 @pytest.mark.parametrize("name", fixture.bundled_names())
 def test_every_bundled_fixture_scans_to_a_valid_report(name):
     r = invoke("scan", "--fixture", name, "--format", "json")
-    report = json.loads(r.output)
+    report = json.loads(r.stdout)
     jsonschema.validate(report, SCHEMA)
     assert report["source"] == {"kind": "fixture", "name": name,
                                 "origin": fixture.load(name).provenance["origin"],
@@ -43,13 +43,13 @@ def test_every_bundled_fixture_scans_to_a_valid_report(name):
 
 
 def test_raw_values_are_hex_strings_not_numbers():
-    report = json.loads(invoke("scan", "--fixture", "intel-2s-ready", "--format", "json").output)
+    report = json.loads(invoke("scan", "--fixture", "intel-2s-ready", "--format", "json").stdout)
     assert report["vmx_basic"]["raw"] == "0x00da040000000012"
     assert report["per_cpu"][5]["msr"] == {"0x3a": "0x0000000000000005", "0x480": "0x00da040000000012"}
 
 
 def test_schema_rejects_a_broken_report():
-    report = json.loads(invoke("scan", "--fixture", "intel-2s-ready", "--format", "json").output)
+    report = json.loads(invoke("scan", "--fixture", "intel-2s-ready", "--format", "json").stdout)
     report["vmx_basic"]["raw"] = 0x00DA040000000012
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(report, SCHEMA)
