@@ -23,13 +23,13 @@ def test_vmx_basic_kvm_nested():
 
 @pytest.mark.parametrize("bit,field", [
     (48, "phys_addr_32bit"), (49, "dual_monitor"), (54, "ins_outs"), (55, "true_controls"),
-    (56, "no_hw_error_code_cc"), (60, "no_seamret_invd_vmcs"),
+    (56, "no_hw_error_code_cc"), (58, "nested_exception"), (60, "no_seamret_invd_vmcs"),
 ])
 def test_vmx_basic_single_bits(bit, field):
     d = vmx.decode_vmx_basic(1 << bit)
     assert d[field] is True
     others = {"phys_addr_32bit", "dual_monitor", "ins_outs", "true_controls",
-              "no_hw_error_code_cc", "no_seamret_invd_vmcs"} - {field}
+              "no_hw_error_code_cc", "nested_exception", "no_seamret_invd_vmcs"} - {field}
     assert not any(d[o] for o in others)
 
 
@@ -41,9 +41,9 @@ def test_vmx_basic_field_widths():
 
 
 def test_vmx_basic_reserved_bits_reported_not_dropped():
-    value = (1 << 31) | (1 << 45) | (1 << 47) | (1 << 57) | (1 << 63)
+    value = (1 << 31) | (1 << 45) | (1 << 47) | (1 << 57) | (1 << 59) | (1 << 63)
     d = vmx.decode_vmx_basic(value)
-    assert d["reserved"] == [31, 45, 47, 57, 63]
+    assert d["reserved"] == [31, 45, 47, 57, 59, 63]
     assert d["revision_id"] == 0
 
 

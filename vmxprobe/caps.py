@@ -482,9 +482,16 @@ def cr_fixed_summary(register: str, fixed0: int, fixed1: int) -> dict:
     }
 
 
+IA32_FEATURE_CONTROL = 0x3A    # decoded by vmxprobe.vmx; accepted by resolve_msr() for `decode`
+# Names accepted for IA32_FEATURE_CONTROL besides its index: the SDM's and Linux's
+# (msr-index.h MSR_IA32_FEAT_CTL, formerly MSR_IA32_FEATURE_CONTROL).
+_FEATURE_CONTROL_NAMES = {"IA32_FEATURE_CONTROL", "FEATURE_CONTROL", "IA32_FEAT_CTL", "FEAT_CTL"}
+
+
 def resolve_msr(name_or_index: str) -> int:
     """Index of a VMX capability MSR from "0x48b", "1163", "IA32_VMX_PROCBASED_CTLS2",
-    "MSR_IA32_VMX_PROCBASED_CTLS2" or "PROCBASED_CTLS2" (any case)."""
+    "MSR_IA32_VMX_PROCBASED_CTLS2" or "PROCBASED_CTLS2" (any case).  IA32_FEATURE_CONTROL
+    (0x3a, "FEATURE_CONTROL", "FEAT_CTL") is accepted too: it decides whether VMX is on."""
     s = str(name_or_index).strip()
     known = dict(MSRS)
     names = {"IA32_VMX_BASIC": IA32_VMX_BASIC}
@@ -497,19 +504,21 @@ def resolve_msr(name_or_index: str) -> int:
             index = int(s, 10)
     except ValueError:
         index = None
-    if index is not None and (index in known or index == IA32_VMX_BASIC):
+    if index is not None and (index in known or index in (IA32_VMX_BASIC, IA32_FEATURE_CONTROL)):
         return index
     if index is None:
         key = s.upper()
         if key.startswith("MSR_"):
             key = key[4:]
+        if key in _FEATURE_CONTROL_NAMES:
+            return IA32_FEATURE_CONTROL
         if not key.startswith("IA32_VMX_"):
             key = "IA32_VMX_" + key
         if key in names:
             return names[key]
     short = ", ".join(n[len("IA32_VMX_"):] for n, _ in sorted(names.items(), key=lambda kv: kv[1]))
-    raise ValueError("unknown VMX capability MSR %r: give an index (0x480-0x493) or a name, "
-                     "optionally prefixed IA32_VMX_ or MSR_IA32_VMX_: %s" % (s, short))
+    raise ValueError("unknown MSR %r: give an index (0x3a, 0x480-0x493) or a name, optionally "
+                     "prefixed IA32_VMX_ or MSR_IA32_VMX_: FEATURE_CONTROL, %s" % (s, short))
 
 
 def effective_controls(msrs: Dict[int, int], true_ctls: bool) -> dict:
@@ -623,3 +632,327 @@ def implied_vmx_flags(msrs: Dict[int, int]) -> Set[str]:
     if not words[0]:
         return set()
     return {name for (word, bit), name in VMX_FLAG_NAMES.items() if words[word] >> bit & 1}
+
+
+# ---------------------------------------------------------------------------------------
+# Values pasted by people: `vmxprobe decode`.
+
+
+def parse_value(text: str) -> int:
+    """An MSR value as people paste it: hex, with or without "0x", with "_" or spaces
+    between digit groups, or with the SDM's trailing "h" ("00DA040000000004h").  rdmsr(8)
+    and vmxcap print hex without a prefix, so digits alone are read as hex too.
+    Raises ValueError with a one-line message."""
+    raw = str(text)
+    s = "".join(raw.split()).replace("_", "")
+    if s[:2].lower() == "0x":
+        s = s[2:]
+    elif s[-1:].lower() == "h" and len(s) > 1:
+        s = s[:-1]
+    if not s or any(c not in "0123456789abcdefABCDEF" for c in s):
+        raise ValueError("bad value %r: give the register as hex, e.g. 0x00da040000000004 "
+                         "(0x, '_' and spaces optional)" % raw.strip())
+    value = int(s, 16)
+    if value > _M64:
+        raise ValueError("bad value %r: more than 64 bits (%d hex digits)" % (raw.strip(), len(s.lstrip("0"))))
+    return value
+
+
+def msr_label(index: int) -> str:
+    """"IA32_VMX_PROCBASED_CTLS2 (0x48b)" for any MSR this tool reads."""
+    if index == IA32_VMX_BASIC:
+        name = "IA32_VMX_BASIC"
+    elif index == IA32_FEATURE_CONTROL:
+        name = "IA32_FEATURE_CONTROL"
+    else:
+        m = MSRS.get(index)
+        name = m.name if m else "MSR"
+    return "%s (0x%x)" % (name, index)
+
+
+# ---------------------------------------------------------------------------------------
+# What a single bit of a capability MSR means: used to name differences bit by bit.
+
+
+def describe_bit(index: int, bit: int) -> str:
+    """Name what bit `bit` (0-63) of MSR `index` reports, in words a reader can check
+    against the SDM table the MSR's decoder cites."""
+    from vmxprobe import vmx  # local: vmx has no dependency on caps
+    if index == IA32_VMX_BASIC:
+        for f in vmx.VMX_BASIC_FIELDS:
+            if f.lo <= bit <= f.hi:
+                return f.name if f.lo == f.hi else "%s (bits %d:%d)" % (f.name, f.hi, f.lo)
+        return "reserved"
+    if index == IA32_FEATURE_CONTROL:
+        for f in vmx.FEATURE_CONTROL_FIELDS:
+            if f.lo <= bit <= f.hi:
+                return f.name
+        return "reserved"
+    m = MSRS.get(index)
+    if m is None:
+        return "bit %d" % bit
+    if m.kind == KIND_CTLS:
+        names = {c.bit: c.name for c in m.table.controls}
+        b = bit % 32
+        what = names.get(b, "bit %d (no control defined)" % b)
+        return "%s of %s" % ("allowed-1" if bit >= 32 else "allowed-0", what)
+    if m.kind == KIND_ALLOWED1:
+        names = {c.bit: c.name for c in m.table.controls}
+        return "allowed-1 of %s" % names.get(bit, "bit %d (no control defined)" % bit)
+    fields = {KIND_MISC: MISC_FIELDS, KIND_EPT_VPID: EPT_VPID_FIELDS, KIND_VMCS_ENUM: VMCS_ENUM_FIELDS}.get(m.kind)
+    if fields is not None:
+        for f in fields:
+            if f.lo <= bit <= f.hi:
+                return f.name if f.lo == f.hi else "%s (bits %d:%d)" % (f.name, f.hi, f.lo)
+        return "reserved"
+    named = {b: n for b, n, _ in CR_BITS[m.register]}
+    return "%s.%s" % (m.register, named.get(bit, "bit%d" % bit))
+
+
+def differing_bits(index: int, a: int, b: int) -> List[dict]:
+    """Bits where a and b differ: [{"bit", "what", "a", "b"}], lowest first."""
+    return [{"bit": n, "what": describe_bit(index, n), "a": int(a >> n & 1), "b": int(b >> n & 1)}
+            for n in _set_bits((a ^ b) & _M64)]
+
+
+# ---------------------------------------------------------------------------------------
+# vmxcap's "default" state.  A.2: on the plain control MSRs the "default1" controls read
+# as must-be-1; when IA32_VMX_BASIC bit 55 is set the TRUE MSR says whether they may be 0.
+# QEMU's scripts/kvm/vmxcap prints such a control as "default".
+
+
+def default1_controls(plain: int, true: int) -> List[int]:
+    """Control bits (0-31) that the plain MSR forces to 1 but its TRUE MSR lets be 0."""
+    p_lo, p_hi, t_lo, t_hi = plain & _M32, plain >> 32, true & _M32, true >> 32
+    return [b for b in range(32) if p_lo >> b & 1 and p_hi >> b & 1
+            and not t_lo >> b & 1 and t_hi >> b & 1]
+
+
+# ---------------------------------------------------------------------------------------
+# kvm_intel: which capability MSRs feed the struct vmcs_config that
+# vmx_check_processor_compat() memcmp()s on every CPU against the boot CPU's
+# ("Inconsistent VMCS config on CPU %d", arch/x86/kvm/vmx/vmx.c).  setup_vmcs_config()
+# builds it from the plain control MSRs with adjust_vmx_controls() (allowed-0 bits all
+# enter; allowed-1 bits where KVM asks for them), from all of IA32_VMX_BASIC and
+# IA32_VMX_MISC; with kvm_intel.nested=1 (the default) nested_vmx_setup_ctls_msrs() adds
+# vmcs_conf->nested, which takes the EPT half of IA32_VMX_EPT_VPID_CAP and reads
+# IA32_VMX_CR0_FIXED1 / IA32_VMX_CR4_FIXED1 with rdmsrl().  Everything else is either
+# computed by KVM (VMCS_ENUM, CR0/CR4 FIXED0, VM functions) or never read by it (TRUE_*):
+# a difference there is reported, and KVM loads.
+
+FEEDS_ALWAYS = "always"
+FEEDS_NESTED = "nested"     # only while kvm_intel.nested=1
+
+KVM_FEEDS: Dict[int, Tuple[str, int, str]] = {
+    0x480: (FEEDS_ALWAYS, _M64, "setup_vmcs_config(): vmcs_conf->basic"),
+    0x481: (FEEDS_ALWAYS, _M64, "adjust_vmx_controls(): vmcs_conf->pin_based_exec_ctrl"),
+    0x482: (FEEDS_ALWAYS, _M64, "adjust_vmx_controls(): vmcs_conf->cpu_based_exec_ctrl"),
+    0x483: (FEEDS_ALWAYS, _M64, "adjust_vmx_controls(): vmcs_conf->vmexit_ctrl"),
+    0x484: (FEEDS_ALWAYS, _M64, "adjust_vmx_controls(): vmcs_conf->vmentry_ctrl"),
+    0x485: (FEEDS_ALWAYS, _M64, "setup_vmcs_config(): vmcs_conf->misc"),
+    0x48B: (FEEDS_ALWAYS, _M64, "adjust_vmx_controls(): vmcs_conf->cpu_based_2nd_exec_ctrl"),
+    0x492: (FEEDS_ALWAYS, _M64, "adjust_vmx_controls64(): vmcs_conf->cpu_based_3rd_exec_ctrl"),
+    0x493: (FEEDS_ALWAYS, _M64, "adjust_vmx_controls64(): vmcs_conf->vmexit_2nd_ctrl (kernels with KVM FRED support)"),
+    0x48C: (FEEDS_NESTED, _M32, "nested_vmx_setup_secondary_ctls(): vmcs_conf->nested.ept_caps (EPT half only)"),
+    0x487: (FEEDS_NESTED, _M64, "nested_vmx_setup_cr_fixed(): rdmsrl() into vmcs_conf->nested.cr0_fixed1"),
+    0x489: (FEEDS_NESTED, _M64, "nested_vmx_setup_cr_fixed(): rdmsrl() into vmcs_conf->nested.cr4_fixed1"),
+}
+KVM_IGNORES: Dict[int, str] = {
+    0x486: "KVM reports its own VMXON_CR0_ALWAYSON to L1",
+    0x488: "KVM reports its own VMXON_CR4_ALWAYSON to L1",
+    0x48A: "KVM computes it (nested_vmx_calc_vmcs_enum_msr())",
+    0x48D: "KVM reads only the plain control MSRs",
+    0x48E: "KVM reads only the plain control MSRs",
+    0x48F: "KVM reads only the plain control MSRs",
+    0x490: "KVM reads only the plain control MSRs",
+    0x491: "KVM derives its VM-function controls from EPT support",
+}
+
+
+def kvm_feed_mask(index: int, nested: bool = True) -> int:
+    """The bits of MSR `index` that reach vmcs_config (0: none)."""
+    feed = KVM_FEEDS.get(index)
+    if feed is None or (feed[0] == FEEDS_NESTED and not nested):
+        return 0
+    return feed[1]
+
+
+# Controls setup_vmcs_config() cannot do without on x86_64 (arch/x86/kvm/vmx/vmx.h
+# KVM_REQUIRED_VMX_*): adjust_vmx_controls() returns -EIO when one of them cannot be 1.
+KVM_REQUIRED_CONTROLS: Dict[int, Tuple[int, ...]] = {
+    0x481: (0, 3),                                      # EXT_INTR_MASK, NMI_EXITING
+    0x482: (2, 3, 7, 9, 10, 11, 15, 16, 19, 20, 23, 24, 29),  # INTR_WINDOW .. MONITOR, CR8 load/store
+    0x483: (2, 9, 15),                                  # SAVE_DEBUG_CONTROLS, HOST_ADDR_SPACE_SIZE, ACK_INTR_ON_EXIT
+    0x484: (2, 9),                                      # LOAD_DEBUG_CONTROLS, IA32E_MODE
+}
+
+# vmx.c vmcs_entry_exit_pairs[]: setup_vmcs_config() refuses a CPU on which an entry
+# control is available without its exit partner or the other way round (with
+# error_on_inconsistent_vmcs_config=Y, the default): (entry bit, exit bit, what).
+KVM_ENTRY_EXIT_PAIRS = (
+    (13, 12, "IA32_PERF_GLOBAL_CTRL load"),
+    (14, 19, "IA32_PAT load"),
+    (15, 21, "IA32_EFER load"),
+    (16, 23, "IA32_BNDCFGS load/clear"),
+    (18, 25, "IA32_RTIT_CTL load/clear"),
+)
+
+
+def kvm_setup_problems(msrs: Dict[int, int], strict: bool = True) -> List[str]:
+    """Why setup_vmcs_config() would return -EIO for these plain MSR values, one string
+    per cause ([] when it would succeed).  An MSR that faults must be passed as 0: the
+    kernel's rdmsr() fixup reads 0 for it.  strict=False is
+    kvm_intel.error_on_inconsistent_vmcs_config=N: the pair and EPT/VPID checks then only
+    warn and KVM drops the odd controls."""
+    out: List[str] = []
+    for index, required in KVM_REQUIRED_CONTROLS.items():
+        if index not in msrs:
+            continue
+        high = msrs[index] >> 32
+        names = {c.bit: c.name for c in MSRS[index].table.controls}
+        missing = [b for b in required if not high >> b & 1]
+        if missing:
+            out.append("%s cannot set control(s) KVM requires: %s" % (
+                msr_label(index), ", ".join("bit %d %s" % (b, names.get(b, "")) for b in missing)))
+    if not strict:
+        return out
+    if 0x483 in msrs and 0x484 in msrs:
+        entry, exit_ = msrs[0x484], msrs[0x483]
+        for n, x, what in KVM_ENTRY_EXIT_PAIRS:
+            # KVM asks for both as optional: each ends up set when allowed-1 (or forced).
+            has_n = bool(((entry >> 32) | (entry & _M32)) >> n & 1)
+            has_x = bool(((exit_ >> 32) | (exit_ & _M32)) >> x & 1)
+            if has_n != has_x:
+                out.append("inconsistent VM-entry/VM-exit pair (%s): entry control bit %d %s, exit "
+                           "control bit %d %s (\"Inconsistent VM-Entry/VM-Exit pair\")" % (
+                               what, n, "available" if has_n else "unavailable",
+                               x, "available" if has_x else "unavailable"))
+    proc2 = msrs.get(0x48B, 0) if (msrs.get(0x482, 0) >> 63 & 1) else 0
+    cap = msrs.get(0x48C, 0)
+    if cap & _M32 and not proc2 >> 33 & 1:
+        out.append("IA32_VMX_EPT_VPID_CAP (0x48c) reports EPT capabilities but 'enable EPT' cannot "
+                   "be set (\"EPT CAP should not exist if not support 1-setting enable EPT\")")
+    if cap >> 32 and not proc2 >> 37 & 1:
+        out.append("IA32_VMX_EPT_VPID_CAP (0x48c) reports VPID capabilities but 'enable VPID' cannot "
+                   "be set (\"VPID CAP should not exist if not support 1-setting enable VPID\")")
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Who made the values up.  A hypervisor that offers VMX to its guest presents capability
+# MSRs of its own choosing; some are recognisable by value.
+
+KVM_VMCS12_REVISION = 0x11E57ED0   # arch/x86/kvm/vmx/vmcs12.h VMCS12_REVISION
+KVM_EVMCS_VERSION = 1              # arch/x86/kvm/vmx/hyperv_evmcs.h KVM_EVMCS_VERSION
+
+# Hyper-V TLFS (asm/hyperv-tlfs.h): CPUID 0x40000004 EAX bit 14 recommends the
+# enlightened VMCS; CPUID 0x4000000A EAX bits 7:0 / 15:8 give the highest / lowest
+# eVMCS version the hypervisor supports.
+HV_CPUID_ENLIGHTMENT_INFO = 0x40000004
+HV_CPUID_NESTED_FEATURES = 0x4000000A
+HV_ENLIGHTENED_VMCS_RECOMMENDED = 1 << 14
+
+# What is known of each hypervisor that can expose VMX to a guest.  Only KVM's revision
+# identifier is a published constant; the others are recognised by their CPUID signature.
+HYPERVISOR_VMX = {
+    "KVM": "KVM nested VMX (kvm_intel.nested=1): nested_vmx_setup_ctls_msrs() builds the "
+           "values from the host's own vmcs_config, so they follow the host CPU",
+    "Hyper-V": "Hyper-V nested virtualization: the guest sees the host's capabilities as "
+               "Hyper-V filters them; with the enlightened VMCS recommended, kvm_intel uses "
+               "eVMCS v1 (KVM_EVMCS_VERSION) for its VMCSs and drops the controls eVMCS v1 "
+               "lacks (evmcs_sanitize_exec_ctrls())",
+    "VMware": "VMware virtualized HV (vhv.enable): values chosen by the VMware VMM; no "
+              "published revision identifier to check them against",
+    "VirtualBox": "VirtualBox nested VT-x (--nested-hw-virt on): values chosen by "
+                  "VirtualBox's CPUM; no published revision identifier to check them against",
+    "Xen": "Xen nested HVM (nestedhvm=1): values chosen by Xen's vvmx; no published "
+           "revision identifier to check them against",
+    "ACRN": "ACRN nested VMX: values chosen by the ACRN hypervisor",
+}
+
+
+def synthetic_vmx(basic: Optional[int], hypervisor: Optional[str],
+                  hv_leaves: Optional[Dict[int, Tuple[int, int, int, int]]] = None) -> Optional[dict]:
+    """Recognise VMX capabilities a hypervisor made up.  Returns None on bare metal (no
+    hypervisor and no known synthetic revision), else {"by", "how", "evmcs": {...}|None}."""
+    hv_leaves = hv_leaves or {}
+    out: Optional[dict] = None
+    if basic is not None and basic & 0x7FFFFFFF == KVM_VMCS12_REVISION:
+        out = {"by": "KVM", "how": "IA32_VMX_BASIC revision 0x%x is KVM's VMCS12_REVISION: "
+               "%s" % (KVM_VMCS12_REVISION, HYPERVISOR_VMX["KVM"]), "evmcs": None}
+    elif hypervisor:
+        out = {"by": hypervisor, "how": HYPERVISOR_VMX.get(
+            hypervisor, "values presented by %s, not the hardware's" % hypervisor), "evmcs": None}
+    if out is None:
+        return None
+    hint = hv_leaves.get(HV_CPUID_ENLIGHTMENT_INFO)
+    nested = hv_leaves.get(HV_CPUID_NESTED_FEATURES)
+    if hint is not None:
+        recommended = bool(hint[0] & HV_ENLIGHTENED_VMCS_RECOMMENDED)
+        high = nested[0] & 0xFF if nested is not None else None
+        low = nested[0] >> 8 & 0xFF if nested is not None else None
+        # hv_init_evmcs(): KVM uses eVMCS when it is recommended and the highest
+        # version offered is at least the one KVM implements.
+        usable = recommended and high is not None and high >= KVM_EVMCS_VERSION
+        out["evmcs"] = {"recommended": recommended, "version_low": low, "version_high": high,
+                        "kvm_uses_evmcs": usable}
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# TDX: the seamret_invd_vmcs erratum.  arch/x86/virt/vmx/tdx/tdx.c check_tdx_erratum()
+# reads IA32_VMX_BASIC on a TDX host and, when bit 60 (VMX_BASIC_NO_SEAMRET_INVD_VMCS)
+# is clear, sets X86_BUG_SEAMRET_INVD_VMCS ("seamret_invd_vmcs" in /proc/cpuinfo bugs):
+# SEAMRET from the P-SEAMLDR clears the current VMCS, so the tdx-host driver hides the
+# P-SEAMLDR sysfs files and TDX module runtime updates.
+
+VMX_BASIC_NO_SEAMRET_INVD_VMCS = 1 << 60
+
+
+def seamret_erratum(basic: int) -> dict:
+    keeps = bool(basic & VMX_BASIC_NO_SEAMRET_INVD_VMCS)
+    return {
+        "bit60": keeps,
+        "seamret_keeps_current_vmcs": keeps,
+        "kernel_bug": None if keeps else "X86_BUG_SEAMRET_INVD_VMCS",
+        "meaning": ("IA32_VMX_BASIC bit 60 set: SEAMRET from the P-SEAMLDR keeps the current "
+                    "VMCS; a TDX host may call the P-SEAMLDR (TDX module runtime update)"
+                    if keeps else
+                    "IA32_VMX_BASIC bit 60 clear: SEAMRET from the P-SEAMLDR clears the "
+                    "current VMCS; on a TDX host the kernel sets X86_BUG_SEAMRET_INVD_VMCS "
+                    "(\"seamret_invd_vmcs\") and hides the P-SEAMLDR (no TDX module runtime "
+                    "update); it means nothing on a CPU without TDX"),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Any MSR `vmxprobe decode` accepts.
+
+
+def decode_any(index: int, value: int) -> dict:
+    """Decode IA32_FEATURE_CONTROL, IA32_VMX_BASIC or a capability MSR value; the result
+    always carries msr, index, kind and raw."""
+    from vmxprobe import vmx
+    value &= _M64
+    if index == IA32_FEATURE_CONTROL:
+        out = {"msr": "IA32_FEATURE_CONTROL", "index": "0x3a", "kind": "feature_control"}
+        out.update(vmx.decode_feature_control(value))
+        known = 0
+        for f in vmx.FEATURE_CONTROL_FIELDS:
+            known |= ((1 << (f.hi - f.lo + 1)) - 1) << f.lo
+        out["reserved"] = _set_bits(value & ~known & _M64)
+        out["errors"] = []
+        return out
+    if index == IA32_VMX_BASIC:
+        out = {"msr": "IA32_VMX_BASIC", "index": "0x480", "kind": "basic"}
+        out.update(vmx.decode_vmx_basic(value))
+        out["errors"] = []
+        if value and not out["vmcs_size"]:
+            out["errors"].append("VMCS size (bits 44:32) is 0: no real CPU reports that")
+        if out["vmcs_size"] > 4096:
+            out["errors"].append("VMCS size %d is above 4096: the SDM bounds it by 4 KiB" % out["vmcs_size"])
+        out["seamret"] = seamret_erratum(value)
+        syn = synthetic_vmx(value, None)
+        out["synthetic"] = syn["how"] if syn else None
+        return out
+    return decode(index, value)

@@ -74,6 +74,8 @@ class LazyGroup(click.Group):
 
     LAZY = {
         # "name": "module:attribute",
+        "caps": "vmxprobe.capscmd:caps",
+        "decode": "vmxprobe.capscmd:decode",
     }
 
     def list_commands(self, ctx):

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Optional
 
-from vmxprobe import __version__, vmx
+from vmxprobe import __version__, capview, vmx
 from vmxprobe.cpulist import format_cpulist
 from vmxprobe.plan import Plan
 from vmxprobe.scan import ECX, HostScan
@@ -64,7 +64,11 @@ def build(scan: HostScan, verdict: Verdict, plan: Plan, materialized: bool,
                  "present": page.present, "online": page.online, "probed": page.cpu in scan.probes}
         p = scan.probes.get(page.cpu)
         if p is not None:
-            entry["msr"] = {f"0x{i:x}": _msr_text(r) for i, r in sorted(p.msr.items())}
+            # Every register read, as read; a capability MSR that a fixture does not
+            # hold (UNRECORDED) says nothing and is left out (capabilities.state says so).
+            entry["msr"] = {f"0x{i:x}": _msr_text(r) for i, r in sorted(p.msr.items())
+                            if i in (vmx.MSR_IA32_FEAT_CTL, vmx.MSR_IA32_VMX_BASIC)
+                            or r.errno != "UNRECORDED"}
             entry["cpuid_vmx"] = p.cpuid_bit(1, ECX, vmx.CPUID_VMX_BIT)
         info = scan.cpuinfo.get(page.cpu)
         entry["vmx_flag"] = None if info is None else "vmx" in info["flags"]
@@ -90,6 +94,8 @@ def build(scan: HostScan, verdict: Verdict, plan: Plan, materialized: bool,
         "vmx_basic": basic,
         "feature_control": fc,
         "per_cpu": per_cpu,
+        "capabilities": verdict.capabilities if verdict.capabilities is not None
+        else capview.analyse(scan, boot),
         "topology": {"nodes": topo.nodes, "nodes_with_memory": topo.nodes_with_memory,
                      "notes": topo.notes, "missing": topo.missing,
                      "file_errors": scan.file_errors},
@@ -122,6 +128,57 @@ def headline(report: dict) -> str:
     return f"NOT READY: x86_vmx_init() succeeds but kvm_intel would fail (-{v['kvm_intel']})"
 
 
+def _materialised_lines(plan: dict, header: str) -> list[str]:
+    """The plan's materialisation: page checks, where the kernel put each page, and
+    whether the placement was real (bound), impossible (unbound) or simulated."""
+    ver = plan["verified"]
+    if not plan["materialized"] or ver is None:
+        failure = plan.get("failure")
+        if failure is None:
+            return ["  not materialised"]
+        return [f"  not materialised: {failure['reason']}; every page taken was released"]
+    stamped = ver.get("stamped", header)
+    lines = [f"  materialised {ver['pages']} page(s); verified {ver['ok']}/{ver['pages']} "
+             f"(page-aligned, {plan['page_size']} bytes, header {stamped}, rest zero)"]
+    where = ver.get("placement")
+    if where is None:
+        lines.append(f"  placement {plan['placement']}")
+    elif where["mode"] != "bound":
+        lines.append(f"  placement {where['mode']}: {where['why']}")
+    else:
+        lines.append(f"  placement bound: {where['policy']} to the serving node before first "
+                     f"touch; the kernel ({where['method']}) puts {where['verified_on_node']}/"
+                     f"{where['placed']} on the planned node")
+        for n in where["nodes"]:
+            text = f"    node {n['node']}: {n['verified_on_node']}/{n['placed']} page(s) on node {n['serving_node']}"
+            if n["serving_node"] != n["node"]:
+                text += ", its serving node"
+            off = [f"{k} on node {m}" for m, k in sorted(n["elsewhere"].items(), key=lambda i: int(i[0]))]
+            off += [f"{k} with no node ({e})" for e, k in sorted(n["unanswered"].items())]
+            if off:
+                text += f"; {', '.join(off)}"
+            fb = n.get("kernel_fallback")
+            if fb is not None and fb.get("landed_on") is not None:
+                text += (f"; a page faulted from CPU {fb['cpu']} with local policy lands on node "
+                         f"{fb['landed_on']}" + (" too" if fb["agrees"] else
+                                                 f", NOT node {n['serving_node']} as planned"))
+            elif fb is not None:
+                text += f"; the kernel's fallback not checked: {fb.get('unchecked')}"
+            lines.append(text)
+        for miss in where["mismatches"]:
+            lines.append(f"    CPU {miss['cpu']}: the kernel says node {miss['kernel']}, "
+                         f"planned node {miss['serving_node']}")
+        if where["mismatches_total"] > len(where["mismatches"]):
+            lines.append(f"    ... and {where['mismatches_total'] - len(where['mismatches'])} "
+                         "more page(s) off their node")
+    if ver.get("stamp_note"):
+        lines.append(f"  {ver['stamp_note']}")
+    if ver.get("kernel_allocates") is False:
+        lines.append("  x86_vmx_init() stops before it allocates: the pages were materialised "
+                     "only to check the plan")
+    return lines
+
+
 def render_text(report: dict, style=lambda text, **kw: text) -> str:
     v, plan, host, cpus = report["verdict"], report["plan"], report["host"], report["cpus"]
     colour = "green" if v["ready"] else ("yellow" if not v["determined"] else "red")
@@ -151,13 +208,7 @@ def render_text(report: dict, style=lambda text, **kw: text) -> str:
         served = "" if n["serving_node"] == n["node"] else f", served by node {n['serving_node']} (node {n['node']} has no memory)"
         inferred = f", inferred for CPU(s) {n['inferred_cpus']}" if n["inferred_cpus"] else ""
         lines.append(f"  node {n['node']}: {n['pages']} page(s) for CPU(s) {n['cpus']}{served}{inferred}")
-    if plan["materialized"]:
-        ver = plan["verified"]
-        lines.append(f"  materialised {ver['pages']} page(s); verified {ver['ok']}/{ver['pages']} "
-                     f"(page-aligned, {plan['page_size']} bytes, header {header}, rest zero); "
-                     f"placement {plan['placement']}")
-    else:
-        lines.append("  not materialised: x86_vmx_init() stops before it allocates")
+    lines += _materialised_lines(plan, header)
     topo = report["topology"]
     for note in topo["notes"]:
         lines.append(f"Note:   {note}")

@@ -1,13 +1,14 @@
 """What the kernel would decide: x86_vmx_init() (arch/x86/virt/hw.c) and kvm_intel's
 stricter checks (setup_vmcs_config(), vmx_check_processor_compat()), each reason naming
-the register, bit and CPU that decided it."""
+the register, bit and CPU that decided it.  The capability MSRs (0x481-0x493) are
+analysed in vmxprobe.capview; the refusals they cause are decided here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
 
-from vmxprobe import vmx
+from vmxprobe import capview, caps, vmx
 from vmxprobe.cpulist import format_cpulist
 from vmxprobe.scan import ECX, HostScan
 from vmxprobe.sources import ACCESS_ERRORS, MEANING, Reading
@@ -38,6 +39,7 @@ class Verdict:
     emulated: Optional[str] = None       # who made the VMX values up, when not the hardware
     reasons: list[str] = field(default_factory=list)
     undetermined: list[str] = field(default_factory=list)  # one line each: cause and fix
+    capabilities: Optional[dict] = None  # capview.analyse() of the scan (report "capabilities")
 
     @property
     def ready(self) -> bool:
@@ -110,6 +112,7 @@ def judge(scan: HostScan) -> Verdict:
     if boot != 0:
         v.reasons.append(f"CPU 0 is offline; CPU {boot} stands in for the boot CPU")
     p = scan.probes[boot]
+    v.capabilities = capview.analyse(scan, boot)
     _label_hypervisor(scan, v, p)
 
     # 1. if (!cpu_feature_enabled(X86_FEATURE_VMX)) return -EOPNOTSUPP;
@@ -214,6 +217,7 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
     """setup_vmcs_config() on the boot CPU, then vmx_check_processor_compat() on each
     online CPU: the first failure is what loading kvm_intel returns."""
     first: Optional[str] = None
+    capsec = v.capabilities or capview.analyse(scan, boot)
 
     def refuse(code: str, reason: str):
         nonlocal first
@@ -226,6 +230,23 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
     if basic["memory_type"] != vmx.VMX_BASIC_MEM_TYPE_WB:
         refuse(EIO, f"CPU {boot}: IA32_VMX_BASIC memory type (bits 53:50) = "
                     f"{basic['memory_type']}, not 6 (WB); setup_vmcs_config() refuses it (-EIO)")
+    for problem in capsec["kvm_setup"]:
+        refuse(EIO, f"CPU {boot}: setup_vmcs_config() fails: {problem}; kvm_intel refuses "
+                    "to load (-EIO)")
+    # Capability-MSR differences that reach vmcs_config, per CPU (IA32_VMX_BASIC is
+    # handled below with its own message).
+    cap_refusals: dict[int, list[str]] = {}
+    for d in capsec["differences"]:
+        if int(d["index"], 16) == vmx.MSR_IA32_VMX_BASIC:
+            continue
+        for c in d["cpus"]:
+            if not c["kvm_refuses"]:
+                continue
+            bits = "; ".join(f"bit {b['bit']} ({b['what']}): {b['a']} on CPU {boot}, {b['b']} here"
+                             for b in c["bits"] if b["kvm"])
+            read = "" if c["read"] == "ok" else f" ({c['read']}, read by the kernel as 0)"
+            cap_refusals.setdefault(c["cpu"], []).append(
+                f"{d['msr']} = {c['value']}{read} differs from CPU {boot}'s {d['boot_value']} in {bits}")
     unknown = False
     differ_basic, differ_fc, no_vmx = [], [], []
     for cpu in sorted(scan.probes):
@@ -252,12 +273,25 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
                 unknown = True
                 _unreadable(v, cpu, "IA32_VMX_BASIC (0x480)", r)
             continue
+        # vmx_check_processor_compat(): setup_vmcs_config() on this CPU first, then the
+        # memcmp() of the result against the boot CPU's vmcs_config.
+        kv = capview.kernel_values(q) if capview.cpu_state(q) == capview.STATE_READ else None
+        setup = caps.kvm_setup_problems(kv, capview.strict_config(scan)) if kv is not None else []
+        if setup:
+            also = (f"; it also differs from CPU {boot}: {'; '.join(cap_refusals[cpu])}"
+                    if cpu in cap_refusals else "")
+            refuse(EIO, f"CPU {cpu}: setup_vmcs_config() fails: {'; '.join(setup)}; KVM: "
+                        f"\"Failed to setup VMCS config on CPU {cpu}\" (-EIO){also}")
+            continue
         if r.value != basic_value:
             differ_basic.append(cpu)
             bits = [b for b in range(64) if (r.value ^ basic_value) >> b & 1]
             refuse(EIO, f"CPU {cpu}: IA32_VMX_BASIC (0x480) = 0x{r.value:016x} differs from "
                         f"CPU {boot}'s {basic['raw']} in bit(s) {', '.join(map(str, bits))}; "
                         f"KVM: \"Inconsistent VMCS config on CPU {cpu}\" (-EIO)")
+        elif cpu in cap_refusals:
+            refuse(EIO, f"CPU {cpu}: {'; '.join(cap_refusals[cpu])}; KVM: \"Inconsistent VMCS "
+                        f"config on CPU {cpu}\" (-EIO)")
         fc, fc_boot = q.msr[vmx.MSR_IA32_FEAT_CTL], scan.probes[boot].msr[vmx.MSR_IA32_FEAT_CTL]
         if fc.ok and fc_boot.ok and fc.value != fc_boot.value:
             differ_fc.append(cpu)
@@ -267,6 +301,7 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
         v.reasons.append(f"CPU(s) {format_cpulist(differ_fc)}: IA32_FEATURE_CONTROL differs "
                          f"from CPU {boot}'s in bits that do not disable VMX; firmware set "
                          "the CPUs up unevenly")
+    _capability_notes(v, capsec, boot)
     offline = sorted(set(scan.topology.possible) - set(scan.probes))
     if offline:
         v.reasons.append(f"CPU(s) {format_cpulist(offline)} are not online, so not read: "
@@ -278,8 +313,50 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
         v.kvm_intel = None
     else:
         v.kvm_intel = OK
+        if capsec["state"] == capview.STATE_READ and not capsec["cpus_not_read"]:
+            compared = ("IA32_VMX_BASIC and VMX capability MSRs (as far as kvm_intel compares "
+                        "them" + (", and of those that were read" if capsec["not_compared"] else "")
+                        + ")")
+        else:
+            compared = "IA32_VMX_BASIC"
         v.reasons.append(f"all {len(scan.probes)} online CPU(s) {format_cpulist(scan.probes)} "
-                         "have VMX enabled and the same IA32_VMX_BASIC as the boot CPU")
+                         f"have VMX enabled and the same {compared} as the boot CPU")
+
+
+def _capability_notes(v: Verdict, capsec: dict, boot: int) -> None:
+    """What the capability MSRs show besides refusals: MSRs not read, MSRs that fault
+    where they should exist, and differences kvm_intel does not compare."""
+    if capsec["state"] == capview.STATE_NOT_READ:
+        bp_reading = next((r["read"] for r in capsec["msrs"] if r["index"] == "0x481"), "?")
+        v.reasons.append(f"the VMX capability MSRs (0x481-0x493) were not read on CPU {boot} "
+                         f"({bp_reading}: {MEANING.get(bp_reading, 'not read')}): kvm_intel's "
+                         "per-CPU comparison of its vmcs_config was checked on IA32_VMX_BASIC only")
+    elif capsec["cpus_not_read"]:
+        v.reasons.append(f"the VMX capability MSRs were not read on CPU(s) {capsec['cpus_not_read']}: "
+                         "kvm_intel's per-CPU comparison was checked there on IA32_VMX_BASIC only")
+    for n in capsec["not_compared"]:
+        v.reasons.append(f"CPU(s) {n['cpus']}: {n['msr']} was not read on them or on CPU {boot} "
+                         f"({n['why']}), so it was not compared")
+    for f in capsec["faults"]:
+        v.reasons.append(f"CPU(s) {f['cpus']}: {f['why']}; the kernel reads it as 0")
+    for d in capsec["differences"]:
+        if d["kvm"]["compared"] and int(d["index"], 16) == vmx.MSR_IA32_VMX_BASIC:
+            continue
+        quiet = [c for c in d["cpus"] if not c["kvm_refuses"]]
+        if not quiet:
+            continue
+        bits = sorted({b["bit"] for c in quiet for b in c["bits"]})
+        why = (f"kvm_intel does not compare it ({d['kvm']['why']})" if not d["kvm"]["compared"]
+               else "the differing bits do not reach kvm_intel's vmcs_config")
+        v.reasons.append(f"CPU(s) {format_cpulist(c['cpu'] for c in quiet)}: {d['msr']} differs from "
+                         f"CPU {boot}'s in bit(s) {', '.join(map(str, bits))}: {why}; reported, "
+                         "not refused")
+    s = capsec.get("seamret")
+    if s and (s["tdx_host_platform"] or s["kernel_reports_bug"]):
+        line = f"CPU {boot}: TDX host: {s['meaning']}"
+        if not s["seamret_keeps_current_vmcs"] and s["kernel_reports_bug"] is False:
+            line += "; the running kernel does not list seamret_invd_vmcs in its bugs (it predates the erratum handling)"
+        v.reasons.append(line)
 
 
 def _vendor(p) -> Optional[str]:
@@ -293,19 +370,36 @@ def _hv_name(p) -> Optional[str]:
 
 
 def _label_hypervisor(scan: HostScan, v: Verdict, p) -> None:
-    if not p.cpuid_bit(1, ECX, vmx.CPUID_HYPERVISOR_BIT):
+    r = p.msr[vmx.MSR_IA32_VMX_BASIC]
+    kvm_revision = r.ok and r.value and r.value & 0x7FFFFFFF == vmx.VMCS12_REVISION
+    if not p.cpuid_bit(1, ECX, vmx.CPUID_HYPERVISOR_BIT) and not kvm_revision:
         return
     name = _hv_name(p) or "an unnamed hypervisor"
-    r = p.msr[vmx.MSR_IA32_VMX_BASIC]
-    if r.ok and r.value and r.value & 0x7FFFFFFF == vmx.VMCS12_REVISION:
+    if kvm_revision:
         v.emulated = "KVM nested VMX"
         v.reasons.append(f"CPU {p.cpu}: IA32_VMX_BASIC revision 0x{vmx.VMCS12_REVISION:x} is "
                          "KVM's VMCS12_REVISION: these are the VMX capabilities KVM emulates "
-                         "for its guest (nested VMX), not the hardware's")
+                         "for its guest (nested VMX), not the hardware's"
+                         + ("" if p.cpuid_bit(1, ECX, vmx.CPUID_HYPERVISOR_BIT) else
+                            " (although CPUID.01H:ECX[31] hides the hypervisor)"))
     elif r.ok and r.value:
         v.emulated = name
+        syn = (v.capabilities or {}).get("synthetic") or {}
         v.reasons.append(f"CPU {p.cpu}: running under {name} (CPUID.01H:ECX[31] = 1): the VMX "
-                         "registers read are the ones the hypervisor presents, not the hardware's")
+                         "registers read are the ones the hypervisor presents, not the hardware's"
+                         + (f"; {syn['how']}" if syn.get("how") else ""))
+    ev = ((v.capabilities or {}).get("synthetic") or {}).get("evmcs")
+    if ev and ev["kvm_uses_evmcs"]:
+        v.reasons.append(
+            f"CPU {p.cpu}: Hyper-V recommends the enlightened VMCS (CPUID 0x40000004 EAX bit 14) "
+            f"and offers eVMCS versions {ev['version_low']}-{ev['version_high']}: kvm_intel here "
+            f"uses eVMCS v{caps.KVM_EVMCS_VERSION}, stamping its VMCSs with revision "
+            f"{caps.KVM_EVMCS_VERSION} (KVM_EVMCS_VERSION) while the root VMXON pages keep "
+            "IA32_VMX_BASIC's revision, as planned here (alloc_kvm_area())")
+    elif ev and ev["recommended"]:
+        v.reasons.append(f"CPU {p.cpu}: Hyper-V recommends the enlightened VMCS but offers no "
+                         f"version kvm_intel implements (v{caps.KVM_EVMCS_VERSION}): kvm_intel "
+                         "uses ordinary VMCSs")
 
 
 def _kernel_view(scan: HostScan, v: Verdict) -> None:
@@ -338,3 +432,8 @@ def _kernel_view(scan: HostScan, v: Verdict) -> None:
         v.reasons.append(f"kernel view: /proc/cpuinfo shows the vmx flag on CPU(s) "
                          f"{format_cpulist(extra)} although the registers turn VMX off: kernels "
                          "before 5.6 kept the flag when firmware disabled VMX")
+    for k in (v.capabilities or {}).get("kernel_view", []):
+        flags = ", ".join(["-" + f for f in k["missing"]] + ["+" + f for f in k["extra"]])
+        v.reasons.append(f"kernel view: \"vmx flags\" in /proc/cpuinfo on CPU(s) {k['cpus']} "
+                         f"disagree with the registers{' (' + flags + ')' if flags else ''}: "
+                         + "; ".join(k["why"]))

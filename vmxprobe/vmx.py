@@ -26,7 +26,7 @@ def _bits(value: int, lo: int, hi: int) -> int:
     return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
 
 
-# IA32_VMX_BASIC, SDM Vol. 3D A.1. Bit 31 is always 0; 45-47, 57-59, 61-63 reserved.
+# IA32_VMX_BASIC, SDM Vol. 3D A.1. Bit 31 is always 0; 45-47, 57, 59, 61-63 reserved.
 VMX_BASIC_FIELDS = (
     Field("revision_id", 0, 30, "vmx_basic_vmcs_revision_id()", "A.1 bits 30:0 VMCS revision identifier"),
     Field("vmcs_size", 32, 44, "vmx_basic_vmcs_size()", "A.1 bits 44:32 bytes for the VMXON region and a VMCS"),
@@ -36,11 +36,12 @@ VMX_BASIC_FIELDS = (
     Field("ins_outs", 54, 54, "VMX_BASIC_INOUT", "A.1 bit 54 VM-exit information for INS/OUTS"),
     Field("true_controls", 55, 55, "VMX_BASIC_TRUE_CTLS", "A.1 bit 55 IA32_VMX_TRUE_*_CTLS exist"),
     Field("no_hw_error_code_cc", 56, 56, "VMX_BASIC_NO_HW_ERROR_CODE_CC", "A.1 bit 56 VM entry may deliver a HW exception without error code"),
+    Field("nested_exception", 58, 58, "VMX_BASIC_NESTED_EXCEPTION", "A.1 bit 58 nested-exception support (FRED)"),
     Field("no_seamret_invd_vmcs", 60, 60, "(TDX: seamret_invd_vmcs erratum when clear)", "A.1 bit 60 SEAMRET from P-SEAMLDR keeps the current VMCS"),
 )
 _BOOL_FIELDS = {"phys_addr_32bit", "dual_monitor", "ins_outs", "true_controls",
-                "no_hw_error_code_cc", "no_seamret_invd_vmcs"}
-VMX_BASIC_RESERVED_MASK = (1 << 31) | (0x7 << 45) | (0x7 << 57) | (0x7 << 61)
+                "no_hw_error_code_cc", "nested_exception", "no_seamret_invd_vmcs"}
+VMX_BASIC_RESERVED_MASK = (1 << 31) | (0x7 << 45) | (1 << 57) | (1 << 59) | (0x7 << 61)
 
 MEMORY_TYPES = {0: "UC", 6: "WB"}  # SDM A.1: "The values 1-5 and 7-15 are not used"
 
