@@ -1,4 +1,6 @@
+import errno
 import mmap
+import os
 import pathlib
 import subprocess
 import sys
@@ -7,9 +9,14 @@ import textwrap
 import pytest
 
 import hostgen
-from vmxprobe import fixture
-from vmxprobe.plan import PAGE_SIZE, build_plan, materialize
-from vmxprobe.sources import FixtureHost
+from vmxprobe import fixture, numa
+from vmxprobe import plan as plan_mod
+from vmxprobe.pipeline import run
+from vmxprobe.plan import (BOUND, BY_GET_MEMPOLICY, BY_MOVE_PAGES, MAX_MISMATCHES, PAGE_SIZE,
+                           SIMULATED, UNBOUND, Materialized, Placement, Plan, PlannedPage,
+                           build_plan, materialize)
+from vmxprobe.report import render_text
+from vmxprobe.sources import FixtureHost, LiveHost, RecordingHost
 from vmxprobe.topology import read_topology
 
 
@@ -115,3 +122,253 @@ def test_real_enomem_under_an_address_space_limit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=str(pathlib.Path(__file__).parent.parent))
     assert out.stdout.split() == ["False", "True", "0", "ENOMEM", "True"], out.stderr
+
+
+# --- placement: bound, unbound, simulated --------------------------------------------
+
+needs_numa = pytest.mark.skipif(not numa.numa_available(),
+                                reason="this kernel answers no NUMA policy calls")
+
+
+def pages_on(*nodes, serving=None, memory=None, online=True):
+    """A plan of one page per CPU; nodes[i] is CPU i's node."""
+    serving = serving or {}
+    pages = [PlannedPage(cpu=i, node=n, serving_node=serving.get(n, n), node_source="link",
+                         present=True, online=online) for i, n in enumerate(nodes)]
+    return Plan(revision_id=0x12, pages=pages,
+                nodes_with_memory=sorted(set(nodes)) if memory is None else memory)
+
+
+def test_simulated_placement_binds_nothing_and_says_why():
+    p = plan_of(hostgen.synthetic(4, 2))
+    placement = Placement.for_source(live_here=False)
+    assert placement.mode == SIMULATED and placement.place is None
+    with materialize(p, place=placement.place) as m:
+        ver = m.verify(p.stamp, p, placement)
+    where = ver["placement"]
+    assert (ver["ok"], where["mode"], where["method"], where["policy"]) == (4, SIMULATED, None, None)
+    assert "another host" in where["why"]
+    assert where["placed"] == 0 and where["verified_on_node"] is None
+    assert [(n["node"], n["pages"], n["placed"], n["verified_on_node"]) for n in where["nodes"]] == \
+        [(0, 2, 0, None), (1, 2, 0, None)]
+
+
+def test_unbound_when_the_kernel_answers_no_numa_call(monkeypatch):
+    monkeypatch.setattr(numa, "numa_status", lambda: (False, "get_mempolicy(2) fails with ENOSYS"))
+    placement = Placement.for_source(live_here=True)
+    assert placement.mode == UNBOUND and placement.place is None
+    assert placement.why.startswith("get_mempolicy(2) fails with ENOSYS")
+    p = pages_on(0, 0)
+    with materialize(p, place=placement.place) as m:
+        where = m.verify(p.stamp, p, placement)["placement"]
+    assert where["mode"] == UNBOUND and where["placed"] == 0 and where["method"] is None
+
+
+@needs_numa
+def test_bound_pages_are_found_on_their_node_by_the_kernel():
+    p = pages_on(0, 0, 0, 0)
+    placement = Placement.for_source(live_here=True)
+    assert placement.mode == BOUND
+    with materialize(p, place=placement.place) as m:
+        assert m.ok
+        ver = m.verify(p.stamp, p, placement)
+        # The policy really is on the mapping: a second, STRICT bind to the same node is
+        # accepted for a page already there.
+        numa.bind_to_node(m.address(0), PAGE_SIZE, 0)
+    where = ver["placement"]
+    assert (ver["pages"], ver["ok"], ver["bad"]) == (4, 4, [])
+    assert (where["method"], where["placed"], where["verified_on_node"]) == (BY_MOVE_PAGES, 4, 4)
+    assert where["nodes"] == [{"node": 0, "serving_node": 0, "pages": 4, "placed": 4,
+                               "verified_on_node": 4, "elsewhere": {}, "unanswered": {}}]
+
+
+@needs_numa
+def test_binding_to_a_node_this_machine_lacks_fails_with_einval_all_or_nothing():
+    if os.path.exists("/sys/devices/system/node/node63"):
+        pytest.skip("this machine has a node 63")
+    p = pages_on(0, 0, 63, 0)
+    taken = []
+
+    def allocate():
+        buf = plan_mod._anonymous_page()
+        taken.append(buf)
+        return buf
+    m = materialize(p, allocate=allocate, place=Placement(BOUND).place)
+    assert not m.ok and m.failed_cpu == 2 and m.pages == {}
+    assert all(b.closed for b in taken)
+    assert m.errno == "EINVAL"
+    assert "node 63 does not exist on this machine" in m.error
+    assert "not a shortage of memory" in plan_mod.failure_reason(m)
+
+
+def test_a_genuine_enomem_is_told_apart_from_einval():
+    def allocate():
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+    m = materialize(pages_on(0), allocate=allocate)
+    assert m.errno == "ENOMEM"
+    assert plan_mod.failure_reason(m) == \
+        "mmap(2) of CPU 0's page failed with ENOMEM: Cannot allocate memory"
+    bind = plan_mod._bind_failure(errno.ENOMEM, pages_on(1).pages[0])
+    assert bind.endswith("failed with ENOMEM: the kernel is out of memory")
+
+
+def _fake_bound(monkeypatch, answers):
+    """Bound placement whose pages are not really bound, and a kernel that answers
+    `answers` (node or -errno per page) to move_pages(2)."""
+    monkeypatch.setattr(numa, "page_status", lambda addrs: list(answers[:len(addrs)]))
+    return Placement(BOUND)
+
+
+def test_pages_off_their_node_are_listed_with_the_kernels_answer(monkeypatch):
+    p = pages_on(0, 0, 1, 1)
+    placement = _fake_bound(monkeypatch, [0, 5, -errno.ENOENT, 1])
+    with materialize(p) as m:
+        ver = m.verify(p.stamp, p, placement)
+    where = ver["placement"]
+    assert ver["ok"] == 2
+    assert ver["bad"] == [{"cpu": 1, "problems": ["on node 5, not node 0"]},
+                          {"cpu": 2, "problems": ["the kernel gives no node (ENOENT)"]}]
+    assert where["mismatches"] == [
+        {"cpu": 1, "node": 0, "serving_node": 0, "kernel": 5},
+        {"cpu": 2, "node": 1, "serving_node": 1, "kernel": "ENOENT"}]
+    assert [(n["verified_on_node"], n["elsewhere"], n["unanswered"]) for n in where["nodes"]] == \
+        [(1, {"5": 1}, {}), (1, {}, {"ENOENT": 1})]
+
+
+def test_mismatches_listed_are_bounded_counts_are_not(monkeypatch):
+    n = MAX_MISMATCHES + 36
+    p = pages_on(*([0] * n))
+    placement = _fake_bound(monkeypatch, [1] * n)
+    with materialize(p) as m:
+        ver = m.verify(p.stamp, p, placement)
+    where = ver["placement"]
+    assert len(where["mismatches"]) == MAX_MISMATCHES and where["mismatches_total"] == n
+    assert where["nodes"][0]["elsewhere"] == {"1": n} and ver["ok"] == 0
+
+
+def test_get_mempolicy_answers_where_move_pages_cannot(monkeypatch):
+    def no_move_pages(addrs):
+        raise OSError(errno.ENOSYS, "move_pages: Function not implemented")
+    monkeypatch.setattr(numa, "page_status", no_move_pages)
+    monkeypatch.setattr(numa, "node_of_address", lambda addr: 0)
+    p = pages_on(0, 0)
+    with materialize(p) as m:
+        where = m.verify(p.stamp, p, Placement(BOUND))["placement"]
+    assert where["method"] == BY_GET_MEMPOLICY and where["verified_on_node"] == 2
+
+
+def test_the_kernels_fallback_is_asked_only_for_memoryless_nodes(monkeypatch):
+    # Node 1 has memory, all ZONE_MOVABLE (not normal): a user page would stay on node 1.
+    p = pages_on(0, 1, serving={1: 0}, memory=[0, 1])
+    assert "ZONE_MOVABLE" in plan_mod._fallback_check(p, 1, 0)["unchecked"]
+    p = pages_on(0, 1, serving={1: 0}, memory=[0], online=False)
+    assert "no online CPU of node 1" in plan_mod._fallback_check(p, 1, 0)["unchecked"]
+
+
+@needs_numa
+def test_the_kernels_fallback_probe_runs_on_this_machine():
+    """Really pin to a CPU and fault a local-policy page: on this machine the CPU's node
+    has memory, so the page stays there; the affinity is given back afterwards."""
+    cpu = min(os.sched_getaffinity(0))
+    here = numa_node_of_cpu(cpu)
+    before = os.sched_getaffinity(0)
+    pages = [PlannedPage(cpu=cpu, node=99, serving_node=here, node_source="link",
+                         present=True, online=True)]
+    result = plan_mod._fallback_check(Plan(0x12, pages, nodes_with_memory=[here]), 99, here)
+    assert result == {"cpu": cpu, "landed_on": here, "agrees": True}
+    assert os.sched_getaffinity(0) == before
+
+
+def numa_node_of_cpu(cpu):
+    base = f"/sys/devices/system/cpu/cpu{cpu}"
+    links = [e for e in os.listdir(base) if e.startswith("node") and e[4:].isdigit()]
+    return int(links[0][4:]) if links else 0
+
+
+# --- the pipeline: materialised on every scan -------------------------------------------
+
+def test_plan_is_materialised_even_when_the_kernel_would_not_allocate():
+    fx = fixture.parse(hostgen.synthetic(4, 1, feat_ctl=0x1))  # locked, VMX off
+    report, v = run(FixtureHost(fx), fx)
+    assert v.x86_vmx_init == "EOPNOTSUPP"
+    plan = report["plan"]
+    assert plan["materialized"] is True and plan["placement"] == SIMULATED
+    assert plan["verified"]["kernel_allocates"] is False and plan["verified"]["ok"] == 4
+    assert plan["verified"]["stamped"] == plan["header"] == "0x00000004"
+    assert "stops before it allocates" in render_text(report)
+
+
+def test_unknown_revision_is_stamped_zero_and_said():
+    fx = fixture.load("amd-host")
+    report, _ = run(FixtureHost(fx), fx)
+    ver = report["plan"]["verified"]
+    assert report["plan"]["header"] is None and ver["stamped"] == "0x00000000"
+    assert "revision id unknown" in ver["stamp_note"]
+    assert "pages stamped 0x00000000" in render_text(report)
+
+
+def _failing(errno_code, message):
+    def materialize_pages(plan):
+        m = Materialized(failed_cpu=plan.pages[1].cpu, errno=errno.errorcode[errno_code],
+                         error=message)
+        return m
+    return materialize_pages
+
+
+def test_a_failed_page_before_the_allocation_step_stays_in_the_plan_section():
+    fx = fixture.parse(hostgen.synthetic(4, 2, feat_ctl=0x1))
+    report, v = run(FixtureHost(fx), fx, materialize_pages=_failing(errno.ENOMEM, "Cannot allocate memory"))
+    assert v.x86_vmx_init == "EOPNOTSUPP"  # untouched: the kernel never gets there
+    assert not any("ENOMEM" in r for r in v.reasons)
+    plan = report["plan"]
+    assert plan["materialized"] is False and plan["verified"] is None
+    assert plan["failure"] == {"cpu": 1, "node": 0, "serving_node": 0, "errno": "ENOMEM",
+                               "reason": "mmap(2) of CPU 1's page failed with ENOMEM: "
+                                         "Cannot allocate memory",
+                               "released": True, "kernel_allocates": False}
+    assert "not materialised: mmap(2) of CPU 1's page failed with ENOMEM" in render_text(report)
+
+
+def test_a_failed_bind_at_the_allocation_step_is_enomem_and_says_einval():
+    fx = fixture.parse(hostgen.synthetic(4, 2))
+    reason = "mbind(2) of CPU 1's page to node 0 failed with EINVAL: node 0 does not exist " \
+             "on this machine, so the plan does not fit it (not a shortage of memory)"
+    report, v = run(FixtureHost(fx), fx, materialize_pages=_failing(errno.EINVAL, reason))
+    assert v.x86_vmx_init == "ENOMEM" and not v.ready
+    assert any("returns -ENOMEM" in r for r in v.reasons)
+    assert any("EINVAL" in r and "not a shortage of memory" in r for r in v.reasons)
+    assert report["plan"]["failure"]["errno"] == "EINVAL"
+    assert report["plan"]["failure"]["kernel_allocates"] is True
+
+
+def test_no_materialisation_when_asked():
+    fx = fixture.parse(hostgen.synthetic(4, 1))
+    report, _ = run(FixtureHost(fx), fx, materialize_plan=False)
+    assert report["plan"]["materialized"] is False and "failure" not in report["plan"]
+    assert "  not materialised\n" in render_text(report)
+
+
+def test_another_root_is_simulated_also_through_a_recorder(tree):
+    root = tree(hostgen.synthetic(4, 2))
+    for source in (LiveHost(root), RecordingHost(LiveHost(root))):
+        report, _ = run(source)
+        assert report["plan"]["placement"] == SIMULATED, source
+        assert report["plan"]["verified"]["placement"]["placed"] == 0
+
+
+@needs_numa
+def test_this_machine_is_bound():
+    report, _ = run(LiveHost("/"))
+    assert report["plan"]["placement"] == BOUND
+    where = report["plan"]["verified"]["placement"]
+    assert where["placed"] == where["verified_on_node"] == report["plan"]["pages"]
+    assert "placement bound:" in render_text(report)
+
+
+def test_a_sandbox_refusing_mbind_leaves_pages_unbound_not_failed(monkeypatch):
+    def refuse(addr, length):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(numa, "numa_status", lambda: (True, ""))
+    monkeypatch.setattr(numa, "bind_local", refuse)
+    placement = Placement.for_source(live_here=True)
+    assert placement.mode == UNBOUND and "mbind(2) fails with EPERM" in placement.why

@@ -45,7 +45,8 @@ def test_firmware_locked_vmx_off():
     assert v.x86_vmx_init == "EOPNOTSUPP" and not v.ready and v.determined
     assert "CPU 0: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000001" in reasons(report)
     assert "VMX outside SMX (bit 2) clear" in reasons(report)
-    assert report["plan"]["materialized"] is False
+    # The plan is still laid out (for placement), but the kernel would not allocate it.
+    assert report["plan"]["verified"]["kernel_allocates"] is False
     assert report["plan"]["header"] == "0x00000004"  # what the CPU would have stamped
 
 
@@ -82,7 +83,7 @@ def test_vmcs_size_above_page_is_eio():
     report, v = scan(fx)
     assert v.x86_vmx_init == "EIO" and v.kvm_intel == "EOPNOTSUPP"
     assert "VMCS size (bits 44:32) = 4097 > PAGE_SIZE 4096" in reasons(report)
-    assert report["plan"]["materialized"] is False
+    assert report["plan"]["verified"]["kernel_allocates"] is False
 
 
 def test_vmcs_size_of_exactly_a_page_is_fine():

@@ -205,7 +205,9 @@ def render_text(report: dict, style=lambda text, **kw: text) -> str:
     lines.append(f"Plan:   {plan['pages']} root VMCS page(s) of {plan['page_size']} bytes "
                  f"({plan['bytes'] // 1024} KiB), header {header}")
     for n in plan["nodes"]:
-        served = "" if n["serving_node"] == n["node"] else f", served by node {n['serving_node']} (node {n['node']} has no memory)"
+        why = ("has only memory GFP_KERNEL may not use" if n["node"] in
+               (report["topology"]["nodes_with_memory"] or ()) else "has no memory")
+        served = "" if n["serving_node"] == n["node"] else f", served by node {n['serving_node']} (node {n['node']} {why})"
         inferred = f", inferred for CPU(s) {n['inferred_cpus']}" if n["inferred_cpus"] else ""
         lines.append(f"  node {n['node']}: {n['pages']} page(s) for CPU(s) {n['cpus']}{served}{inferred}")
     lines += _materialised_lines(plan, header)

@@ -57,8 +57,16 @@ def _msr_name(index: int) -> str:
             vmx.MSR_IA32_VMX_BASIC: "IA32_VMX_BASIC (0x480)"}[index]
 
 
-def _unreadable(v: Verdict, cpu: int, what: str, r: Reading) -> None:
-    hint = HINTS.get(r.errno, MEANING.get(r.errno, "unexpected error"))
+# The cpuid device fails differently: it has its own driver and no CAP_SYS_RAWIO check
+# (arch/x86/kernel/cpuid.c), so only its mode (0600 root) stops a user.
+CPUID_HINTS = {
+    "ENOENT": "the cpuid driver is not loaded: run `modprobe cpuid` (kernel option CONFIG_X86_CPUID)",
+    "EACCES": "the cpuid device is not readable by this user: run as root (sudo vmxprobe scan)",
+}
+
+
+def _unreadable(v: Verdict, cpu: int, what: str, r: Reading, hints=HINTS) -> None:
+    hint = hints.get(r.errno) or HINTS.get(r.errno) or MEANING.get(r.errno, "unexpected error")
     v.undetermined.append(f"cannot read {what} on CPU {cpu} ({r.errno}): {hint}")
 
 
@@ -118,7 +126,7 @@ def judge(scan: HostScan) -> Verdict:
     # 1. if (!cpu_feature_enabled(X86_FEATURE_VMX)) return -EOPNOTSUPP;
     has_vmx, why = vmx_feature(scan, boot)
     if has_vmx is None:
-        _unreadable_all(v, p)
+        _unreadable_all(v, p, "flags" in scan.cpuinfo.get(p.cpu, {}))
         return v
     if not has_vmx:
         v.x86_vmx_init = EOPNOTSUPP
@@ -185,12 +193,14 @@ def judge(scan: HostScan) -> Verdict:
     return v
 
 
-def _unreadable_all(v: Verdict, p) -> None:
-    if not p.cpuid[1].ok:
-        _unreadable(v, p.cpu, "CPUID leaf 1", p.cpuid[1])
+def _unreadable_all(v: Verdict, p, cpuinfo_answered: bool = False) -> None:
+    """Every read that left this CPU undetermined, the MSRs first: they are what the
+    one-line error names. CPUID is listed only when /proc/cpuinfo did not stand in."""
     for index in (vmx.MSR_IA32_FEAT_CTL, vmx.MSR_IA32_VMX_BASIC):
         if not p.msr[index].ok:
             _unreadable(v, p.cpu, _msr_name(index), p.msr[index])
+    if not p.cpuid[1].ok and not cpuinfo_answered:
+        _unreadable(v, p.cpu, "CPUID leaf 1", p.cpuid[1], CPUID_HINTS)
 
 
 def _note_basic_access(v: Verdict, p) -> None:
@@ -256,7 +266,7 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
         q = scan.probes[cpu]
         if has_vmx is None:
             unknown = True
-            _unreadable_all(v, q)
+            _unreadable_all(v, q, "flags" in scan.cpuinfo.get(q.cpu, {}))
             continue
         if not has_vmx:
             no_vmx.append(cpu)
