@@ -10,6 +10,9 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 
 import hostgen  # noqa: E402
 
+# Fails the session if anything opens a /dev/cpu device for writing (tests/nowrite_plugin.py).
+pytest_plugins = ["nowrite_plugin"]
+
 
 @pytest.fixture
 def tree(tmp_path):

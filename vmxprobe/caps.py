@@ -434,7 +434,10 @@ def decode(index: int, value: int) -> dict:
     m = MSRS.get(index)
     if m is None:
         raise ValueError("0x%x is not a VMX capability MSR decoded here (0x481-0x493)" % index)
-    value &= _M64
+    if not isinstance(value, int):
+        raise TypeError("a register value is an int, not %s" % type(value).__name__)
+    if not 0 <= value <= _M64:
+        raise ValueError("%#x is not a 64-bit register value" % value)
     if m.kind == KIND_CTLS:
         return _decode_ctls(m, value)
     if m.kind == KIND_ALLOWED1:

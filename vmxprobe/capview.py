@@ -91,22 +91,52 @@ def _kvm_role(index: int, nested: bool) -> dict:
     return {"compared": True, "why": feed[2] + (" (kvm_intel.nested=1)" if feed[0] == caps.FEEDS_NESTED else "")}
 
 
-def _differences(scan: HostScan, boot: int, nested: bool) -> tuple[list, list]:
+def msr_key(p) -> tuple:
+    """A CPU's register readings as one hashable value: CPUs of one host mostly read
+    alike, so what is derived from the readings is computed once per distinct key
+    (8192 CPUs, a handful of keys), not once per CPU."""
+    key = tuple(p.msr.items())
+    try:
+        hash(key)
+    except TypeError:  # a value that cannot be hashed: this CPU shares with none
+        return (id(p),)
+    return key
+
+
+def _differences(scan: HostScan, boot: int, nested: bool,
+                 states: Optional[Dict[int, str]] = None) -> tuple[list, list]:
     """Per MSR, the CPUs whose value differs from the boot CPU's, and the pairs that
     could not be compared."""
     bp = scan.probes[boot]
+    if states is None:
+        states = {cpu: cpu_state(p) for cpu, p in scan.probes.items()}
+    indexes = (vmx.MSR_IA32_VMX_BASIC,) + CAP_INDEXES
+    # A CPU whose readings of every compared MSR equal the boot CPU's has nothing to
+    # report, except where the boot CPU's own reading is "not read" (handled per MSR
+    # below); its state is the boot CPU's too, since cpu_state() looks at 0x480 and
+    # 0x481 only. Only the others are walked MSR by MSR.
+    boot_key = tuple(map(bp.msr.get, indexes))
+    same, others = [], []
+    for cpu in sorted(scan.probes):
+        if cpu != boot:
+            (same if tuple(map(scan.probes[cpu].msr.get, indexes)) == boot_key
+             else others).append(cpu)
+    boot_state = states[boot]
     diffs, not_compared = [], []
-    for index in (vmx.MSR_IA32_VMX_BASIC,) + CAP_INDEXES:
+    for index in indexes:
         entry = None
         unknown = []
         whys: set = set()
-        for cpu in sorted(scan.probes):
-            if cpu == boot:
-                continue
+        a = bp.msr.get(index)
+        if same and a is not None and not a.ok and a.errno in NOT_READ and \
+                (boot_state == STATE_READ or index == vmx.MSR_IA32_VMX_BASIC):
+            unknown.extend(same)
+            whys.add(a.errno)
+        for cpu in others:
             p = scan.probes[cpu]
-            if cpu_state(p) != STATE_READ and index != vmx.MSR_IA32_VMX_BASIC:
+            if states[cpu] != STATE_READ and index != vmx.MSR_IA32_VMX_BASIC:
                 continue
-            a, b = bp.msr.get(index), p.msr.get(index)
+            b = p.msr.get(index)
             if a is None and b is None:
                 continue
             if (a is not None and not a.ok and a.errno in NOT_READ) or \
@@ -144,11 +174,16 @@ def _faults(scan: HostScan) -> list:
     """Capability MSRs that fault (EIO) on a CPU where the SDM says they exist: the scan
     reads only MSRs caps.readable_msrs() lists, so every EIO among them is one."""
     by_index: Dict[int, List[int]] = {}
+    faulting: Dict[tuple, List[int]] = {}  # msr_key() -> the MSRs that fault there
     for cpu, p in sorted(scan.probes.items()):
-        for index in CAP_INDEXES:
-            r = p.msr.get(index)
-            if r is not None and not r.ok and r.errno == "EIO":
-                by_index.setdefault(index, []).append(cpu)
+        key = msr_key(p)
+        indexes = faulting.get(key)
+        if indexes is None:
+            indexes = faulting[key] = [
+                index for index in CAP_INDEXES
+                if (r := p.msr.get(index)) is not None and not r.ok and r.errno == "EIO"]
+        for index in indexes:
+            by_index.setdefault(index, []).append(cpu)
     out = []
     for index, cpus in sorted(by_index.items()):
         m = caps.MSRS[index]
@@ -177,30 +212,45 @@ def _kernel_version(text: Optional[str]) -> Optional[tuple]:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _kernel_view(scan: HostScan, boot: int) -> list:
+def _kernel_view(scan: HostScan, boot: int, states: Optional[Dict[int, str]] = None) -> list:
     """Each CPU's /proc/cpuinfo "vmx flags" against caps.implied_vmx_flags() of its own
     registers, CPUs with the same disagreement grouped, each disagreement explained."""
     groups: Dict[tuple, List[int]] = {}
     known_names = set(caps.VMX_FLAG_NAMES.values())
+    implied_of: Dict[tuple, Optional[frozenset]] = {}  # msr_key() -> implied flags
+    compared: Dict[tuple, tuple] = {}  # (implied, shown) -> (missing, extra)
     for cpu, p in sorted(scan.probes.items()):
         info = scan.cpuinfo.get(cpu)
-        if info is None or cpu_state(p) != STATE_READ:
+        state = states[cpu] if states is not None else cpu_state(p)
+        if info is None or state != STATE_READ:
             continue
         # init_vmx_capabilities() runs only while X86_FEATURE_VMX survives feat_ctl.c;
         # a CPU with VMX off has no vmx flags line, as the kernel view of "flags" says.
         if "vmx" not in info["flags"]:
             continue
-        values = kernel_values(p)
-        if values is None:
+        key = msr_key(p)
+        if key in implied_of:
+            implied = implied_of[key]
+        else:
+            values = kernel_values(p)
+            implied = implied_of[key] = (None if values is None
+                                         else frozenset(caps.implied_vmx_flags(values)))
+        if implied is None:
             continue
-        implied = caps.implied_vmx_flags(values)
         shown = info["vmx flags"]
         if not info.get("vmx flags line", bool(shown)):
             if implied:
                 groups.setdefault(("noline", (), ()), []).append(cpu)
             continue
-        missing = tuple(sorted(implied - shown))
-        extra = tuple(sorted(shown - implied))
+        try:
+            # Flag sets from scan.parse_cpuinfo() are shared frozensets: one comparison
+            # per distinct pair.
+            missing, extra = compared[implied, shown]
+        except KeyError:
+            missing, extra = compared[implied, shown] = (tuple(sorted(implied - shown)),
+                                                         tuple(sorted(shown - implied)))
+        except TypeError:  # a plain set
+            missing, extra = tuple(sorted(implied - shown)), tuple(sorted(shown - implied))
         if missing or extra:
             groups.setdefault(("differ", missing, extra), []).append(cpu)
     out = []
@@ -306,8 +356,8 @@ def analyse(scan: HostScan, boot: Optional[int]) -> dict:
         if kv is not None:
             out["kvm_setup"] = caps.kvm_setup_problems(kv, strict_config(scan))
     out["faults"] = _faults(scan)
-    out["differences"], out["not_compared"] = _differences(scan, boot, nested)
-    out["kernel_view"] = _kernel_view(scan, boot)
+    out["differences"], out["not_compared"] = _differences(scan, boot, nested, states)
+    out["kernel_view"] = _kernel_view(scan, boot, states)
     return out
 
 

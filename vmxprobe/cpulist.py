@@ -3,24 +3,47 @@
 cpulist: "0-3,8,10-11" (what `possible`, `online`, `nodeN/cpulist` hold).
 cpumap:  comma-separated 32-bit hex words, most significant first
          ("0000,55555555,55555555"), what `nodeN/cpumap` holds.
+
+Both parsers take any text and either return a sorted list of unique CPU ids in
+[0, limit] or raise CpulistError (a ValueError) with a one-line message; nothing else.
 """
+
+import re
 
 # Upper bound on a CPU id we accept from text: the kernel's NR_CPUS is at most 8192 on
 # x86 today; four times that leaves room while keeping a hostile "0-999999999" from
 # allocating gigabytes.
 MAX_CPU_ID = 32767
 
+# The kernel prints each CPU once, so the ids named by a list it wrote add up to at most
+# limit + 1. Overlapping ranges are legal input to bitmap_parselist(), but a list whose
+# ranges add up to many times the id space ("0-32767" repeated a million times) is a
+# way to spend minutes of CPU: refuse it past this multiple.
+MAX_OVERLAP = 4
+
+# ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then rejects
+# or reads as a number the kernel never wrote.
+_NUMBER = re.compile(r"[0-9]+")
+_HEX_WORD = re.compile(r"[0-9a-fA-F]{1,8}")
+
 
 class CpulistError(ValueError):
     pass
 
 
+def _number(text: str) -> bool:
+    return _NUMBER.fullmatch(text) is not None
+
+
 def parse_cpulist(text: str, limit: int = MAX_CPU_ID) -> list[int]:
     """Parse a cpulist into a sorted list of unique CPU ids ("" and "\\n" give [])."""
+    if not isinstance(text, str):
+        raise CpulistError(f"a cpulist is text, not {type(text).__name__}")
     text = text.strip()
     if not text:
         return []
     cpus: set[int] = set()
+    named = 0
     for part in text.split(","):
         part = part.strip()
         lo_s, sep, hi_s = part.partition("-")
@@ -32,19 +55,25 @@ def parse_cpulist(text: str, limit: int = MAX_CPU_ID) -> list[int]:
             used_s, slash, group_s = grp.partition("/")
             if not slash:
                 used_s, group_s = "1", used_s
-            if not (used_s.isdigit() and group_s.isdigit() and 0 < int(used_s) <= int(group_s)):
-                raise CpulistError(f"bad cpulist range {part!r}")
+            if not (_number(used_s) and _number(group_s) and 0 < int(used_s) <= int(group_s)):
+                raise CpulistError(f"bad cpulist range {part[:40]!r}")
             used, group = int(used_s), int(group_s)
         else:
             used, group = 1, 1
-        if not lo_s.isdigit() or (sep and not hi_s.isdigit()):
-            raise CpulistError(f"bad cpulist element {part!r}")
+        if not _number(lo_s) or (sep and not _number(hi_s)):
+            raise CpulistError(f"bad cpulist element {part[:40]!r}")
         lo = int(lo_s)
         hi = int(hi_s) if sep else lo
         if hi < lo:
-            raise CpulistError(f"bad cpulist range {part!r} (end before start)")
+            raise CpulistError(f"bad cpulist range {part[:40]!r} (end before start)")
         if hi > limit:
             raise CpulistError(f"cpulist names CPU {hi}, beyond the limit of {limit}")
+        # Ids this part names: whole groups of `used`, then what fits of the last one.
+        span = hi - lo + 1
+        named += (span // group) * used + min(used, span % group)
+        if named > MAX_OVERLAP * (limit + 1):
+            raise CpulistError(f"cpulist names more than {MAX_OVERLAP} times the "
+                               f"{limit + 1} possible CPU ids (overlapping ranges)")
         for start in range(lo, hi + 1, group):
             cpus.update(range(start, min(start + used, hi + 1)))
     return sorted(cpus)
@@ -68,6 +97,8 @@ def format_cpulist(cpus) -> str:
 
 def parse_cpumap(text: str, limit: int = MAX_CPU_ID) -> list[int]:
     """Parse a hex cpumask of any width ("ff", "0000,55555555,55555555")."""
+    if not isinstance(text, str):
+        raise CpulistError(f"a cpumap is text, not {type(text).__name__}")
     text = text.strip()
     if not text:
         return []
@@ -76,8 +107,8 @@ def parse_cpumap(text: str, limit: int = MAX_CPU_ID) -> list[int]:
     bit = 0
     for word in reversed(words):
         word = word.strip()
-        if not word or len(word) > 8 or any(c not in "0123456789abcdefABCDEF" for c in word):
-            raise CpulistError(f"bad cpumap word {word!r}")
+        if not _HEX_WORD.fullmatch(word):
+            raise CpulistError(f"bad cpumap word {word[:40]!r}")
         value = int(word, 16)
         while value:
             low = value & -value

@@ -12,19 +12,58 @@ from typing import Optional
 
 from vmxprobe import __version__
 from vmxprobe.cpulist import CpulistError, format_cpulist, parse_cpulist
-from vmxprobe.sources import Reading
+from vmxprobe.output import InputError, read_bounded
+from vmxprobe.sources import NOTREG, Reading
 
 FORMAT = "vmxprobe-fixture"
 VERSION = 1
 MAX_BYTES = 64 * 1024 * 1024
+# Per-CPU register results a fixture may expand to. One group line ("cpus": "0-32767")
+# stands for up to 32768 results, so 64 MiB of JSON could otherwise ask for billions.
+# An 8192-CPU host recording every VMX capability MSR and a few CPUID leaves needs
+# about 250,000.
+MAX_READINGS = 1 << 20
 ORIGINS = ("recorded", "composed", "converted")
 _HEX = re.compile(r"0x[0-9a-f]+")
-_ERRNO = re.compile(r"E[A-Z0-9]+|SHORT")
-_CPUID_KEY = re.compile(r"0x([0-9a-f]{8}):0x([0-9a-f]+)")
+_ERRNO = re.compile(r"E[A-Z0-9]{1,15}|SHORT")
+_FILE_ERRNO = re.compile(rf"E[A-Z0-9]{{1,15}}|{NOTREG}")
+_CPUID_KEY = re.compile(r"0x([0-9a-f]{8}):0x([0-9a-f]{1,8})")
+# Text shown on a terminal (name, description) holds no control characters: a fixture
+# is data, and an escape sequence in it must not reach the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class FixtureError(ValueError):
     """A fixture that cannot be used; the message is one line, naming what is wrong."""
+
+
+def _strict_pairs(pairs):
+    # JSON allows repeated keys and json keeps the last; in a data file that is two
+    # answers to one question, so it is refused.
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise FixtureError(f"key {k[:60]!r} appears twice in one object")
+        out[k] = v
+    return out
+
+
+def _no_constant(name):
+    raise FixtureError(f"{name} is not JSON")
+
+
+def decode_json(raw: bytes, where: str):
+    """Strict JSON from bytes: UTF-8, no NaN/Infinity, no repeated keys; FixtureError
+    (one line) for anything else, including nesting deep enough to exhaust the stack."""
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_strict_pairs,
+                          parse_constant=_no_constant)
+    except FixtureError as e:
+        raise FixtureError(f"{where}: not valid JSON ({e})") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FixtureError(f"{where}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise FixtureError(f"{where}: not valid JSON (nested too deeply)") from None
 
 
 @dataclass
@@ -49,7 +88,9 @@ def bundled_names() -> list[str]:
 
 def resolve(spec: str):
     """A path to a fixture file, or the name of a bundled fixture -> a readable path object."""
-    if os.path.exists(spec):
+    if not isinstance(spec, str) or not spec or "\0" in spec:
+        raise FixtureError(f"{spec!r} is not a fixture file or name")
+    if os.path.lexists(spec):
         return spec
     if re.fullmatch(r"[A-Za-z0-9_.+-]+", spec):
         candidate = bundled_dir() / f"{spec}.json"
@@ -60,29 +101,22 @@ def resolve(spec: str):
 
 
 def load(spec: str) -> Fixture:
+    """Load a fixture file or a bundled fixture by name: a Fixture, or FixtureError."""
     path = resolve(spec)
     where = str(spec)
-    try:
-        if isinstance(path, str):
-            if not os.path.isfile(path):
-                raise FixtureError(f"{where}: not a regular file")
-            size = os.path.getsize(path)
-            if size > MAX_BYTES:
-                raise FixtureError(f"{where}: {size} bytes, over the {MAX_BYTES >> 20} MiB "
-                                   "limit for a fixture")
-            with open(path, "rb") as f:
-                raw = f.read(MAX_BYTES + 1)
-        else:
+    if isinstance(path, str):
+        try:
+            raw = read_bounded(path, MAX_BYTES, "fixture")
+        except InputError as e:
+            raise FixtureError(str(e)) from None
+    else:
+        try:
             raw = path.read_bytes()
-    except OSError as e:
-        raise FixtureError(f"{where}: cannot read: {e.strerror}") from None
-    if len(raw) > MAX_BYTES:
-        raise FixtureError(f"{where}: over the {MAX_BYTES >> 20} MiB limit for a fixture")
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FixtureError(f"{where}: not valid JSON ({e})") from None
-    return parse(doc, where)
+        except OSError as e:
+            raise FixtureError(f"{where}: cannot read: {e.strerror}") from None
+        if len(raw) > MAX_BYTES:
+            raise FixtureError(f"{where}: over the {MAX_BYTES >> 20} MiB limit for a fixture")
+    return parse(decode_json(raw, where), where)
 
 
 def _expect(cond, where, what):
@@ -90,7 +124,7 @@ def _expect(cond, where, what):
         raise FixtureError(f"{where}: {what}")
 
 
-def _groups(groups, where, key, convert):
+def _groups(groups, where, key, convert, budget):
     _expect(isinstance(groups, list), where, f"{key}: expected a list of groups")
     out: dict[int, Reading] = {}
     for g in groups:
@@ -108,6 +142,9 @@ def _groups(groups, where, key, convert):
             reading = Reading(errno=g["errno"])
         else:
             reading = Reading(value=convert(g["value"], f"{key}"))
+        budget[0] -= len(cpus)
+        _expect(budget[0] >= 0, where, f"more than {MAX_READINGS} per-CPU register results; "
+                "not a fixture of a real host")
         for cpu in cpus:
             _expect(cpu not in out, where, f"{key}: CPU {cpu} appears twice")
             out[cpu] = reading
@@ -127,13 +164,16 @@ def parse(doc, where="fixture") -> Fixture:
     _expect(doc.get("format") == FORMAT, where,
             f"not a vmxprobe fixture (format is {doc.get('format')!r}, expected {FORMAT!r})")
     version = doc.get("version")
-    _expect(version == VERSION, where,
+    _expect(type(version) is int and version == VERSION, where,
             f"fixture version {version!r} is not supported (this vmxprobe reads version "
             f"{VERSION}); upgrade vmxprobe or re-record the fixture")
     name = doc.get("name")
-    _expect(isinstance(name, str) and name, where, "\"name\" must be a non-empty string")
+    _expect(isinstance(name, str) and name and len(name) <= 255 and not _CONTROL.search(name),
+            where, "\"name\" must be a non-empty string of at most 255 characters, without "
+            "control characters")
     desc = doc.get("description", "")
-    _expect(isinstance(desc, str), where, "\"description\" must be a string")
+    _expect(isinstance(desc, str) and not _CONTROL.search(desc), where,
+            "\"description\" must be one line of text, without control characters")
     prov = doc.get("provenance")
     _expect(isinstance(prov, dict), where, "\"provenance\" must be an object")
     _expect(prov.get("origin") in ORIGINS, where,
@@ -151,15 +191,21 @@ def parse(doc, where="fixture") -> Fixture:
     files = str_map("files", lambda v: isinstance(v, str), "a string")
     dirs = str_map("dirs", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
                    "a list of names")
-    file_errors = str_map("file_errors", lambda v: isinstance(v, str), "an errno name")
+    file_errors = str_map("file_errors", lambda v: isinstance(v, str) and _FILE_ERRNO.fullmatch(v),
+                          "an errno name such as \"EACCES\"")
+    both = sorted(set(files) & set(file_errors))
+    _expect(not both, where, f"{both[0]!r} is in both \"files\" and \"file_errors\""
+            if both else "")
 
     msr_doc = doc.get("msr", {})
     _expect(isinstance(msr_doc, dict), where, "\"msr\" must be an object")
     msr = {}
+    budget = [MAX_READINGS]
     for key, groups in msr_doc.items():
         index = _hex_int(key, where, f"msr key {key!r}", 32)
+        _expect(key == f"0x{index:x}", where, f"msr key {key!r} must be written 0x{index:x}")
         msr[index] = _groups(groups, where, f"msr {key}",
-                             lambda v, what: _hex_int(v, where, what, 64))
+                             lambda v, what: _hex_int(v, where, what, 64), budget)
     cpuid_doc = doc.get("cpuid", {})
     _expect(isinstance(cpuid_doc, dict), where, "\"cpuid\" must be an object")
     cpuid = {}
@@ -172,7 +218,10 @@ def parse(doc, where="fixture") -> Fixture:
                     f"{what}: value must be [eax, ebx, ecx, edx]")
             return tuple(_hex_int(x, where, what, 32) for x in v)
 
-        cpuid[(int(m.group(1), 16), int(m.group(2), 16))] = _groups(groups, where, f"cpuid {key}", regs)
+        leaf_sub = (int(m.group(1), 16), int(m.group(2), 16))
+        canonical = f"0x{leaf_sub[0]:08x}:0x{leaf_sub[1]:x}"
+        _expect(key == canonical, where, f"cpuid key {key!r} must be written {canonical}")
+        cpuid[leaf_sub] = _groups(groups, where, f"cpuid {key}", regs, budget)
     return Fixture(name=name, description=desc, provenance=prov, files=files, dirs=dirs,
                    file_errors=file_errors, msr=msr, cpuid=cpuid)
 

@@ -59,16 +59,24 @@ def build(scan: HostScan, verdict: Verdict, plan: Plan, materialized: bool,
         r = bp.msr[vmx.MSR_IA32_FEAT_CTL]
         fc = vmx.decode_feature_control(r.value) if r.ok else None
     per_cpu = []
+    # CPUs mostly read alike: each distinct set of readings is rendered once and copied
+    # (a copy, so that no two entries share a dict).
+    msr_texts: dict[tuple, dict] = {}
     for page in plan.pages:
         entry = {"cpu": page.cpu, "node": page.node, "node_source": page.node_source,
                  "present": page.present, "online": page.online, "probed": page.cpu in scan.probes}
         p = scan.probes.get(page.cpu)
         if p is not None:
-            # Every register read, as read; a capability MSR that a fixture does not
-            # hold (UNRECORDED) says nothing and is left out (capabilities.state says so).
-            entry["msr"] = {f"0x{i:x}": _msr_text(r) for i, r in sorted(p.msr.items())
-                            if i in (vmx.MSR_IA32_FEAT_CTL, vmx.MSR_IA32_VMX_BASIC)
-                            or r.errno != "UNRECORDED"}
+            key = capview.msr_key(p)
+            texts = msr_texts.get(key)
+            if texts is None:
+                # Every register read, as read; a capability MSR that a fixture does not
+                # hold (UNRECORDED) says nothing and is left out (capabilities.state says so).
+                texts = msr_texts[key] = {
+                    f"0x{i:x}": _msr_text(r) for i, r in sorted(p.msr.items())
+                    if i in (vmx.MSR_IA32_FEAT_CTL, vmx.MSR_IA32_VMX_BASIC)
+                    or r.errno != "UNRECORDED"}
+            entry["msr"] = dict(texts)
             entry["cpuid_vmx"] = p.cpuid_bit(1, ECX, vmx.CPUID_VMX_BIT)
         info = scan.cpuinfo.get(page.cpu)
         entry["vmx_flag"] = None if info is None else "vmx" in info["flags"]
@@ -216,4 +224,6 @@ def render_text(report: dict, style=lambda text, **kw: text) -> str:
         lines.append(f"Note:   {note}")
     if topo["missing"]:
         lines.append(f"Absent: {', '.join(topo['missing'])}")
+    if topo.get("file_errors"):
+        lines.append("Unreadable: " + ", ".join(f"/{p} ({e})" for p, e in sorted(topo["file_errors"].items())))
     return "\n".join(lines) + "\n"

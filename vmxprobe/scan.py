@@ -5,6 +5,8 @@ VMX, the capability MSRs the architecture says exist), then the kernel's own vie
 
 from __future__ import annotations
 
+import sys
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -76,41 +78,72 @@ def read_capabilities(source, p: CpuProbe) -> None:
     appears.  An MSR that is not architecturally there is never read; one that is there
     and still faults is kept as EIO, for the verdict to report.
     """
-    basic = p.msr.get(vmx.MSR_IA32_VMX_BASIC)
+    msr = p.msr
+    basic = msr.get(vmx.MSR_IA32_VMX_BASIC)
     if basic is None or not basic.ok or not basic.value:
         return
     values: dict[int, int] = {}
+    read, cpu = source.read_msr, p.cpu
     while True:
-        todo = [i for i in caps.readable_msrs(values, basic.value) if i not in p.msr]
+        todo = [i for i in caps.readable_msrs(values, basic.value) if i not in msr]
         if not todo:
             return
         for index in todo:
-            r = source.read_msr(p.cpu, index)
-            p.msr[index] = r
-            if r.ok:
+            r = msr[index] = read(cpu, index)
+            if r.errno is None:  # r.ok, without a property call per register
                 values[index] = r.value
 
 
 def parse_cpuinfo(text: Optional[str]) -> dict[int, dict]:
+    """processor -> {key: value}, with "flags", "vmx flags" and "bugs" as frozensets.
+
+    /proc/cpuinfo of an 8192-CPU host is about 25 MiB whose blocks repeat the same lines
+    but for a few (processor, APIC ids, MHz): each distinct line is parsed once, its key,
+    value and flag set are shared by the CPUs that show it, and the text is walked block
+    by block rather than split into a second copy of itself.
+    """
     cpus: dict[int, dict] = {}
     if not text:
         return cpus
-    for block in text.split("\n\n"):
+    lines: dict[str, tuple] = {}  # a line as read -> (key, value), or () without a ":"
+    flag_sets: dict[str, frozenset] = {}
+
+    def flag_set(line: str) -> frozenset:
+        got = flag_sets.get(line)
+        if got is None:
+            got = flag_sets[line] = frozenset(line.split())
+        return got
+
+    known, find = lines.get, text.find
+    start, end_of_text = 0, len(text)
+    while start < end_of_text:
+        # The blocks text.split("\n\n") would give, one at a time.
+        end = find("\n\n", start)
+        if end < 0:
+            end = end_of_text
+        block = text[start:end]
+        start = end + 2
         entry: dict = {}
         for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep:
-                entry[key.strip()] = value.strip()
+            pair = known(line)
+            if pair is None:
+                key, sep, value = line.partition(":")
+                pair = lines[line] = (sys.intern(key.strip()), value.strip()) if sep else ()
+            if pair:
+                entry[pair[0]] = pair[1]
         proc = entry.get("processor", "")
-        if not proc.isdigit():
+        # A block without a flags line is a cut /proc/cpuinfo (or a CPU that went
+        # offline while it was read): it says nothing about the flags, so it is not kept.
+        # ASCII digits only: str.isdigit() also takes "²", which int() rejects.
+        if not re.fullmatch(r"[0-9]+", proc) or "flags" not in entry:
             continue
-        entry["flags"] = set(entry.get("flags", "").split())
+        entry["flags"] = flag_set(entry.get("flags", ""))
         # show_cpuinfo() prints "vmx flags" only when VMX capability word 0 is non-zero
         # (and only kernels >= 5.6 built with CONFIG_X86_VMX_FEATURE_NAMES): keep whether
         # the line was there at all, apart from what it held.
         entry["vmx flags line"] = "vmx flags" in entry
-        entry["vmx flags"] = set(entry.get("vmx flags", "").split())
-        entry["bugs"] = set(entry.get("bugs", "").split())
+        entry["vmx flags"] = flag_set(entry.get("vmx flags", ""))
+        entry["bugs"] = flag_set(entry.get("bugs", ""))
         cpus[int(proc)] = entry
     return cpus
 
@@ -132,14 +165,26 @@ def read_kvm_params(source) -> dict[str, str]:
 def collect(source) -> HostScan:
     topo = read_topology(source)
     probes = {}
+    # The CPUs of a host mostly read the same values: equal readings are kept as one
+    # object, which holds 8192 CPUs' registers in a fraction of the memory and lets the
+    # comparisons that follow (capview.msr_key()) find equal CPUs by identity.
+    readings: dict[Reading, Reading] = {}
+    same = readings.setdefault
     try:
         for cpu in topo.online:
-            probes[cpu] = probe_cpu(source, cpu)
+            p = probes[cpu] = probe_cpu(source, cpu)
+            for regs in (p.msr, p.cpuid):
+                for key, r in regs.items():
+                    try:
+                        regs[key] = same(r, r)
+                    except TypeError:  # a value that cannot be hashed stays as it is
+                        pass
     finally:
         source.close()
     release = source.read_text(OSRELEASE)
     params = read_kvm_params(source)
+    cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
     return HostScan(source_kind=source.kind, source_name=source.name, topology=topo,
-                    probes=probes, cpuinfo=parse_cpuinfo(source.read_text(CPUINFO)),
+                    probes=probes, cpuinfo=cpuinfo,
                     kernel=release.strip() if release else None,
                     file_errors=dict(source.file_errors), kvm_params=params)

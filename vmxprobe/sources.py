@@ -7,6 +7,9 @@ nothing here raises for a missing file or a faulting register:
     list_dir(path, pattern)    -> list[str] | None (entries matching pattern)
     read_msr(cpu, index)       -> Reading          (value: int)
     read_cpuid(cpu, leaf, sub) -> Reading          (value: (eax, ebx, ecx, edx))
+
+A register index, leaf or subleaf outside 32 bits is the caller's bug: ValueError.
+docs/faults.md lists each failure, where it is reported and what it does to the verdict.
 """
 
 from __future__ import annotations
@@ -14,13 +17,29 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import struct
 from typing import NamedTuple, Optional
 
-# Errno names that are not errnos: a read that returned fewer bytes than asked, and a
-# register that a fixture does not hold (replay never makes a value up).
+# Errno names that are not errnos: a read that returned fewer bytes than asked, a
+# register that a fixture does not hold (replay never makes a value up), and a path
+# where sysfs or procfs has a regular file but the tree holds a FIFO, socket or device.
 SHORT = "SHORT"
 UNRECORDED = "UNRECORDED"
+NOTREG = "NOTREG"
+
+# The largest sysfs/procfs file read whole. /proc/cpuinfo of an 8192-CPU host with
+# "vmx flags" and "bugs" lines is about 25 MiB; anything past the cap is not one of the
+# files a scan reads (a --root tree linking /dev/zero or a huge file there) and is
+# reported as EFBIG rather than read until memory runs out.
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+_CHUNK = 1 << 16
+
+# include/uapi/linux/major.h: the character devices of arch/x86/kernel/msr.c and
+# cpuid.c. Any other character or block device at dev/cpu/N/{msr,cpuid} (a container
+# masking the path with /dev/null, a tree linking /dev/zero or a disk) would answer
+# reads with bytes that are not registers: it is refused unread (ENODEV).
+DEVICE_MAJOR = {"msr": 202, "cpuid": 203}
 
 # What each failure means for an MSR or CPUID device (arch/x86/kernel/msr.c, cpuid.c).
 MEANING = {
@@ -30,8 +49,14 @@ MEANING = {
     "ENXIO": "CPU is offline or does not exist",
     "EIO": "the register faulted (#GP): not implemented, or not exposed by a hypervisor",
     "EINVAL": "the driver rejected the read size or offset",
+    "ENOMEM": "the kernel could not allocate memory for the read: run the scan again",
+    "ENODEV": "not the msr/cpuid driver's device (another device stands at this path): not read",
+    "ESPIPE": "a FIFO or pipe stands where the device should be: not read",
+    "EISDIR": "a directory stands where the device should be",
+    "EFBIG": f"larger than the {MAX_TEXT_BYTES >> 20} MiB a sysfs or procfs file can be: not read",
     SHORT: "short read from the device",
     UNRECORDED: "not recorded in the fixture",
+    NOTREG: "not a regular file (a FIFO, socket or device where sysfs/procfs has a file): not read",
 }
 
 # Failures that say nothing about the CPU, only about our access to it.
@@ -57,6 +82,14 @@ CPUINFO = "proc/cpuinfo"
 OSRELEASE = "proc/sys/kernel/osrelease"
 
 
+class _Refused(Exception):
+    """A file not read on purpose; name is what file_errors records."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
 class LiveHost:
     """Reads a running Linux host, or a tree laid out like one, under `root`.
 
@@ -77,9 +110,10 @@ class LiveHost:
         return os.path.join(self.root, rel)
 
     def read_text(self, path: str) -> Optional[str]:
+        """The file's text; None when it is absent (ENOENT, ENOTDIR: not an error) or
+        unreadable, with the errno name kept in file_errors."""
         try:
-            with open(self._path(path), "rb") as f:
-                return f.read().decode("utf-8", "replace")
+            return self._read_file(path)
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -87,6 +121,32 @@ class LiveHost:
                 return None
             self.file_errors[path] = errno_name(e.errno or 0)
             return None
+        except _Refused as e:
+            self.file_errors[path] = e.name
+            return None
+
+    def _read_file(self, path: str) -> str:
+        # Non-blocking, so a FIFO in a --root tree cannot hang the scan; the type is
+        # asked of the opened descriptor, so nothing can be swapped in before the read.
+        fd = os.open(self._path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not stat.S_ISREG(mode):
+                raise _Refused(NOTREG)
+            chunks, total = [], 0
+            while True:
+                chunk = os.read(fd, min(_CHUNK, MAX_TEXT_BYTES + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > MAX_TEXT_BYTES:
+                    raise _Refused("EFBIG")
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("utf-8", "replace")
 
     def list_dir(self, path: str, pattern: re.Pattern) -> Optional[list[str]]:
         try:
@@ -104,27 +164,80 @@ class LiveHost:
             if held is not None:
                 os.close(held[1])
                 del self._dev[kind]
-            try:
-                fd = os.open(self._path(f"dev/cpu/{cpu}/{kind}"), os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                return Reading(errno=errno_name(e.errno or 0))
+            fd, failure = self._open_device(kind, cpu)
+            if failure:
+                return Reading(errno=failure)
             self._dev[kind] = (cpu, fd)
         fd = self._dev[kind][1]
         try:
             data = os.pread(fd, size, offset)
         except OSError as e:
+            if e.errno == errno.ENODATA:
+                # `vmxprobe fixture mount` answers ENODATA for a register its fixture
+                # does not hold; the msr and cpuid drivers never do.
+                return Reading(errno=UNRECORDED)
             return Reading(errno=errno_name(e.errno or 0))
         if len(data) != size:
             return Reading(errno=SHORT)
         return Reading(value=data)
 
+    def _open_device(self, kind: str, cpu: int) -> tuple[Optional[int], Optional[str]]:
+        """(fd, None), or (None, errno name). Read-only, always: O_RDONLY is the only
+        access mode this module ever passes for a device (tests/test_nowrite.py)."""
+        # O_NONBLOCK: a FIFO at the device path answers at once instead of hanging;
+        # the drivers ignore the flag. O_NOCTTY: a tty there never becomes ours.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+        try:
+            fd = os.open(self._path(f"dev/cpu/{cpu}/{kind}"), flags)
+        except OSError as e:
+            name = errno_name(e.errno or 0)
+            if name == "ENOENT" and self._offline_now(cpu):
+                # The msr and cpuid drivers remove a CPU's device node when it goes
+                # offline (their cpuhp teardown callbacks), so a CPU listed online that
+                # has since gone gives ENOENT. Said as the driver says it for an offline
+                # CPU, ENXIO: "driver not loaded" would be the wrong cause and fix.
+                name = "ENXIO"
+            return None, name
+        try:
+            st = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            return None, errno_name(e.errno or 0)
+        if stat.S_ISBLK(st.st_mode) or (stat.S_ISCHR(st.st_mode)
+                                        and os.major(st.st_rdev) != DEVICE_MAJOR[kind]):
+            os.close(fd)
+            return None, "ENODEV"
+        return fd, None
+
+    def _offline_now(self, cpu: int) -> bool:
+        """Does sysfs say, now, that this CPU is offline? (cpuN/online reads "0"; CPU 0
+        and other CPUs that cannot be offlined have no such file.)"""
+        try:
+            fd = os.open(self._path(f"{CPU_DIR}/cpu{cpu}/online"),
+                         os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError:
+            return False
+        try:
+            return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 16).strip() == b"0"
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
     def read_msr(self, cpu: int, index: int) -> Reading:
+        if not 0 <= index <= 0xFFFFFFFF:
+            raise ValueError(f"MSR index {index:#x} is not a 32-bit value")
         r = self._pread("msr", cpu, 8, index)
         return r if not r.ok else Reading(value=struct.unpack("<Q", r.value)[0])
 
     def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> Reading:
         # arch/x86/kernel/cpuid.c: the file offset carries the leaf in its low 32
         # bits and the subleaf in its high 32 bits; a read returns eax, ebx, ecx, edx.
+        if not (0 <= leaf <= 0xFFFFFFFF and 0 <= subleaf <= 0xFFFFFFFF):
+            raise ValueError(f"CPUID leaf {leaf:#x}, subleaf {subleaf:#x}: not 32-bit values")
+        if subleaf >= 1 << 31:
+            # The offset would be >= 2**63: a negative loff_t, which pread(2) refuses.
+            return Reading(errno="EINVAL")
         r = self._pread("cpuid", cpu, 16, leaf | (subleaf << 32))
         return r if not r.ok else Reading(value=struct.unpack("<4I", r.value))
 
@@ -163,14 +276,19 @@ class RecordingHost:
             self.dirs[path] = sorted(set(self.dirs[path]) | set(names))
         return names
 
+    # A register a replayed fixture does not hold (UNRECORDED) is absent, and stays
+    # absent in what is recorded from the replay: a fixture never holds UNRECORDED.
+
     def read_msr(self, cpu, index):
         r = self.inner.read_msr(cpu, index)
-        self.msr.setdefault(index, {})[cpu] = r
+        if r.errno != UNRECORDED:
+            self.msr.setdefault(index, {})[cpu] = r
         return r
 
     def read_cpuid(self, cpu, leaf, subleaf=0):
         r = self.inner.read_cpuid(cpu, leaf, subleaf)
-        self.cpuid.setdefault((leaf, subleaf), {})[cpu] = r
+        if r.errno != UNRECORDED:
+            self.cpuid.setdefault((leaf, subleaf), {})[cpu] = r
         return r
 
     def close(self):

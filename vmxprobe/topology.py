@@ -63,6 +63,7 @@ class Topology:
     distance: dict[int, dict[int, int]]
     serving_node: dict[int, int]     # node a GFP_KERNEL page asked for on node N comes from
     kernel_max: Optional[int] = None
+    beyond_kernel_max: list[int] = field(default_factory=list)  # named by a list, ignored
     notes: list[str] = field(default_factory=list)    # disagreements, fallbacks
     missing: list[str] = field(default_factory=list)  # facts sysfs did not have
     # The boot-time zonelist order of every possible node, as build_zonelists() prints
@@ -276,7 +277,20 @@ def read_topology(source) -> Topology:
 
     possible, present, online = _cpu_sets(source, notes, missing)
     kmax_text = source.read_text(f"{CPU_DIR}/kernel_max")
-    kernel_max = int(kmax_text) if kmax_text and kmax_text.strip().isdigit() else None
+    kernel_max = int(kmax_text) if kmax_text and _NUMBER.fullmatch(kmax_text.strip()) else None
+    beyond: list[int] = []
+    if kernel_max is not None:
+        # kernel_max is NR_CPUS - 1 and nr_cpu_ids <= NR_CPUS: no kernel has a CPU above
+        # it, so a list naming one is not the kernel's. Nothing is read or planned for
+        # such ids; the verdict says the host could not be determined.
+        beyond = sorted({c for c in possible if c > kernel_max})
+        if beyond:
+            notes.append(f"CPU(s) {format_cpulist(beyond)} are named by /{CPU_DIR}/possible, "
+                         f"present or online but are beyond kernel_max {kernel_max} "
+                         "(NR_CPUS - 1): no kernel can have them; ignored")
+            possible = [c for c in possible if c <= kernel_max]
+            present = [c for c in present if c <= kernel_max]
+            online = [c for c in online if c <= kernel_max]
 
     node_entries = source.list_dir(NODE_DIR, _NODE_ENTRY)
     nodes = sorted(int(e[4:]) for e in node_entries or [])
@@ -380,7 +394,7 @@ def read_topology(source) -> Topology:
                                     notes, missing)
     return Topology(possible=possible, present=present, online=online, node_of=node_of,
                     node_source=node_source, nodes=nodes, nodes_with_memory=with_memory,
-                    distance=distance, serving_node=serving, kernel_max=kernel_max,
+                    distance=distance, serving_node=serving, kernel_max=kernel_max, beyond_kernel_max=beyond,
                     notes=notes, missing=missing, fallback_order=order,
                     nodes_with_normal_memory=normal)
 

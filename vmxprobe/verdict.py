@@ -5,6 +5,7 @@ analysed in vmxprobe.capview; the refusals they cause are decided here."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -39,17 +40,23 @@ class Verdict:
     emulated: Optional[str] = None       # who made the VMX values up, when not the hardware
     reasons: list[str] = field(default_factory=list)
     undetermined: list[str] = field(default_factory=list)  # one line each: cause and fix
+    inconsistent: bool = False           # the host's own facts contradict each other
     capabilities: Optional[dict] = None  # capview.analyse() of the scan (report "capabilities")
 
     @property
     def ready(self) -> bool:
-        return self.x86_vmx_init == OK and self.kvm_intel == OK
+        return not self.inconsistent and self.x86_vmx_init == OK and self.kvm_intel == OK
 
     @property
     def determined(self) -> bool:
-        if self.x86_vmx_init is None:
+        if self.inconsistent or self.x86_vmx_init is None:
             return False
         return self.x86_vmx_init != OK or self.kvm_intel is not None
+
+
+# The state of IA32_FEATURE_CONTROL is asked for on every CPU, and a host has a handful
+# of distinct values at most; the decoded dicts are only read here.
+_feature_control = functools.lru_cache(maxsize=64)(vmx.decode_feature_control)
 
 
 def _msr_name(index: int) -> str:
@@ -95,7 +102,7 @@ def vmx_feature(scan: HostScan, cpu: int):
             return False, (f"CPU {cpu}: reading IA32_FEATURE_CONTROL (0x3a) faults (EIO); "
                            "init_ia32_feat_ctl() then clears X86_FEATURE_VMX")
         return None, None
-    fc = vmx.decode_feature_control(r.value)
+    fc = _feature_control(r.value)
     if fc["state"] == vmx.FC_DISABLED:
         why = (f"CPU {cpu}: IA32_FEATURE_CONTROL (0x3a) = {fc['raw']}: locked (bit 0) with "
                "VMX outside SMX (bit 2) clear; init_ia32_feat_ctl() clears X86_FEATURE_VMX "
@@ -109,6 +116,13 @@ def vmx_feature(scan: HostScan, cpu: int):
 def judge(scan: HostScan) -> Verdict:
     """Everything x86_vmx_init() decides before it allocates, and kvm_intel's checks."""
     v = Verdict()
+    beyond = scan.topology.beyond_kernel_max
+    if beyond:
+        v.inconsistent = True
+        v.undetermined.append(
+            f"the CPU lists name CPU(s) {format_cpulist(beyond)} beyond kernel_max "
+            f"{scan.topology.kernel_max}, which no kernel can have: this tree or fixture is not "
+            "one kernel's view, so the plan's size cannot be trusted; record the host again")
     probed = sorted(scan.probes)
     if not probed:
         v.undetermined.append("no online CPU to read: /sys/devices/system/cpu/online "
@@ -147,7 +161,7 @@ def judge(scan: HostScan) -> Verdict:
         v.kvm_intel = EOPNOTSUPP
         return v
     fc = p.msr[vmx.MSR_IA32_FEAT_CTL]
-    if vmx.decode_feature_control(fc.value)["state"] == vmx.FC_UNLOCKED:
+    if _feature_control(fc.value)["state"] == vmx.FC_UNLOCKED:
         v.reasons.append(f"CPU {boot}: IA32_FEATURE_CONTROL (0x3a) = 0x{fc.value:016x} is "
                          "unlocked (bit 0 clear): init_ia32_feat_ctl() locks it at boot with "
                          "VMX outside SMX on, if the kernel is built with CONFIG_KVM_INTEL")
@@ -219,8 +233,13 @@ def after_allocation(v: Verdict, allocated: bool, failed_cpu: Optional[int] = No
     else:
         v.x86_vmx_init = ENOMEM
         v.kvm_intel = EOPNOTSUPP
-        v.reasons.append(f"allocating the root VMCS page for CPU {failed_cpu} failed: every "
-                         "page taken so far was released and x86_vmx_init() returns -ENOMEM")
+        # The mirror follows the kernel's all-or-nothing rule: a page that cannot be had
+        # releases everything and yields -ENOMEM. The page here is vmxprobe's own, so the
+        # reason says so: the kernel's boot-time allocation may fare differently.
+        v.reasons.append(f"allocating the root VMCS page for CPU {failed_cpu} failed in this "
+                         "mirror of the plan: every page taken so far was released and, by its "
+                         "all-or-nothing rule, x86_vmx_init() returns -ENOMEM (the kernel "
+                         "allocates its own pages at boot and may fare differently)")
 
 
 def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: dict) -> None:
@@ -259,6 +278,10 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
                 f"{d['msr']} = {c['value']}{read} differs from CPU {boot}'s {d['boot_value']} in {bits}")
     unknown = False
     differ_basic, differ_fc, no_vmx = [], [], []
+    strict = capview.strict_config(scan)
+    # setup_vmcs_config() depends on the registers alone: judged once per distinct set
+    # of readings (capview.msr_key()), not once per CPU.
+    setup_of: dict[tuple, str] = {}
     for cpu in sorted(scan.probes):
         if cpu == boot:
             continue
@@ -285,12 +308,16 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
             continue
         # vmx_check_processor_compat(): setup_vmcs_config() on this CPU first, then the
         # memcmp() of the result against the boot CPU's vmcs_config.
-        kv = capview.kernel_values(q) if capview.cpu_state(q) == capview.STATE_READ else None
-        setup = caps.kvm_setup_problems(kv, capview.strict_config(scan)) if kv is not None else []
+        key = capview.msr_key(q)
+        setup = setup_of.get(key)
+        if setup is None:
+            kv = capview.kernel_values(q) if capview.cpu_state(q) == capview.STATE_READ else None
+            setup = setup_of[key] = "; ".join(caps.kvm_setup_problems(kv, strict)
+                                              if kv is not None else [])
         if setup:
             also = (f"; it also differs from CPU {boot}: {'; '.join(cap_refusals[cpu])}"
                     if cpu in cap_refusals else "")
-            refuse(EIO, f"CPU {cpu}: setup_vmcs_config() fails: {'; '.join(setup)}; KVM: "
+            refuse(EIO, f"CPU {cpu}: setup_vmcs_config() fails: {setup}; KVM: "
                         f"\"Failed to setup VMCS config on CPU {cpu}\" (-EIO){also}")
             continue
         if r.value != basic_value:

@@ -46,7 +46,17 @@ VMX_BASIC_RESERVED_MASK = (1 << 31) | (0x7 << 45) | (1 << 57) | (1 << 59) | (0x7
 MEMORY_TYPES = {0: "UC", 6: "WB"}  # SDM A.1: "The values 1-5 and 7-15 are not used"
 
 
+def _u64(value: int) -> int:
+    """A register value: an int in 0 .. 2**64 - 1, else TypeError or ValueError."""
+    if not isinstance(value, int):
+        raise TypeError(f"a register value is an int, not {type(value).__name__}")
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"{value:#x} is not a 64-bit register value")
+    return value
+
+
 def decode_vmx_basic(value: int) -> dict:
+    value = _u64(value)
     out: dict = {"raw": f"0x{value:016x}"}
     for f in VMX_BASIC_FIELDS:
         v = _bits(value, f.lo, f.hi)
@@ -78,6 +88,7 @@ FC_UNLOCKED = "unlocked"          # the kernel locks it at boot, with VMX on if 
 
 
 def decode_feature_control(value: int) -> dict:
+    value = _u64(value)
     out: dict = {"raw": f"0x{value:016x}"}
     for f in FEATURE_CONTROL_FIELDS:
         v = _bits(value, f.lo, f.hi)
