@@ -76,6 +76,8 @@ class LazyGroup(click.Group):
         # "name": "module:attribute",
         "caps": "vmxprobe.capscmd:caps",
         "decode": "vmxprobe.capscmd:decode",
+        "fixture": "vmxprobe.devfs:fixture_group",
+        "fleet": "vmxprobe.fleet:fleet",
     }
 
     def list_commands(self, ctx):
@@ -104,7 +106,9 @@ def cli():
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--root", metavar="DIR", help="Read the host tree under DIR instead of / (like lscpu --sysroot).")
 @click.option("--fixture", metavar="PATH|NAME", help="Replay a recorded fixture file, or a bundled one by name.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus", "nfd"]), default="text",
+              show_default=True, help="prometheus: node_exporter textfile (*.prom); nfd: a node-feature-"
+              "discovery features.d file (see docs/fleet.md).")
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE (atomically) instead of stdout.")
 def scan(root, fixture, fmt, output):
     """Read every CPU, judge, and build the root-VMCS plan."""
@@ -115,6 +119,14 @@ def scan(root, fixture, fmt, output):
     report, verdict = run(source, fx)
     if fmt == "json":
         text = rep.render_json(report)
+    elif fmt in ("prometheus", "nfd"):
+        from vmxprobe import export
+        try:
+            text = export.RENDERERS[fmt](report)
+        except export.ExportError as e:
+            raise Fail(str(e)) from None
+        for note in export.output_notes(fmt, output):
+            click.echo(f"vmxprobe: note: {note}", err=True)
     else:
         colour = _use_colour(output)
         text = rep.render_text(report, style=click.style if colour else (lambda t, **kw: t))

@@ -1,0 +1,673 @@
+"""Tests for `vmxprobe fleet` (summary) and `vmxprobe fleet diff` (vmxprobe.fleet)."""
+
+import copy
+import csv
+import functools
+import io
+import json
+import os
+import random
+import time
+import tracemalloc
+
+import pytest
+from click.testing import CliRunner
+
+import bench_fleet
+from vmxprobe import fixture, fleet
+from vmxprobe import report as rep
+from vmxprobe.cli import cli
+from vmxprobe.pipeline import run
+from vmxprobe.sources import FixtureHost
+
+try:
+    import jsonschema
+except ImportError:  # an optional test dependency: the cross-checks skip without it
+    jsonschema = None
+
+from importlib import resources
+
+SCHEMA = json.loads((resources.files("vmxprobe.schema") / "report-v1.json").read_text())
+needs_jsonschema = pytest.mark.skipif(jsonschema is None,
+                                      reason="jsonschema is not installed (pip install jsonschema)")
+
+
+@functools.lru_cache(maxsize=None)
+def validator():
+    # Built once: jsonschema.validate() checks the schema itself on every call.
+    return jsonschema.Draft202012Validator(SCHEMA)
+
+
+@functools.lru_cache(maxsize=None)
+def _report(name):
+    fx = fixture.load(name)
+    return run(FixtureHost(fx), fx)[0]
+
+
+def report(name="intel-2s-ready", **changes):
+    doc = copy.deepcopy(_report(name))
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        o = doc
+        for p in parents:
+            o = o[p]
+        o[last] = value
+    return doc
+
+
+def live(name="intel-2s-ready", when=None, **changes):
+    """A fixture's report dressed as a live scan, as a fleet would hold it."""
+    doc = report(name, **changes)
+    doc["source"] = {"kind": "live", "name": "/"}
+    if when is not None:
+        doc["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    return doc
+
+
+def undetermined_doc():
+    doc = live()
+    doc["verdict"].update(ready=False, determined=False, x86_vmx_init=None, kvm_intel=None, reasons=[],
+                          undetermined=["IA32_VMX_BASIC could not be read on CPU 0 (ENOENT): load msr"])
+    doc["vmx_basic"] = doc["feature_control"] = None
+    doc["plan"].update(revision_id=None, header=None, materialized=False, verified=None)
+    return doc
+
+
+def write(folder, name, doc):
+    path = os.path.join(str(folder), name)
+    with open(path, "w") as f:
+        f.write(doc if isinstance(doc, str) else json.dumps(doc, indent=2))
+    return path
+
+
+def invoke(*args, **kw):
+    return CliRunner().invoke(cli, [str(a) for a in args], **kw)
+
+
+# --- the check agrees with the shipped schema ---------------------------------------------
+
+def test_rules_come_from_the_shipped_schema():
+    r = fleet.rules()
+    assert r.version == rep.SCHEMA_VERSION
+    assert fleet.known_schema_versions() == {rep.SCHEMA_VERSION}
+    assert "verdict" in r.required and "ready" in r.required_in["verdict"]
+    assert r.fc_state == {"enabled_locked", "disabled_locked", "unlocked"}
+
+
+@pytest.mark.parametrize("name", fixture.bundled_names())
+def test_every_bundled_fixture_report_passes(name):
+    doc = report(name)
+    fleet.check(doc)
+    if jsonschema is not None:
+        validator().validate(doc)
+
+
+def _mutations():
+    def drop(*path):
+        def f(d):
+            o = d
+            for p in path[:-1]:
+                o = o[p]
+            del o[path[-1]]
+        return f
+
+    def put(value, *path):
+        def f(d):
+            o = d
+            for p in path[:-1]:
+                o = o[p]
+            o[path[-1]] = value
+        return f
+
+    return {
+        "no verdict": drop("verdict"),
+        "no per_cpu": drop("per_cpu"),
+        "no verdict.ready": drop("verdict", "ready"),
+        "ready as string": put("yes", "verdict", "ready"),
+        "ready as 1": put(1, "verdict", "ready"),
+        "determined as null": put(None, "verdict", "determined"),
+        "reasons not a list": put("x", "verdict", "reasons"),
+        "reason not a string": put([1], "verdict", "reasons"),
+        "unknown errno": put("EPERM", "verdict", "x86_vmx_init"),
+        "tool name": put("other", "tool", "name"),
+        "tool version int": put(1, "tool", "version"),
+        "generated_at format": put("2026-11-26 14:00:00", "generated_at"),
+        "source kind": put("remote", "source", "kind"),
+        "source name null": put(None, "source", "name"),
+        "source origin": put("guessed", "source", "origin"),
+        "host family string": put("6", "host", "family"),
+        "host stepping bool": put(True, "host", "stepping"),
+        "host vendor int": put(1, "host", "vendor"),
+        "no host.hypervisor": drop("host", "hypervisor"),
+        "cpulist": put("0-3,x", "cpus", "online"),
+        "revision too big": put(2**31, "vmx_basic", "revision_id"),
+        "revision string": put("0x12", "vmx_basic", "revision_id"),
+        "vmcs size too big": put(8192, "vmx_basic", "vmcs_size"),
+        "no vmx_basic.raw": drop("vmx_basic", "raw"),
+        "vmx_basic not object": put(5, "vmx_basic"),
+        "fc state": put("maybe", "feature_control", "state"),
+        "fc locked string": put("true", "feature_control", "locked"),
+        "per_cpu object": put({}, "per_cpu"),
+        "plan pages negative": put(-1, "plan", "pages"),
+        "plan revision string": put("x", "plan", "revision_id"),
+        "no plan.header": drop("plan", "header"),
+    }
+
+
+@pytest.mark.parametrize("what", sorted(_mutations()))
+def test_the_check_rejects_what_the_schema_rejects(what):
+    doc = report()
+    _mutations()[what](doc)
+    with pytest.raises(fleet.Invalid):
+        fleet.check(doc)
+    if jsonschema is not None:
+        with pytest.raises(jsonschema.ValidationError):
+            validator().validate(doc)
+
+
+def test_ready_but_undetermined_is_inconsistent():
+    with pytest.raises(fleet.Invalid, match="ready but not determined"):
+        fleet.check(report(verdict__determined=False))
+
+
+@pytest.mark.parametrize("version", [0, 2, 99])
+def test_other_schema_versions_are_unknown_not_invalid(version):
+    with pytest.raises(fleet.UnknownSchema) as e:
+        fleet.check({"schema_version": version})
+    assert e.value.version == version
+    with pytest.raises(fleet.Invalid, match="schema_version: expected an integer"):
+        fleet.check({"schema_version": "1"})
+
+
+@needs_jsonschema
+def test_benchmark_reports_are_valid_v1_reports():
+    rng = random.Random(7)
+    now = time.time()
+    profiles = set()
+    for _ in range(200):
+        doc = json.loads(bench_fleet.make_report(rng, now, future_schema_fraction=0))
+        validator().validate(doc)
+        fleet.check(doc)
+        profiles.add((fleet.status_of(doc), doc["host"]["vendor"], doc["host"]["hypervisor"] is None))
+    assert {p[0] for p in profiles} == {"ready", "not_ready", "undetermined"}
+    assert {p[1] for p in profiles} == {"GenuineIntel", "AuthenticAMD"}
+    assert {p[2] for p in profiles} == {True, False}
+
+
+# --- the summary -------------------------------------------------------------------------
+
+@pytest.fixture
+def fleet_dir(tmp_path):
+    d = tmp_path / "reports"
+    d.mkdir()
+    write(d, "web01.json", live("intel-2s-ready"))
+    write(d, "web02.json", live("intel-fw-locked-off"))
+    write(d, "kvm01.json", live("kvm-nested-guest"))
+    write(d, "amd01.json", live("amd-host"))
+    write(d, "db01.json", undetermined_doc())
+    return d
+
+
+def summary_json(*args):
+    r = invoke("fleet", "--format", "json", *args)
+    return r.exit_code, json.loads(r.stdout) if r.stdout else None, r
+
+
+def test_summary_counts_and_groups(fleet_dir):
+    code, s, _ = summary_json(fleet_dir)
+    assert code == 1
+    assert s["kind"] == "vmxprobe-fleet-summary"
+    assert s["reports"] == {"files": 5, "read": 5, "skipped": 0, "oldest": s["reports"]["oldest"],
+                            "newest": s["reports"]["newest"]}
+    assert s["readiness"] == {"ready": 2, "not_ready": 2, "undetermined": 1}
+    assert s["by_revision_id"] == {"unknown": 2, "0x00000004": 1, "0x00000012": 1, "0x11e57ed0": 1}
+    assert s["by_vmcs_size"] == {"1024": 2, "unknown": 2, "4096": 1}
+    assert s["by_hypervisor"] == {"none": 4, "KVM": 1}
+    assert s["by_feature_control"] == {"unreadable": 2, "enabled_locked": 2, "disabled_locked": 1}
+    assert s["by_cpu_model"]["Intel(R) Xeon(R) CPU (composed) (6/63/2)"] == 2
+    assert [h["host"] for h in s["not_ready"]["hosts"]] == ["amd01", "web02"]
+    assert "IA32_FEATURE_CONTROL" in s["not_ready"]["hosts"][1]["reason"]
+    assert s["undetermined"]["hosts"][0]["host"] == "db01"
+    assert "ENOENT" in s["undetermined"]["hosts"][0]["reason"]
+    assert s["exit_code"] == 1
+
+
+def test_summary_text(fleet_dir):
+    r = invoke("fleet", fleet_dir)
+    assert r.exit_code == 1
+    out = r.stdout
+    assert "5 report file(s): 5 read, 0 skipped" in out
+    assert "2 ready (40.0%), 2 not ready (40.0%), 1 could not be determined (20.0%)" in out
+    assert "none (bare metal)" in out
+    assert "Not ready (2):\n  amd01: CPU 0: CPUID" in out
+    assert "Could not be determined (1):\n  db01: IA32_VMX_BASIC" in out
+
+
+def test_fleet_shorthand_and_summary_subcommand_are_the_same(fleet_dir):
+    a = invoke("fleet", "--format", "json", fleet_dir)
+    b = invoke("fleet", "summary", "--format", "json", fleet_dir)
+    strip = lambda t: {k: v for k, v in json.loads(t).items() if k != "generated_at"}  # noqa: E731
+    assert a.exit_code == b.exit_code == 1
+    assert strip(a.stdout) == strip(b.stdout)
+
+
+def test_a_folder_named_diff_is_reachable(tmp_path, monkeypatch):
+    d = tmp_path / "diff"
+    d.mkdir()
+    write(d, "a.json", live())
+    monkeypatch.chdir(tmp_path)
+    assert invoke("fleet", "./diff").exit_code == 0
+    assert invoke("fleet", "summary", "diff").exit_code == 0
+
+
+@pytest.mark.parametrize("docs,code", [
+    ([live(), live("kvm-nested-guest")], 0),
+    ([live(), live("intel-fw-locked-off")], 1),
+    ([live(), undetermined_doc()], 3),
+    ([live(), live("amd-host"), undetermined_doc()], 1),
+    ([live(), "{not json"], 3),
+    ([live(), {"schema_version": 2}], 3),
+])
+def test_summary_exit_codes(tmp_path, docs, code):
+    for i, doc in enumerate(docs):
+        write(tmp_path, f"h{i}.json", doc)
+    assert invoke("fleet", tmp_path).exit_code == code
+
+
+def test_usage_errors(tmp_path):
+    r = invoke("fleet", tmp_path / "missing")
+    assert r.exit_code == 2 and "no such file or folder" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = invoke("fleet", tmp_path / "empty")
+    assert r.exit_code == 2 and "no report files" in r.stderr
+    write(tmp_path, "a.json", live())
+    r = invoke("fleet", "--stale-after", "7", tmp_path)
+    assert r.exit_code == 2 and "not a duration" in r.stderr
+    assert invoke("fleet", "--limit", "-1", tmp_path).exit_code == 2
+    assert invoke("fleet").exit_code == 2
+
+
+def test_skipped_reports_are_listed_counted_and_never_crash(tmp_path, monkeypatch):
+    write(tmp_path, "good.json", live())
+    write(tmp_path, "broken.json", '{"schema_version": 1,')
+    write(tmp_path, "future.json", dict(live(), schema_version=2))
+    write(tmp_path, "other.json", {"some": "thing"})
+    write(tmp_path, "array.json", "[1, 2]")
+    write(tmp_path, "invalid.json", live(verdict__ready="yes"))
+    write(tmp_path, "deep.json", "[" * 100000 + "]" * 100000)
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
+    (tmp_path / "empty.json").write_bytes(b"")
+    os.symlink("nowhere.json", tmp_path / "dangling.json")
+    (tmp_path / "folder.json").mkdir()  # a folder named like a report is not a file
+    code, s, _ = summary_json(tmp_path)
+    assert code == 3
+    assert s["readiness"] == {"ready": 1, "not_ready": 0, "undetermined": 0}
+    assert s["reports"]["files"] == 9
+    assert s["unknown_schema"]["count"] == 1 and s["unknown_schema"]["hosts"][0]["schema_version"] == 2
+    invalid = {h["host"]: h["error"] for h in s["invalid"]["hosts"]}
+    assert invalid.keys() == {"other", "array", "invalid"}
+    assert "not a vmxprobe scan report" in invalid["other"]
+    assert "verdict.ready" in invalid["invalid"]
+    unreadable = {h["host"]: h["error"] for h in s["unreadable"]["hosts"]}
+    assert unreadable.keys() == {"broken", "deep", "latin1", "empty"}
+    assert unreadable["latin1"] == "not UTF-8 text"
+    assert s["reports"]["skipped"] == 8
+
+
+def test_unreadable_file_and_oversized_report(tmp_path, monkeypatch):
+    write(tmp_path, "big.json", live())
+    monkeypatch.setattr(fleet, "MAX_REPORT_BYTES", 1000)
+    code, s, _ = summary_json(tmp_path / "big.json")
+    assert code == 3
+    assert "larger than" in s["unreadable"]["hosts"][0]["error"]
+    s2 = fleet.Summary()
+    row = s2.add_path(str(tmp_path / "nope.json"))
+    assert row["status"] == "unreadable" and "No such file" in row["reason"]
+
+
+def test_a_fleet_summary_in_the_folder_is_recognised(tmp_path):
+    write(tmp_path, "a.json", live())
+    r = invoke("fleet", "--format", "json", "-o", tmp_path / "summary.json", tmp_path)
+    assert r.exit_code == 0 and r.stdout == ""
+    code, s, _ = summary_json(tmp_path)
+    assert s["invalid"]["hosts"][0]["error"] == "a vmxprobe fleet summary, not a scan report"
+
+
+def test_stale_reports(tmp_path):
+    now = time.time()
+    write(tmp_path, "fresh.json", live(when=now - 3600))
+    write(tmp_path, "old.json", live(when=now - 10 * 86400))
+    write(tmp_path, "future.json", live(when=now + 3600))
+    assert invoke("fleet", tmp_path).exit_code == 0           # no age limit asked for
+    code, s, r = summary_json("--stale-after", "7d", tmp_path)
+    assert code == 3
+    assert s["options"]["stale_after_seconds"] == 7 * 86400
+    [old] = s["stale"]["hosts"]
+    assert old["host"] == "old" and 10 * 86400 <= old["age_seconds"] < 10 * 86400 + 60
+    text = invoke("fleet", "--stale-after", "1w", tmp_path).stdout
+    assert "Stale (scanned more than 7d ago) (1):\n  old: scanned" in text
+    assert "(10d ago)" in text or "(10d0m ago)" in text
+
+
+def test_fixture_reports_are_flagged(tmp_path):
+    write(tmp_path, "real.json", live())
+    write(tmp_path, "test.json", report("intel-2s-ready"))
+    code, s, _ = summary_json(tmp_path)
+    assert code == 0
+    assert s["fixtures"]["hosts"] == [{"host": "test", "file": str(tmp_path / "test.json"),
+                                       "fixture": "intel-2s-ready"}]
+
+
+def test_host_from_source(tmp_path):
+    write(tmp_path, "x.json", report("intel-fw-locked-off"))
+    _, s, _ = summary_json("--host-from", "source", tmp_path)
+    assert s["not_ready"]["hosts"][0]["host"] == "intel-fw-locked-off"
+    _, s, _ = summary_json(tmp_path)
+    assert s["not_ready"]["hosts"][0]["host"] == "x"
+
+
+def test_duplicate_host_names(tmp_path):
+    for sub in ("a", "b", "c"):
+        (tmp_path / sub).mkdir()
+        write(tmp_path / sub, "web01.json", live())
+    write(tmp_path / "a", "web02.json", live())
+    write(tmp_path / "b", "web02.json", live())
+    write(tmp_path / "a", "web03.json", live())
+    code, s, _ = summary_json(tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    assert code == 0
+    assert s["duplicates"]["hosts"] == [{"host": "web01"}, {"host": "web02"}]
+    assert s["duplicates"]["count"] == 2 and s["duplicates"]["extra_reports"] == 3
+
+
+def test_lists_are_capped_by_name_whatever_the_order(tmp_path):
+    names = [f"host{i:03d}" for i in range(40)]
+    random.Random(3).shuffle(names)
+    for n in names:
+        write(tmp_path, f"{n}.json", live("intel-fw-locked-off"))
+    _, s, _ = summary_json("--limit", "5", tmp_path)
+    nr = s["not_ready"]
+    assert nr["count"] == 40 and nr["cut"] == 35
+    assert [h["host"] for h in nr["hosts"]] == [f"host{i:03d}" for i in range(5)]
+    text = invoke("fleet", "--limit", "5", tmp_path).stdout
+    assert "... and 35 more (--limit N, or --format csv for every report)" in text
+    _, s, _ = summary_json("--limit", "0", tmp_path)
+    assert len(s["not_ready"]["hosts"]) == 40 and s["not_ready"]["cut"] == 0
+    assert [h["host"] for h in s["not_ready"]["hosts"]] == sorted(names)
+
+
+def test_capped_keeps_the_smallest():
+    rng = random.Random(5)
+    keys = list(range(1000))
+    rng.shuffle(keys)
+    c = fleet.Capped(10)
+    for k in keys:
+        c.add((f"h{k:04d}",), k)
+    assert c.items() == list(range(10)) and c.count == 1000 and c.cut == 990
+
+
+def test_name_set_finds_every_duplicate_and_grows():
+    ns = fleet.NameSet(size=8)
+    names = [f"node-{i}" for i in range(20000)]
+    assert all(ns.add(n) == 0 for n in names)
+    assert ns.add("node-5") == 1 and ns.add("node-5") == 2 and ns.add("node-19999") == 1
+    assert ns.add("new") == 0
+
+
+def test_group_keys_are_capped(monkeypatch):
+    monkeypatch.setattr(fleet, "MAX_GROUP_KEYS", 3)
+    c = fleet.Counter()
+    for k in "aabcdde":
+        c.add(k)
+    assert c.counts == {"a": 2, "b": 1, "c": 1, fleet.OTHER: 3} and c.folded == 3
+
+
+def test_directories_dot_files_and_recursion(tmp_path):
+    write(tmp_path, "a.json", live())
+    write(tmp_path, ".a.json.1234.tmp", "partial")        # an atomic write in progress
+    write(tmp_path, ".hidden.json", live("amd-host"))
+    write(tmp_path, "notes.txt", "not a report")
+    (tmp_path / "old").mkdir()
+    write(tmp_path / "old", "b.json", live("intel-fw-locked-off"))
+    code, s, _ = summary_json(tmp_path)
+    assert code == 0 and s["reports"]["files"] == 1
+    code, s, _ = summary_json("-r", tmp_path)
+    assert code == 1 and s["reports"]["files"] == 2
+    # A file named on the command line is read whatever its name.
+    write(tmp_path, "report.txt", live("intel-fw-locked-off"))
+    code, s, _ = summary_json(tmp_path / "report.txt", tmp_path / "a.json")
+    assert code == 1 and s["not_ready"]["hosts"][0]["host"] == "report.txt"
+
+
+def test_csv_is_one_row_per_report(fleet_dir, tmp_path):
+    write(fleet_dir, "zz-broken.json", "{")
+    r = invoke("fleet", "--format", "csv", fleet_dir)
+    assert r.exit_code == 1
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert list(rows[0].keys()) == list(fleet.CSV_COLUMNS)
+    by_host = {row["host"]: row for row in rows}
+    assert len(rows) == 6
+    assert by_host["web01"]["status"] == "ready" and by_host["web01"]["revision_id"] == "0x00000012"
+    assert by_host["web02"]["status"] == "not_ready" and "IA32_FEATURE_CONTROL" in by_host["web02"]["reason"]
+    assert by_host["web02"]["feature_control"] == "disabled_locked"
+    assert by_host["db01"]["status"] == "undetermined" and by_host["db01"]["determined"] == "false"
+    assert by_host["kvm01"]["hypervisor"] == "KVM" and by_host["kvm01"]["emulated"] == "KVM nested VMX"
+    assert by_host["zz-broken"]["status"] == "unreadable" and by_host["zz-broken"]["ready"] == ""
+    out = tmp_path / "inventory.csv"
+    r = invoke("fleet", "--format", "csv", "-o", out, fleet_dir)
+    assert r.exit_code == 1 and r.stdout == ""
+    assert sorted(out.read_text().splitlines()) == sorted(
+        invoke("fleet", "--format", "csv", fleet_dir).stdout.splitlines())
+
+
+def test_output_file_for_text_and_json(fleet_dir, tmp_path):
+    out = tmp_path / "summary.txt"
+    r = invoke("fleet", "-o", out, fleet_dir)
+    assert r.exit_code == 1 and r.stdout == "" and out.read_text().startswith("vmxprobe fleet: 5 report")
+    r = invoke("fleet", "-o", tmp_path, fleet_dir)
+    assert r.exit_code == 2
+
+
+def test_progress_bar_only_wraps_when_asked(fleet_dir):
+    seen = []
+
+    class Bar:
+        def __init__(self, it):
+            self.it = it
+
+        def __enter__(self):
+            seen.append("enter")
+            return self.it
+
+        def __exit__(self, *exc):
+            seen.append("exit")
+
+    text, s = fleet.summarise([str(fleet_dir)], progress=Bar)
+    assert seen == ["enter", "exit"] and s.read == 5
+    r = invoke("fleet", fleet_dir)  # CliRunner's stderr is not a terminal: no bar
+    assert "Reading reports" not in r.stderr
+
+
+def test_progress_bar_on_a_terminal_goes_to_stderr(tmp_path, monkeypatch):
+    for i in range(fleet.PROGRESS_MIN):
+        write(tmp_path, f"h{i:04d}.json", live())
+    import click
+    real = click.get_text_stream
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = TTY()
+    monkeypatch.setattr(click, "get_text_stream",
+                        lambda name, *a, **k: err if name == "stderr" else real(name, *a, **k))
+    r = invoke("fleet", "--format", "json", tmp_path)
+    assert r.exit_code == 0
+    assert "Reading reports" in err.getvalue()
+    assert json.loads(r.stdout)["readiness"]["ready"] == fleet.PROGRESS_MIN
+
+
+def test_state_does_not_grow_with_the_number_of_reports(tmp_path, monkeypatch):
+    """What the summary keeps after N reports: 200 and 2,000 must cost about the same
+    (the duplicate table's 8 bytes a name is the only per-report state)."""
+    monkeypatch.setattr(bench_fleet, "CPU_COUNTS", [(2, 1)])
+    kept = {}
+    for n in (200, 2000):
+        d = tmp_path / str(n)
+        bench_fleet.generate(str(d), n, seed=n, future_schema_fraction=0)
+        tracemalloc.start()
+        _, summary = fleet.summarise([str(d)], fmt="json")
+        kept[n] = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert summary.files == n
+        del summary
+    assert kept[2000] - kept[200] < 150_000, kept
+
+
+# --- diff --------------------------------------------------------------------------------
+
+def diff(tmp_path, old, new, *args):
+    a = write(tmp_path, "old.json", old)
+    b = write(tmp_path, "new.json", new)
+    return invoke("fleet", "diff", *args, a, b)
+
+
+def test_diff_unchanged(tmp_path):
+    r = diff(tmp_path, live(when=1.79e9), live(when=1.79e9 + 86400))
+    assert r.exit_code == 0
+    assert "UNCHANGED: READY" in r.stdout
+    assert "(1d later)" in r.stdout
+
+
+def _locked_off(doc):
+    doc["feature_control"].update(raw="0x0000000000000001", vmx_outside_smx=False, state="disabled_locked")
+    for e in doc["per_cpu"]:
+        e["msr"]["0x3a"] = "0x0000000000000001"
+    doc["verdict"].update(ready=False, x86_vmx_init="EOPNOTSUPP", kvm_intel="EOPNOTSUPP",
+                          reasons=["CPU 0: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000001: locked off"])
+    return doc
+
+
+def test_diff_firmware_locked_vmx_off(tmp_path):
+    r = diff(tmp_path, live(), _locked_off(live()))
+    assert r.exit_code == 1
+    out = r.stdout
+    assert "CHANGED: READY -> NOT READY" in out
+    assert "firmware now locks VMX off (IA32_FEATURE_CONTROL enabled_locked (0x0000000000000005) -> " \
+           "disabled_locked (0x0000000000000001)): enable VT-x" in out
+    assert "x86_vmx_init(): ok -> -EOPNOTSUPP" in out
+    assert "IA32_FEATURE_CONTROL on CPU(s) 0-31: 0x0000000000000005 -> 0x0000000000000001" in out
+    assert "reason new: CPU 0: IA32_FEATURE_CONTROL" in out
+
+
+def test_diff_one_cpu_differs(tmp_path):
+    new = live()
+    new["per_cpu"][7]["msr"]["0x480"] = "0x00da040000000014"
+    r = diff(tmp_path, live(), new)
+    assert r.exit_code == 1
+    assert "CHANGED, still READY" in r.stdout
+    assert "IA32_VMX_BASIC on CPU(s) 7: 0x00da040000000012 -> 0x00da040000000014" in r.stdout
+
+
+def _revision(doc, rev):
+    doc["vmx_basic"].update(revision_id=rev, raw=f"0x00da0400{rev:08x}")
+    doc["plan"].update(revision_id=rev, header=f"0x{rev:08x}")
+    return doc
+
+
+def test_diff_revision_after_a_cpu_swap(tmp_path):
+    new = _revision(live(host__stepping=4, host__model_name="Intel(R) Xeon(R) CPU v2"), 0x14)
+    r = diff(tmp_path, live(), new)
+    assert r.exit_code == 1
+    assert "the CPU differs: GenuineIntel 6/63/2 (Intel(R) Xeon(R) CPU (composed)) -> " \
+           "GenuineIntel 6/63/4 (Intel(R) Xeon(R) CPU v2)" in r.stdout
+    assert "VMCS revision id: 0x00000012 -> 0x00000014, with the CPU change: a CPU swap" in r.stdout
+
+
+def test_diff_revision_after_a_microcode_update(tmp_path):
+    r = diff(tmp_path, live(), _revision(live(host__kernel="6.13.0"), 0x14))
+    assert r.exit_code == 1
+    assert "on the same CPU model, with a kernel change (6.12.0-composed -> 6.13.0): a microcode update" in r.stdout
+    r = diff(tmp_path, live(), _revision(live(), 0x14))
+    assert "on the same CPU model: a microcode update can change it" in r.stdout
+
+
+def test_diff_cpus_and_hypervisor(tmp_path):
+    new = live()
+    new["cpus"]["online"] = "0-15"
+    new["host"]["hypervisor"] = "KVM"
+    r = diff(tmp_path, live(), new)
+    assert r.exit_code == 1
+    assert "online CPUs: 0-31 -> 0-15" in r.stdout
+    assert "hypervisor: none (bare metal) -> KVM" in r.stdout
+
+
+def test_diff_notes_do_not_count_as_changes(tmp_path):
+    old = live(when=1.79e9 + 86400)
+    new = live(when=1.79e9)
+    new["tool"]["version"] = "0.2.0"
+    new["verdict"]["reasons"] = ["reworded"] + new["verdict"]["reasons"][1:]
+    r = diff(tmp_path, old, new)
+    assert r.exit_code == 0
+    assert "are the arguments swapped?" in r.stdout
+    assert "scanned by different vmxprobe versions: 0.1.0 -> 0.2.0" in r.stdout
+    assert "reason new: reworded" in r.stdout
+    r = diff(tmp_path, live(), report())
+    assert r.exit_code == 0 and "are they the same host?" in r.stdout
+
+
+def test_diff_json(tmp_path):
+    r = diff(tmp_path, live(), _locked_off(live()), "--format", "json")
+    assert r.exit_code == 1
+    d = json.loads(r.stdout)
+    assert d["kind"] == "vmxprobe-fleet-diff" and d["changed"] is True
+    assert d["readiness"] == {"old": "ready", "new": "not_ready"}
+    whats = [c["what"] for c in d["changes"]]
+    assert "feature_control.state" in whats and "verdict.x86_vmx_init" in whats
+    fc = next(c for c in d["changes"] if c["what"] == "feature_control.state")
+    assert (fc["old"], fc["new"]) == ("enabled_locked", "disabled_locked")
+
+
+def test_diff_bad_input_is_exit_2(tmp_path):
+    good = write(tmp_path, "good.json", live())
+    bad = write(tmp_path, "bad.json", "{")
+    future = write(tmp_path, "future.json", dict(live(), schema_version=2))
+    for args, message in [((good, tmp_path / "missing.json"), "NEW"),
+                          ((bad, good), "OLD"),
+                          ((good, future), "schema version 2"),
+                          ((good, tmp_path), "is a folder"),
+                          (("-", "-"), "both be stdin")]:
+        r = invoke("fleet", "diff", *args)
+        assert r.exit_code == 2, args
+        assert message in r.stderr
+    assert invoke("fleet", "diff", good).exit_code == 2
+
+
+def test_diff_from_stdin(tmp_path):
+    old = write(tmp_path, "old.json", live())
+    r = invoke("fleet", "diff", old, "-", input=json.dumps(_locked_off(live())))
+    assert r.exit_code == 1 and "firmware now locks VMX off" in r.stdout
+
+
+def test_diff_per_cpu_groups_are_capped():
+    old, new = live(), live()
+    for i, e in enumerate(new["per_cpu"]):
+        e["msr"]["0x480"] = f"0x00da0400000000{i + 0x20:02x}"
+    changes = fleet.compare(old, new)["changes"]
+    per_cpu = [c for c in changes if c["what"].startswith("per_cpu")]
+    assert len(per_cpu) == fleet.MAX_CPU_GROUPS + 1
+    assert per_cpu[-1]["text"] == f"... and {32 - fleet.MAX_CPU_GROUPS} more per-CPU change(s)"
+
+
+@pytest.mark.parametrize("path,value", [(("source", "kind"), ["live"]), (("source", "origin"), {}),
+                                        (("feature_control", "state"), ["enabled_locked"]),
+                                        (("verdict", "x86_vmx_init"), {"ok": 1}),
+                                        (("verdict", "kvm_intel"), [])])
+def test_a_list_or_object_where_an_enum_belongs_is_invalid_not_a_crash(tmp_path, path, value):
+    doc = live()
+    doc[path[0]][path[1]] = value
+    with pytest.raises(fleet.Invalid, match=path[1]):
+        fleet.check(doc)
+    write(tmp_path, "odd.json", doc)
+    write(tmp_path, "good.json", live())
+    code, s, _ = summary_json(tmp_path)
+    assert code == 3 and s["readiness"]["ready"] == 1 and s["invalid"]["count"] == 1
