@@ -21,22 +21,8 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo -E)
 fi
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
-        missing+=("$pkg")
-    fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "ci-fuse-setup: installing ${missing[*]}"
-    "${SUDO[@]}" apt-get update -q
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${missing[@]}"
-else
-    echo "ci-fuse-setup: apt packages present: ${APT_PACKAGES[*]}"
-fi
+. "$(dirname "$0")/apt-ensure.sh"
+apt_ensure ci-fuse-setup "${APT_PACKAGES[@]}"
 
 # The binding's version range lives in pyproject.toml ([project.optional-dependencies]
 # fuse); read it from there so this script and `pip install vmxprobe[fuse]` agree.

@@ -221,9 +221,11 @@ def test_fixture_parse_takes_any_json(doc):
 
 
 @st.composite
-def mutated_fixtures(draw):
-    doc = copy.deepcopy(BASE)
-    for path in draw(st.lists(st.sampled_from(FIXTURE_PATHS), min_size=1, max_size=3)):
+def mutated(draw, base, paths, values):
+    """A deep copy of `base` with one to three fields (named by `paths`) deleted or
+    replaced by arbitrary JSON or one of `values`."""
+    doc = copy.deepcopy(base)
+    for path in draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3)):
         parent = doc
         try:
             for k in path[:-1]:
@@ -231,14 +233,14 @@ def mutated_fixtures(draw):
             if draw(st.integers(0, 3)) == 0 and isinstance(parent, dict):
                 del parent[path[-1]]
             else:
-                parent[path[-1]] = draw(st.one_of(JSON, st.sampled_from(["0x1", "EIO", "0-3", [], {}])))
+                parent[path[-1]] = draw(st.one_of(JSON, st.sampled_from(values)))
         except (KeyError, IndexError, TypeError):
-            pass
+            pass  # an earlier change removed or replaced the parent
     return doc
 
 
 @examples(500)
-@given(st.deferred(lambda: mutated_fixtures()))
+@given(st.deferred(lambda: mutated(BASE, FIXTURE_PATHS, ["0x1", "EIO", "0-3", [], {}])))
 def test_fixture_parse_takes_any_mutation_of_a_valid_fixture(doc):
     seen("fixture.parse on mutations")
     try:
@@ -366,25 +368,8 @@ REPORT = _bundled_report()
 REPORT_PATHS = [p for p in _paths(REPORT) if 1 <= len(p) <= 2]
 
 
-@st.composite
-def mutated_reports(draw):
-    doc = copy.deepcopy(REPORT)
-    for path in draw(st.lists(st.sampled_from(REPORT_PATHS), min_size=1, max_size=3)):
-        parent = doc
-        try:
-            for k in path[:-1]:
-                parent = parent[k]
-            if draw(st.integers(0, 3)) == 0 and isinstance(parent, dict):
-                del parent[path[-1]]
-            else:
-                parent[path[-1]] = draw(st.one_of(JSON, st.sampled_from([[], {}, None, 0, ""])))
-        except (KeyError, IndexError, TypeError):
-            pass  # an earlier change removed or replaced the parent
-    return doc
-
-
 @examples(500)
-@given(st.one_of(JSON, mutated_reports()))
+@given(st.one_of(JSON, mutated(REPORT, REPORT_PATHS, [[], {}, None, 0, ""])))
 def test_report_check_takes_anything(doc):
     seen("fleet.check")
     fleet = _fleet()

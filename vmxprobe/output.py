@@ -21,6 +21,20 @@ _SHM = "/dev/shm"  # a tmpfs for files, under /dev by convention only
 _CHUNK = 1 << 16
 
 
+def read_capped(fd: int, limit: int):
+    """Read fd to its end, or return None once more than `limit` bytes came: a file can
+    grow after fstat(), so the cap is enforced on what is read, not on st_size."""
+    chunks, total = [], 0
+    while True:
+        chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return None
+
+
 class OutputError(Exception):
     """A result that could not be written; the message is one line naming the path."""
 
@@ -47,17 +61,10 @@ def read_bounded(path: str, limit: int, what: str) -> bytes:
         if st.st_size > limit:
             raise InputError(f"{path}: {st.st_size} bytes, over the {_size(limit)} limit "
                              f"for a {what}")
-        chunks, total = [], 0
-        while True:
-            # A file can grow after fstat(): the cap is enforced on what is read.
-            chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise InputError(f"{path}: over the {_size(limit)} limit for a {what}")
-        return b"".join(chunks)
+        data = read_capped(fd, limit)
+        if data is None:
+            raise InputError(f"{path}: over the {_size(limit)} limit for a {what}")
+        return data
     except OSError as e:
         raise InputError(f"{path}: cannot read: {_why(e)}") from None
     finally:

@@ -21,6 +21,8 @@ import stat
 import struct
 from typing import NamedTuple, Optional
 
+from vmxprobe.output import read_capped
+
 # Errno names that are not errnos: a read that returned fewer bytes than asked, a
 # register that a fixture does not hold (replay never makes a value up), and a path
 # where sysfs or procfs has a regular file but the tree holds a FIFO, socket or device.
@@ -33,7 +35,6 @@ NOTREG = "NOTREG"
 # files a scan reads (a --root tree linking /dev/zero or a huge file there) and is
 # reported as EFBIG rather than read until memory runs out.
 MAX_TEXT_BYTES = 64 * 1024 * 1024
-_CHUNK = 1 << 16
 
 # include/uapi/linux/major.h: the character devices of arch/x86/kernel/msr.c and
 # cpuid.c. Any other character or block device at dev/cpu/N/{msr,cpuid} (a container
@@ -135,18 +136,12 @@ class LiveHost:
                 raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
             if not stat.S_ISREG(mode):
                 raise _Refused(NOTREG)
-            chunks, total = [], 0
-            while True:
-                chunk = os.read(fd, min(_CHUNK, MAX_TEXT_BYTES + 1 - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > MAX_TEXT_BYTES:
-                    raise _Refused("EFBIG")
+            data = read_capped(fd, MAX_TEXT_BYTES)
+            if data is None:
+                raise _Refused("EFBIG")
         finally:
             os.close(fd)
-        return b"".join(chunks).decode("utf-8", "replace")
+        return data.decode("utf-8", "replace")
 
     def list_dir(self, path: str, pattern: re.Pattern) -> Optional[list[str]]:
         try:
