@@ -91,16 +91,12 @@ def _kvm_role(index: int, nested: bool) -> dict:
     return {"compared": True, "why": feed[2] + (" (kvm_intel.nested=1)" if feed[0] == caps.FEEDS_NESTED else "")}
 
 
-def msr_key(p) -> tuple:
-    """A CPU's register readings as one hashable value: CPUs of one host mostly read
-    alike, so what is derived from the readings is computed once per distinct key
-    (8192 CPUs, a handful of keys), not once per CPU."""
-    key = tuple(p.msr.items())
-    try:
-        hash(key)
-    except TypeError:  # a value that cannot be hashed: this CPU shares with none
-        return (id(p),)
-    return key
+def msr_key(p) -> int:
+    """Which readings a CPU has, for computing what derives from them once per distinct
+    set rather than once per CPU: scan.collect() gives CPUs that read alike one shared
+    msr dict, so a host of 8192 CPUs has a handful of keys. Valid for one pass over
+    scan.probes, while the probes hold their dicts."""
+    return id(p.msr)
 
 
 def _differences(scan: HostScan, boot: int, nested: bool,
@@ -119,7 +115,8 @@ def _differences(scan: HostScan, boot: int, nested: bool,
     same, others = [], []
     for cpu in sorted(scan.probes):
         if cpu != boot:
-            (same if tuple(map(scan.probes[cpu].msr.get, indexes)) == boot_key
+            msr = scan.probes[cpu].msr
+            (same if msr is bp.msr or tuple(map(msr.get, indexes)) == boot_key
              else others).append(cpu)
     boot_state = states[boot]
     diffs, not_compared = [], []
@@ -174,7 +171,7 @@ def _faults(scan: HostScan) -> list:
     """Capability MSRs that fault (EIO) on a CPU where the SDM says they exist: the scan
     reads only MSRs caps.readable_msrs() lists, so every EIO among them is one."""
     by_index: Dict[int, List[int]] = {}
-    faulting: Dict[tuple, List[int]] = {}  # msr_key() -> the MSRs that fault there
+    faulting: Dict[int, List[int]] = {}  # msr_key() -> the MSRs that fault there
     for cpu, p in sorted(scan.probes.items()):
         key = msr_key(p)
         indexes = faulting.get(key)
@@ -217,7 +214,7 @@ def _kernel_view(scan: HostScan, boot: int, states: Optional[Dict[int, str]] = N
     registers, CPUs with the same disagreement grouped, each disagreement explained."""
     groups: Dict[tuple, List[int]] = {}
     known_names = set(caps.VMX_FLAG_NAMES.values())
-    implied_of: Dict[tuple, Optional[frozenset]] = {}  # msr_key() -> implied flags
+    implied_of: Dict[int, Optional[frozenset]] = {}  # msr_key() -> implied flags
     compared: Dict[tuple, tuple] = {}  # (implied, shown) -> (missing, extra)
     for cpu, p in sorted(scan.probes.items()):
         info = scan.cpuinfo.get(cpu)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -151,6 +150,7 @@ def scan(root, fixture, fmt, output):
               help="Store this machine's host name in the provenance.")
 def record(root, output, name, description, hostname):
     """Record what a scan reads from a host into a fixture (JSON)."""
+    import json
     import socket
 
     from vmxprobe import fixture

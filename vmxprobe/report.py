@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
+import time
 from typing import Optional
 
 from vmxprobe import __version__, capview, vmx
@@ -61,7 +60,7 @@ def build(scan: HostScan, verdict: Verdict, plan: Plan, materialized: bool,
     per_cpu = []
     # CPUs mostly read alike: each distinct set of readings is rendered once and copied
     # (a copy, so that no two entries share a dict).
-    msr_texts: dict[tuple, dict] = {}
+    msr_texts: dict[int, dict] = {}
     for page in plan.pages:
         entry = {"cpu": page.cpu, "node": page.node, "node_source": page.node_source,
                  "present": page.present, "online": page.online, "probed": page.cpu in scan.probes}
@@ -94,7 +93,7 @@ def build(scan: HostScan, verdict: Verdict, plan: Plan, materialized: bool,
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "vmxprobe", "version": __version__},
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": source,
         "host": _host(scan, boot),
         "cpus": {"possible": format_cpulist(topo.possible), "present": format_cpulist(topo.present),
@@ -120,6 +119,7 @@ def build(scan: HostScan, verdict: Verdict, plan: Plan, materialized: bool,
 
 
 def render_json(report: dict) -> str:
+    import json  # only --format json needs it: a text scan starts without it
     return json.dumps(report, indent=2) + "\n"
 
 

@@ -281,7 +281,7 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
     strict = capview.strict_config(scan)
     # setup_vmcs_config() depends on the registers alone: judged once per distinct set
     # of readings (capview.msr_key()), not once per CPU.
-    setup_of: dict[tuple, str] = {}
+    setup_of: dict[int, str] = {}
     for cpu in sorted(scan.probes):
         if cpu == boot:
             continue
