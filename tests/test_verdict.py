@@ -249,3 +249,18 @@ def test_kernel_view_flag_missing_though_allowed():
     report, v = scan(fx)
     assert v.ready
     assert "the running kernel cleared it" in reasons(report)
+
+
+def test_a_boot_cpu_refusal_stops_before_the_per_cpu_checks():
+    # hardware_setup() fails on the boot CPU, so vmx_check_processor_compat() never runs:
+    # CPU 2's different VMX_BASIC is not a reason of its own.
+    fx = host(4)
+    for cpu in range(4):
+        setreg(fx, BASIC, cpu, SKYLAKE | 1 << 48)
+    setreg(fx, BASIC, 2, SKYLAKE | 1 << 48 | 1 << 49)
+    report, v = scan(fx)
+    assert v.kvm_intel == "EIO"
+    r = reasons(report)
+    assert "bit 48 (32-bit physical addresses only)" in r
+    assert "the per-CPU compatibility checks (vmx_check_processor_compat()) never run" in r
+    assert "CPU 2:" not in r

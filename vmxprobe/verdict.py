@@ -262,6 +262,13 @@ def _kvm_intel(scan: HostScan, v: Verdict, boot: int, basic_value: int, basic: d
     for problem in capsec["kvm_setup"]:
         refuse(EIO, f"CPU {boot}: setup_vmcs_config() fails: {problem}; kvm_intel refuses "
                     "to load (-EIO)")
+    if first:
+        # setup_vmcs_config() runs in hardware_setup(), before the per-CPU compatibility
+        # checks (__kvm_x86_vendor_init()): when the boot CPU fails it, those never run.
+        v.reasons.append("kvm_intel stops at the boot CPU, in hardware_setup(): the per-CPU "
+                         "compatibility checks (vmx_check_processor_compat()) never run")
+        v.kvm_intel = first
+        return
     # Capability-MSR differences that reach vmcs_config, per CPU (IA32_VMX_BASIC is
     # handled below with its own message).
     cap_refusals: dict[int, list[str]] = {}
