@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
+from vmxprobe.vmx import Field, field_bits
+
 IA32_VMX_BASIC = 0x480          # decoded by vmxprobe.vmx; accepted here by resolve_msr()
 VMX_BASIC_TRUE_CTLS = 1 << 55   # asm/vmx.h VMX_BASIC_TRUE_CTLS; SDM A.1 bit 55
 
@@ -191,15 +193,7 @@ VMFUNC = ControlTable("vmfunc", "VM-function controls", "SDM Vol. 3C 25.6.14 (De
 CONTROL_TABLES = (PINBASED, PROCBASED, PROCBASED2, PROCBASED3, EXIT, EXIT2, ENTRY, VMFUNC)
 
 
-class Field(NamedTuple):
-    name: str             # report key
-    lo: int
-    hi: int
-    kernel: Optional[str]
-    sdm: str
-
-
-F = Field
+F = Field  # vmx.Field: one field of a register, with its kernel and SDM names
 
 # IA32_VMX_MISC, SDM Vol. 3D A.6.  max_msr_list_size and activity_states are derived.
 MISC_FIELDS = (
@@ -347,8 +341,6 @@ VMX_FLAG_NAMES: Dict[Tuple[int, int], str] = {
 # ---------------------------------------------------------------------------------------
 
 
-def _bits(value: int, lo: int, hi: int) -> int:
-    return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
 
 
 def _set_bits(value: int) -> List[int]:
@@ -403,7 +395,7 @@ def _decode_fields(m: Msr, value: int, fields: Tuple[Field, ...]) -> dict:
     known = 0
     decoded: dict = {}
     for f in fields:
-        v = _bits(value, f.lo, f.hi)
+        v = field_bits(value, f.lo, f.hi)
         decoded[f.name] = bool(v) if f.lo == f.hi else v
         known |= ((1 << (f.hi - f.lo + 1)) - 1) << f.lo
     out["fields"] = decoded

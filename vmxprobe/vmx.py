@@ -18,11 +18,12 @@ class Field(NamedTuple):
     name: str       # report key
     lo: int
     hi: int
-    kernel: str     # Linux name
+    kernel: Optional[str]  # Linux name (None where Linux has none)
     sdm: str        # where the SDM defines it
 
 
-def _bits(value: int, lo: int, hi: int) -> int:
+def field_bits(value: int, lo: int, hi: int) -> int:
+    """Bits hi:lo of value, as an int."""
     return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
 
 
@@ -59,7 +60,7 @@ def decode_vmx_basic(value: int) -> dict:
     value = _u64(value)
     out: dict = {"raw": f"0x{value:016x}"}
     for f in VMX_BASIC_FIELDS:
-        v = _bits(value, f.lo, f.hi)
+        v = field_bits(value, f.lo, f.hi)
         out[f.name] = bool(v) if f.name in _BOOL_FIELDS else v
     out["memory_type_name"] = MEMORY_TYPES.get(out["memory_type"], "reserved")
     out["reserved"] = [b for b in range(64) if VMX_BASIC_RESERVED_MASK >> b & 1 and value >> b & 1]
@@ -91,7 +92,7 @@ def decode_feature_control(value: int) -> dict:
     value = _u64(value)
     out: dict = {"raw": f"0x{value:016x}"}
     for f in FEATURE_CONTROL_FIELDS:
-        v = _bits(value, f.lo, f.hi)
+        v = field_bits(value, f.lo, f.hi)
         out[f.name] = v if f.hi > f.lo else bool(v)
     if not out["locked"]:
         out["state"] = FC_UNLOCKED
