@@ -4,7 +4,7 @@
 # alone, and apt is only asked for what is missing.
 #
 #   prometheus-node-exporter  tests/test_export.py scrapes it (Debian's 1.5.0)
-#   jq                        scripts/bench_fleet.py compares against `jq -s`
+#   jq                        benchmarks/fleet.py compares against `jq -s`
 #   ansible-core              tests/test_deploy.py runs deploy/ansible/ (Debian's 2.14)
 #   systemd                   systemd-analyze, for `verify` of deploy/systemd/
 #   PyYAML, jsonschema        for the Python that runs the tests (PYTHON, default

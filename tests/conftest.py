@@ -1,17 +1,11 @@
 import json
-import os
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-import hostgen  # noqa: E402
+from tests import hostgen
 
 # Fails the session if anything opens a /dev/cpu device for writing (tests/nowrite_plugin.py).
-pytest_plugins = ["nowrite_plugin"]
+pytest_plugins = ["tests.nowrite_plugin"]
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ command runs as a user runs it (vmxprobe.cli.main, exit codes, one-line errors),
 only the calls named in VMXPROBE_FAULTS fail. Usage:
 
     VMXPROBE_FAULTS='[{"call": "open", "path": "dev/cpu/0/msr", "errno": "EPERM"}]' \\
-        python tests/faultinject.py scan --root TREE --format json
+        python -m tests.faultinject scan --root TREE --format json
 
 A rule: "call" is one of open, pread, read, listdir, fsync, replace; "path" is a
 suffix the call's path must end with (for pread/read/fsync, the path the descriptor was
@@ -26,9 +26,6 @@ import errno
 import json
 import os
 import sys
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
 
 def _rules():
@@ -105,14 +102,16 @@ class _Injector:
         import functools
         import resource
 
-        from vmxprobe import pipeline, plan as plan_mod
+        from vmxprobe import pipeline
+        from vmxprobe.arch.vmx import PAGE_SIZE
+        from vmxprobe.host import mempolicy
+        from vmxprobe.kernel import pages as plan_mod
 
         def place_hook(buf, page):
             if "errno" in place:
                 code = getattr(errno, place["errno"])
                 raise OSError(code, os.strerror(code))
-            from vmxprobe import numa
-            numa.bind_to_node(plan_mod._address(buf), plan_mod.PAGE_SIZE, page.node)
+            mempolicy.bind_to_node(plan_mod.page_address(buf), PAGE_SIZE, page.node)
 
         def materialize(plan):
             hook = place_hook if place is not None else None

@@ -14,7 +14,7 @@ tests start (the CLI tests run `python -m vmxprobe`). It refuses, and records:
 The hook raises before the system call happens, so a violation never reaches a device.
 The test in which one happens fails; one outside any test fails the session.
 
-Registering (conftest.py: `pytest_plugins = ["nowrite_plugin"]`, or `-p nowrite_plugin`)
+Registering (conftest.py: `pytest_plugins = ["tests.nowrite_plugin"]`, or `-p tests.nowrite_plugin`)
 makes it active from the start of the session and fails the very test; importing it
 (tests/test_nowrite.py does) activates the hook from then on, and test_nowrite.py fails
 the session at its end if anything was recorded.
@@ -177,9 +177,9 @@ def install(child: bool = False) -> None:
     site = os.path.join(_log_dir, "site")
     os.mkdir(site)
     os.chmod(site, 0o755)
-    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(site, "sitecustomize.py"), "w") as f:
-        f.write(_SITECUSTOMIZE.format(tests=here, site=site))
+        f.write(_SITECUSTOMIZE.format(repo=repo, site=site))
     os.environ[ENV_LOG] = _log_dir
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [site] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -189,12 +189,12 @@ _SITECUSTOMIZE = '''\
 # Written by tests/nowrite_plugin.py: installs its audit hook in every Python the tests
 # start, then runs any sitecustomize this one hides.
 import importlib.machinery, importlib.util, sys
-sys.path.insert(0, {tests!r})
+sys.path.insert(0, {repo!r})
 try:
-    import nowrite_plugin
+    from tests import nowrite_plugin
     nowrite_plugin.install(child=True)
 finally:
-    sys.path.remove({tests!r})
+    sys.path.remove({repo!r})
 _spec = importlib.machinery.PathFinder.find_spec(
     "sitecustomize", [p for p in sys.path if p != {site!r}])
 if _spec is not None and _spec.loader is not None:

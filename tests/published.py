@@ -3,12 +3,12 @@
 Values are copied from the public files named in "source" (the VmxCaps table of physical
 machines, and VirtualBox host logs, whose "HM: MSR_IA32_VMX_*" lines are the host's own
 registers as VirtualBox's ring-0 code read them).  host() lays one out on a synthetic
-host (scripts/hostgen.py), every CPU given the same values.
+host (tests/hostgen.py), every CPU given the same values.
 """
 
-import hostgen
-from vmxprobe import fixture
-from vmxprobe.sources import Reading
+from tests import hostgen
+from vmxprobe.host import fixture
+from vmxprobe.host.sources import MsrReading, CpuidReading
 
 PUBLISHED = {
     "penryn-e7500": {
@@ -57,9 +57,9 @@ def host(name: str, n: int = 4, **kw) -> fixture.Fixture:
     pub = PUBLISHED[name]["msrs"]
     fx = fixture.parse(hostgen.synthetic(n, 1, vmx_basic=pub[0x480], feat_ctl=pub.get(0x3A, 0x5), **kw))
     for index, value in pub.items():
-        fx.msr[index] = {cpu: Reading(value=value) for cpu in range(n)}
+        fx.msr[index] = {cpu: MsrReading(value=value) for cpu in range(n)}
     return fx
 
 
 def setreg(fx, index, cpu, value=None, errno=None):
-    fx.msr.setdefault(index, {})[cpu] = Reading(value=value, errno=errno)
+    fx.msr.setdefault(index, {})[cpu] = MsrReading(value=value, errno=errno)

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from vmxprobe import export
+from vmxprobe.durations import parse_duration
+from vmxprobe.render.nfd import NFD_EXPIRY_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(REPO, "deploy")
@@ -231,7 +232,7 @@ def test_daemonset_writes_the_nfd_export_into_the_hostpath_nfd_reads(daemonset):
     assert os.path.dirname(out) == FEATURES_D
     assert not os.path.basename(out).startswith(".")   # nfd-worker skips dot-files
     env = {e["name"]: e["value"] for e in c["env"]}
-    expiry = export.parse_duration(env[export.NFD_EXPIRY_ENV])
+    expiry = parse_duration(env[NFD_EXPIRY_ENV])
     interval = int(env["VMXPROBE_INTERVAL_SECONDS"])
     assert expiry >= 2 * interval                        # one failed rescan does not drop labels
 

@@ -1,7 +1,8 @@
-"""Tests for `scan --format prometheus` and `scan --format nfd` (vmxprobe.export), and
-for the Prometheus export as Debian's prometheus-node-exporter serves it."""
+"""Tests for `scan --format prometheus` and `scan --format nfd` (vmxprobe.render.prometheus
+and vmxprobe.render.nfd), and for the Prometheus export as Debian's
+prometheus-node-exporter serves it."""
 
-import copy
+import dataclasses
 import functools
 import os
 import re
@@ -15,30 +16,35 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
-from vmxprobe import export, fixture, output
+from vmxprobe import durations
+from vmxprobe import files as output
 from vmxprobe.cli import cli
+from vmxprobe.host import fixture
+from vmxprobe.host.sources import FixtureHost
 from vmxprobe.pipeline import run
-from vmxprobe.sources import FixtureHost
+from vmxprobe.render import nfd, prometheus
 
 FIXTURES = fixture.bundled_names()
 
 
 @functools.lru_cache(maxsize=None)
-def _report(name):
-    fx = fixture.load(name)
-    return run(FixtureHost(fx), fx)[0]
-
-
 def report(name="intel-2s-ready"):
-    return copy.deepcopy(_report(name))
+    """The scan of a bundled fixture (a frozen ScanResult: tests change copies of it)."""
+    fx = fixture.load(name)
+    return run(FixtureHost(fx), fx)
 
 
 def undetermined():
     r = report()
-    r["verdict"].update(ready=False, determined=False, x86_vmx_init=None, kvm_intel=None,
-                        undetermined=["IA32_VMX_BASIC could not be read on CPU 0 (ENOENT)"])
-    r["vmx_basic"] = r["feature_control"] = None
-    return r
+    v = dataclasses.replace(r.verdict, x86_vmx_init=None, kvm_intel=None, basic=None,
+                            feature_control=None,
+                            undetermined=("IA32_VMX_BASIC could not be read on CPU 0 (ENOENT)",))
+    assert not v.ready and not v.determined
+    return dataclasses.replace(r, verdict=v)
+
+
+def with_host(r, **changes):
+    return dataclasses.replace(r, host=dataclasses.replace(r.host, **changes))
 
 
 # --- the Prometheus text format --------------------------------------------------------
@@ -73,7 +79,7 @@ def parse_prom(text):
 
 @pytest.mark.parametrize("name", FIXTURES)
 def test_prometheus_is_strict_text_format_for_every_fixture(name):
-    fams = parse_prom(export.render_prometheus(report(name)))
+    fams = parse_prom(prometheus.render_prometheus(report(name)))
     assert all(n.startswith("vmxprobe_") for n in fams)
     for required in ("vmxprobe_info", "vmxprobe_ready", "vmxprobe_determined",
                      "vmxprobe_last_scan_timestamp_seconds", "vmxprobe_verdict_info", "vmxprobe_cpus"):
@@ -90,13 +96,13 @@ def test_prometheus_is_strict_text_format_for_every_fixture(name):
     (undetermined, 0, 0),
 ])
 def test_readiness_and_determined_gauges(doc, ready, determined):
-    fams = parse_prom(export.render_prometheus(doc()))
+    fams = parse_prom(prometheus.render_prometheus(doc()))
     assert fams["vmxprobe_ready"] == [("", ready)]
     assert fams["vmxprobe_determined"] == [("", determined)]
 
 
 def test_unreadable_registers_are_absent_series_not_zero():
-    fams = parse_prom(export.render_prometheus(undetermined()))
+    fams = parse_prom(prometheus.render_prometheus(undetermined()))
     for name in ("vmxprobe_vmx_revision_id", "vmxprobe_vmcs_size_bytes", "vmxprobe_feature_control_locked"):
         assert name not in fams
     assert fams["vmxprobe_feature_control_info"] == [('{state="unreadable"}', 1)]
@@ -105,23 +111,22 @@ def test_unreadable_registers_are_absent_series_not_zero():
 
 def test_values_follow_the_report():
     r = report("intel-2s-ready")
-    fams = parse_prom(export.render_prometheus(r))
-    assert fams["vmxprobe_vmx_revision_id"] == [("", r["vmx_basic"]["revision_id"])]
+    fams = parse_prom(prometheus.render_prometheus(r))
+    assert fams["vmxprobe_vmx_revision_id"] == [("", r.verdict.basic.revision_id)]
     assert fams["vmxprobe_vmcs_size_bytes"] == [("", 1024)]
     assert fams["vmxprobe_root_vmcs_pages"] == [("", 32)]
     assert dict(fams["vmxprobe_cpus"]) == {'{state="possible"}': 32, '{state="present"}': 32,
                                            '{state="online"}': 32, '{state="probed"}': 32}
-    when = datetime.strptime(r["generated_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(r.generated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     assert fams["vmxprobe_last_scan_timestamp_seconds"] == [("", when.timestamp())]
-    nested = parse_prom(export.render_prometheus(report("kvm-nested-guest")))
+    nested = parse_prom(prometheus.render_prometheus(report("kvm-nested-guest")))
     assert 'hypervisor="KVM"' in nested["vmxprobe_cpu_info"][0][0]
     assert 'emulated="KVM nested VMX"' in nested["vmxprobe_verdict_info"][0][0]
 
 
 def test_label_values_are_escaped():
-    r = report()
-    r["host"]["model_name"] = 'Xeon "quoted" \\ back\nslash'
-    fams = parse_prom(export.render_prometheus(r))
+    r = with_host(report(), model_name='Xeon "quoted" \\ back\nslash')
+    fams = parse_prom(prometheus.render_prometheus(r))
     assert r'model_name="Xeon \"quoted\" \\ back\nslash"' in fams["vmxprobe_cpu_info"][0][0]
 
 
@@ -152,38 +157,38 @@ def parse_features_d(text, now):
 @pytest.mark.parametrize("name", FIXTURES)
 def test_nfd_labels_are_valid_and_namespaced_for_every_fixture(name):
     r = report(name)
-    text = export.render_nfd(r, environ={})
-    assert len(text.encode()) <= export.NFD_MAX_FILE_BYTES
-    scanned = datetime.strptime(r["generated_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    text = nfd.render_nfd(r, environ={})
+    assert len(text.encode()) <= nfd.NFD_MAX_FILE_BYTES
+    scanned = datetime.strptime(r.generated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     labels, expiry = parse_features_d(text, scanned)
     assert expiry == scanned + timedelta(hours=24)
-    assert labels == export.nfd_labels(r)
+    assert labels == nfd.nfd_labels(r)
     for label, value in labels.items():
         assert label.startswith("vmxprobe.io/")
         assert "kubernetes.io" not in label
-        assert export.valid_label(label, value), (label, value)
-    assert labels["vmxprobe.io/ready"] == ("true" if r["verdict"]["ready"] else "false")
+        assert nfd.valid_label(label, value), (label, value)
+    assert labels["vmxprobe.io/ready"] == ("true" if r.verdict.ready else "false")
     assert labels["vmxprobe.io/source"] == "fixture"
 
 
 def test_nfd_labels_expire_and_expiry_is_configurable():
     r = report()
-    scanned = datetime.strptime(r["generated_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    text = export.render_nfd(r, environ={"VMXPROBE_NFD_EXPIRY": "3h"})
+    scanned = datetime.strptime(r.generated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    text = nfd.render_nfd(r, environ={"VMXPROBE_NFD_EXPIRY": "3h"})
     labels, expiry = parse_features_d(text, scanned)
     assert expiry == scanned + timedelta(hours=3) and labels
     later, _ = parse_features_d(text, scanned + timedelta(hours=3, seconds=1))
     assert later == {}
-    with pytest.raises(export.ExportError, match="VMXPROBE_NFD_EXPIRY"):
-        export.render_nfd(r, environ={"VMXPROBE_NFD_EXPIRY": "3"})
+    with pytest.raises(nfd.ExportError, match="VMXPROBE_NFD_EXPIRY"):
+        nfd.render_nfd(r, environ={"VMXPROBE_NFD_EXPIRY": "3"})
 
 
 def test_nfd_values_from_undetermined_and_nested_scans():
-    u = export.nfd_labels(undetermined())
+    u = nfd.nfd_labels(undetermined())
     assert u["vmxprobe.io/ready"] == "false" and u["vmxprobe.io/determined"] == "false"
     assert u["vmxprobe.io/x86-vmx-init"] == "unknown"
     assert "vmxprobe.io/vmcs-revision" not in u
-    n = export.nfd_labels(report("kvm-nested-guest"))
+    n = nfd.nfd_labels(report("kvm-nested-guest"))
     assert n["vmxprobe.io/nested-vmx"] == "true"
     assert n["vmxprobe.io/vmcs-revision"] == "0x11e57ed0"
     assert n["vmxprobe.io/hypervisor"] == "KVM"
@@ -202,29 +207,28 @@ def test_nfd_values_from_undetermined_and_nested_scans():
     (4096, "4096"),
 ])
 def test_label_value_sanitising(raw, want):
-    got = export.label_value(raw)
+    got = nfd.label_value(raw)
     assert got == want
-    assert export.valid_label("vmxprobe.io/x", got)
+    assert nfd.valid_label("vmxprobe.io/x", got)
 
 
-def test_hostile_values_never_make_an_invalid_label():
-    r = report()
-    r["host"]["hypervisor"] = "\x00weird hv/\u2603 " + "z" * 80 + "!"
-    r["tool"]["version"] = "1.0.0+local/dirty"
-    for label, value in export.nfd_labels(r).items():
-        assert export.valid_label(label, value), (label, value)
+def test_hostile_values_never_make_an_invalid_label(monkeypatch):
+    r = with_host(report(), hypervisor="\x00weird hv/\u2603 " + "z" * 80 + "!")
+    monkeypatch.setattr(nfd, "__version__", "1.0.0+local/dirty")
+    for label, value in nfd.nfd_labels(r).items():
+        assert nfd.valid_label(label, value), (label, value)
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("3h", 10800), ("7d", 604800),
                                           ("2w", 1209600), ("1d12h", 129600), (" 7D ", 604800)])
 def test_parse_duration(text, seconds):
-    assert export.parse_duration(text) == seconds
+    assert durations.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "7", "d", "7x", "1d 2h", "0s", "-1d", "1.5h"])
 def test_parse_duration_rejects(text):
-    with pytest.raises(export.ExportError):
-        export.parse_duration(text)
+    with pytest.raises(durations.DurationError):
+        durations.parse_duration(text)
 
 
 # --- through the CLI ---------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 
 import pytest
 
-import hostgen
+from tests import hostgen
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -938,8 +938,8 @@ def test_counts(capsys):
 
 # --- output safety -----------------------------------------------------------------------
 
-from vmxprobe import output  # noqa: E402
-from vmxprobe.output import OutputError, write_atomic  # noqa: E402
+from vmxprobe import files as output  # noqa: E402
+from vmxprobe.files import OutputError, write_atomic  # noqa: E402
 
 
 def test_a_planted_temp_name_is_never_opened(tmp_path, monkeypatch):
@@ -1020,7 +1020,7 @@ def test_a_replaced_file_keeps_its_mode_and_owner(tmp_path):
 
 
 def test_inputs_that_are_not_regular_files_never_hang(tmp_path):
-    from vmxprobe import fixture
+    from vmxprobe.host import fixture
     fifo = tmp_path / "fixture.json"
     os.mkfifo(fifo)
     with pytest.raises(fixture.FixtureError, match="not a regular file"):
@@ -1028,7 +1028,7 @@ def test_inputs_that_are_not_regular_files_never_hang(tmp_path):
 
 
 def test_a_hostile_tree_never_hangs_and_never_reads_a_foreign_device(tmp_path):
-    from vmxprobe.sources import LiveHost, Reading
+    from vmxprobe.host.sources import LiveHost, MsrReading, CpuidReading
     root = tmp_path / "root"
     hostgen.write_tree(hostgen.synthetic(4, 1), str(root))
     cpu = root / CPU
@@ -1045,15 +1045,15 @@ def test_a_hostile_tree_never_hangs_and_never_reads_a_foreign_device(tmp_path):
     assert host.read_text(f"{CPU}/online") is None
     assert host.read_text("proc/cpuinfo") is None
     assert host.file_errors == {f"{CPU}/online": "NOTREG", "proc/cpuinfo": "NOTREG"}
-    assert host.read_msr(0, 0x3A) == Reading(errno="ENODEV")   # never a zero
-    assert host.read_msr(1, 0x3A) == Reading(errno="ESPIPE")
+    assert host.read_msr(0, 0x3A) == MsrReading(errno="ENODEV")   # never a zero
+    assert host.read_msr(1, 0x3A) == MsrReading(errno="ESPIPE")
     host.close()
     r = scan(str(root))
     assert r.code == 3 and r.report["per_cpu"][0]["msr"]["0x3a"] == "ENODEV"
 
 
 def test_an_oversized_sysfs_file_is_efbig_not_read_whole(tmp_path, monkeypatch):
-    from vmxprobe import sources
+    from vmxprobe.host import sources
     monkeypatch.setattr(sources, "MAX_TEXT_BYTES", 1000)
     (tmp_path / "big").write_text("x" * 1001)
     (tmp_path / "fits").write_text("x" * 1000)
@@ -1207,12 +1207,12 @@ def test_the_text_report_names_an_unreadable_file_and_its_errno(host):
 def test_a_fifo_among_reports_does_not_hang_the_fleet(tmp_path):
     fifo = tmp_path / "web01.json"
     os.mkfifo(fifo)
-    code = ("import sys; from vmxprobe import fleet\n"
-            "try:\n    fleet.read_report(sys.argv[1])\n"
-            "except fleet.Unreadable as e:\n    print('Unreadable', e)\n")
+    code = ("import sys; from vmxprobe.fleet import check as fleet_check\n"
+            "try:\n    fleet_check.read_report(sys.argv[1])\n"
+            "except fleet_check.Unreadable as e:\n    print('Unreadable', e)\n")
     try:
         p = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True,
                            text=True, timeout=5, cwd=REPO)
     except subprocess.TimeoutExpired:
-        pytest.fail("fleet.read_report() blocked on a FIFO")
+        pytest.fail("fleet_check.read_report() blocked on a FIFO")
     assert p.stdout.startswith("Unreadable") and "not a regular file" in p.stdout

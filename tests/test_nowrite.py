@@ -23,13 +23,13 @@ import tempfile
 
 import pytest
 
-import hostgen
-import nowrite_plugin
-from vmxprobe import fixture
-from vmxprobe.output import OutputError, write_atomic
-from vmxprobe.pipeline import run
-from vmxprobe.scan import collect
-from vmxprobe.sources import FixtureHost, LiveHost, RecordingHost
+from tests import hostgen
+from tests import nowrite_plugin
+from vmxprobe.host import fixture
+from vmxprobe.files import OutputError, write_atomic
+from tests.scanning import run
+from vmxprobe.host.readings import read_host as collect
+from vmxprobe.host.sources import FixtureHost, LiveHost, RecordingHost
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -76,7 +76,7 @@ def test_the_hook_refuses_our_own_code_writing_into_a_tree(tmp_path):
     with nowrite_plugin.expecting() as caught:
         with pytest.raises(nowrite_plugin.DevCpuWrite):
             write_atomic(str(d / "msr"), "not a register")
-    assert caught and caught[0]["by"].startswith("vmxprobe.output")
+    assert caught and caught[0]["by"].startswith("vmxprobe.files")
     assert not (d / "msr").exists()  # refused at the rename onto dev/cpu/0/msr
 
 
@@ -236,10 +236,10 @@ def test_strace_every_bundled_fixture_read_only(trees):
     # every bundled fixture (which opens no device at all).
     script = (
         "import sys, json\n"
-        "from vmxprobe import fixture\n"
+        "from vmxprobe.host import fixture\n"
         "from vmxprobe.pipeline import run\n"
-        "from vmxprobe.scan import collect\n"
-        "from vmxprobe.sources import FixtureHost, LiveHost, RecordingHost\n"
+        "from vmxprobe.host.readings import read_host as collect\n"
+        "from vmxprobe.host.sources import FixtureHost, LiveHost, RecordingHost\n"
         "for root in json.loads(sys.argv[1]):\n"
         "    run(LiveHost(root))\n"
         "    collect(RecordingHost(LiveHost(root)))\n"

@@ -23,13 +23,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-import hostgen
-from vmxprobe import caps, fixture, vmx
-from vmxprobe.cpulist import MAX_CPU_ID, CpulistError, format_cpulist, parse_cpulist, parse_cpumap
-from vmxprobe.fixture import FixtureError
-from vmxprobe.pipeline import run
-from vmxprobe.scan import collect
-from vmxprobe.sources import FixtureHost, Reading, RecordingHost
+from tests import hostgen
+from vmxprobe.arch import capabilities as caps
+from vmxprobe.arch import controls
+from vmxprobe.host import fixture
+from vmxprobe.arch import vmx
+from vmxprobe.host.cpulist import MAX_CPU_ID, CpulistError, format_cpulist, parse_cpulist, parse_cpumap
+from vmxprobe.host.fixture import FixtureError
+from tests.scanning import run
+from vmxprobe.fleet import check as fleet_check
+from vmxprobe.host.readings import read_host as collect
+from vmxprobe.host.sources import FixtureHost, MsrReading, CpuidReading, RecordingHost
 
 # Hypothesis keeps its files (failing-example patches, even for the expected failures
 # below) outside the work tree.
@@ -76,7 +80,7 @@ NOT_INT = st.one_of(st.none(), st.text(max_size=8), st.floats(allow_nan=False),
 @given(U64)
 def test_basic_info_msr_decodes_every_64_bit_value_exactly(v):
     seen("vmx.decode_vmx_basic")
-    d = vmx.decode_vmx_basic(v)
+    d = vmx.decode_vmx_basic(v).fields()
     assert d["raw"] == f"0x{v:016x}"
     # every bit is in exactly one field or in "reserved": the value rebuilds exactly
     rebuilt = sum(int(d[f.name]) << f.lo for f in vmx.VMX_BASIC_FIELDS)
@@ -91,7 +95,7 @@ def test_basic_info_msr_decodes_every_64_bit_value_exactly(v):
 @given(U64)
 def test_feature_control_decodes_every_64_bit_value(v):
     seen("vmx.decode_feature_control")
-    d = vmx.decode_feature_control(v)
+    d = vmx.decode_feature_control(v).fields()
     assert d["raw"] == f"0x{v:016x}"
     assert d["locked"] == bool(v & 1) and d["vmx_inside_smx"] == bool(v & 2)
     assert d["vmx_outside_smx"] == bool(v & 4)
@@ -113,10 +117,10 @@ def test_capability_msrs_decode_every_value(index, v):
     assert all(0 <= b < 64 and v >> b & 1 for b in d["reserved"])
     assert isinstance(d["errors"], list) and all(isinstance(e, str) for e in d["errors"])
     if "controls" in d:
-        states = {caps.ALWAYS_ON, caps.ALWAYS_OFF, caps.EITHER, caps.INCONSISTENT}
+        states = {controls.ALWAYS_ON, controls.ALWAYS_OFF, controls.EITHER, controls.INCONSISTENT}
         assert set(d["controls"].values()) <= states
         # "inconsistent" (must be 1 and must be 0) is exactly what errors lists
-        bad = [n for n, s in d["controls"].items() if s == caps.INCONSISTENT]
+        bad = [n for n, s in d["controls"].items() if s == controls.INCONSISTENT]
         assert len(bad) <= len(d["errors"])
     json.dumps(d)
 
@@ -281,8 +285,8 @@ def hosts(draw):
     for cpu in draw(st.lists(st.integers(0, n - 1), max_size=3)):
         index = draw(st.sampled_from([0x3A, 0x480]))
         fx.msr[index][cpu] = draw(st.one_of(
-            U64.map(lambda v: Reading(value=v)),
-            st.sampled_from(["EIO", "ENOENT", "EPERM", "ENXIO", "SHORT"]).map(lambda e: Reading(errno=e))))
+            U64.map(lambda v: MsrReading(value=v)),
+            st.sampled_from(["EIO", "ENOENT", "EPERM", "ENXIO", "SHORT"]).map(lambda e: MsrReading(errno=e))))
     return fx
 
 
@@ -304,13 +308,12 @@ def schema_validator():
 @given(hosts())
 def test_a_fixture_scanned_twice_gives_the_same_valid_report(schema_validator, fx):
     seen("scan determinism")
-    from vmxprobe import fleet
     first, v1 = run(FixtureHost(fx), fx)
     second, v2 = run(FixtureHost(fx), fx)
     assert _no_time(first) == _no_time(second)
     assert json.dumps(first, sort_keys=True)  # JSON all the way down
     schema_validator.validate(first)
-    fleet.check(json.loads(json.dumps(first)))
+    fleet_check.check(json.loads(json.dumps(first)))
     assert v1.ready == first["verdict"]["ready"]
     if first["verdict"]["ready"]:
         assert first["verdict"]["determined"] and first["plan"]["materialized"]
@@ -352,11 +355,7 @@ def _paths(doc, prefix=()):
 FIXTURE_PATHS = [p for p in _paths(BASE) if len(p) <= 3]
 
 
-# --- the report loader (vmxprobe.fleet) --------------------------------------------------
-
-def _fleet():
-    return pytest.importorskip("vmxprobe.fleet")
-
+# --- the report loader (vmxprobe.fleet.check) --------------------------------------------------
 
 def _bundled_report():
     fx = fixture.load("intel-2s-ready")
@@ -372,19 +371,17 @@ REPORT_PATHS = [p for p in _paths(REPORT) if 1 <= len(p) <= 2]
 @given(st.one_of(JSON, mutated(REPORT, REPORT_PATHS, [[], {}, None, 0, ""])))
 def test_report_check_takes_anything(doc):
     seen("fleet.check")
-    fleet = _fleet()
     try:
-        fleet.check(doc)
-    except fleet.Invalid as e:
+        fleet_check.check(doc)
+    except fleet_check.Invalid as e:
         assert "\n" not in str(e)
 
 
 def test_report_check_refuses_a_list_where_an_enum_belongs():
-    fleet = _fleet()
     doc = copy.deepcopy(REPORT)
     doc["source"]["kind"] = ["live"]
-    with pytest.raises(fleet.Invalid):
-        fleet.check(doc)
+    with pytest.raises(fleet_check.Invalid):
+        fleet_check.check(doc)
 
 
 @examples(500)
@@ -395,22 +392,20 @@ def test_report_check_refuses_a_list_where_an_enum_belongs():
                  st.binary(max_size=64).map(lambda b: json.dumps(REPORT).encode()[:200] + b)))
 def test_report_reading_takes_any_bytes(data):
     seen("fleet.read_report")
-    fleet = _fleet()
     try:
-        doc = fleet.read_report("report.json", stream=io.BytesIO(data))
-    except (fleet.Unreadable, fleet.Invalid) as e:
+        doc = fleet_check.read_report("report.json", stream=io.BytesIO(data))
+    except (fleet_check.Unreadable, fleet_check.Invalid) as e:
         assert "\n" not in str(e)
         return
     assert isinstance(doc, dict) and doc["schema_version"] == 1
 
 
 def test_an_oversized_report_is_refused(tmp_path):
-    fleet = _fleet()
     p = tmp_path / "big.json"
     with open(p, "wb") as f:
-        f.truncate(fleet.MAX_REPORT_BYTES + 1)
-    with pytest.raises(fleet.Unreadable, match="larger than 64 MiB"):
-        fleet.read_report(str(p))
+        f.truncate(fleet_check.MAX_REPORT_BYTES + 1)
+    with pytest.raises(fleet_check.Unreadable, match="larger than 64 MiB"):
+        fleet_check.read_report(str(p))
 
 
 def test_an_oversized_fixture_is_refused_with_a_clear_error(tmp_path):

@@ -1,18 +1,65 @@
-"""The one-way flow: source -> readings -> verdict -> plan (materialised) -> report."""
+"""The one-way flow of `vmxprobe scan`: read the host, judge (the kernel's rules), plan,
+materialise the plan, and hand the typed result to a renderer."""
 
 from __future__ import annotations
 
 import functools
 import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
-from vmxprobe import report as rep
-from vmxprobe.plan import Placement, build_plan, failure_reason, materialize
-from vmxprobe.scan import collect
-from vmxprobe.verdict import Verdict, after_allocation, judge
+from vmxprobe.host.fixture import Fixture
+from vmxprobe.host.identity import HostIdentity, identify
+from vmxprobe.host.readings import HostReadings, read_host
+from vmxprobe.host.sources import Source
+from vmxprobe.kernel.numa import NodeMap, cpu_to_node
+from vmxprobe.kernel.pages import Allocation, Materialized, Placement, Verification, materialize
+from vmxprobe.kernel.root_vmcs import Plan, build_plan
+from vmxprobe.kernel.verdict import Verdict, judge
+
+Materializer = Callable[[Plan], Materialized]
 
 
-def run(source, fixture=None, materialize_pages=None, *,
-        materialize_plan: bool = True) -> tuple[dict, Verdict]:
+@dataclass(frozen=True)
+class ScanResult:
+    """Everything one scan found, typed; render/ turns it into text, JSON and exports."""
+    readings: HostReadings
+    host: HostIdentity                    # what the host is (CPU, hypervisor, kernel)
+    nodes: NodeMap                        # cpu_to_node() and serving nodes, as the kernel has them
+    verdict: Verdict
+    plan: Plan
+    placement: str                        # pages.BOUND | UNBOUND | SIMULATED
+    allocation: Optional[Allocation]      # None when the plan was not materialised
+    verification: Optional[Verification]  # None unless every page was had
+    scanned_at: int = 0                   # when, in whole seconds since the epoch
+    provenance: Optional[dict[str, Any]] = None   # the fixture's, for a replay
+    description: Optional[str] = None
+
+    @property
+    def generated_at(self) -> str:
+        """scanned_at as the report writes it: 2026-11-26T14:04:02Z."""
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.scanned_at))
+
+    @property
+    def topology_notes(self) -> list[str]:
+        """What the topology shows beyond its facts: the lists' disagreements, CPUs placed
+        without sysfs, node details, and nodes served from elsewhere, in that order."""
+        topo = self.readings.topology
+        return topo.notes + self.nodes.notes + topo.node_notes + self.nodes.serving_notes
+
+    @property
+    def topology_missing(self) -> list[str]:
+        return self.readings.topology.missing + self.nodes.missing
+
+    @property
+    def materialized(self) -> bool:
+        return self.allocation is not None and self.allocation.ok
+
+
+def run(source: Source, fixture: Optional[Fixture] = None,
+        materialize_pages: Optional[Materializer] = None, *,
+        materialize_plan: bool = True) -> ScanResult:
     """Scan, judge, plan, and materialise the plan.
 
     The plan is materialised on every scan, also when x86_vmx_init() would stop before
@@ -25,9 +72,10 @@ def run(source, fixture=None, materialize_pages=None, *,
     failures with it); by default pages are placed as Placement.for_source() decides.
     materialize_plan=False skips the allocation altogether.
     """
-    host_scan = collect(source)
-    verdict = judge(host_scan)
-    plan = build_plan(host_scan.topology, verdict.revision_id)
+    readings = read_host(source)
+    verdict = judge(readings)
+    nodes = cpu_to_node(readings.topology)
+    plan = build_plan(readings.topology, nodes, verdict.revision_id)
     # Pages are placed on this machine's nodes only for a live scan of this machine;
     # a fixture or another root describes some other host, so placement is simulated.
     # `name` is the root's absolute path, also through a RecordingHost wrapper.
@@ -35,40 +83,13 @@ def run(source, fixture=None, materialize_pages=None, *,
     placement = Placement.for_source(live_here)
     if materialize_pages is None:
         materialize_pages = functools.partial(materialize, place=placement.place)
-    verification = None
-    materialized = False
-    failure = None
+    allocation = verification = None
     if materialize_plan:
         with materialize_pages(plan) as pages:
-            after_allocation(verdict, pages.ok, pages.failed_cpu)
-            if pages.ok:
-                materialized = True
-                verification = pages.verify(plan.stamp, plan, placement)
-            else:
-                failure = _failure(plan, pages, verdict)
-    if verification is not None:
-        verification["stamped"] = f"0x{plan.stamp:08x}"
-        if plan.header is None:
-            verification["stamp_note"] = ("revision id unknown (IA32_VMX_BASIC unreadable or 0): "
-                                          "pages stamped 0x00000000")
-        verification["kernel_allocates"] = verdict.reaches_allocation
-    report = rep.build(host_scan, verdict, plan, materialized, verification, placement.mode,
-                       provenance=fixture.provenance if fixture else None,
-                       description=fixture.description if fixture else None)
-    if failure is not None:
-        # build() has no slot for it; the plan section is where it belongs.
-        report["plan"]["failure"] = failure
-    return report, verdict
-
-
-def _failure(plan, pages, verdict: Verdict) -> dict:
-    page = next(p for p in plan.pages if p.cpu == pages.failed_cpu)
-    reason = failure_reason(pages)
-    if verdict.reaches_allocation:
-        # after_allocation() said -ENOMEM; say what really failed (a node this machine
-        # lacks is EINVAL from mbind(2), not a shortage).
-        verdict.reasons.append(f"the page of CPU {page.cpu} (node {page.node}, served by "
-                               f"node {page.serving_node}): {reason}")
-    return {"cpu": page.cpu, "node": page.node, "serving_node": page.serving_node,
-            "errno": pages.errno, "reason": reason, "released": not pages.pages,
-            "kernel_allocates": verdict.reaches_allocation}
+            allocation = pages.outcome()
+            verdict = verdict.with_allocation(allocation)
+            if allocation.ok:
+                verification = pages.verify(plan, placement, verdict.reaches_allocation)
+    return ScanResult(readings, identify(readings, verdict.boot_cpu), nodes, verdict, plan, placement.mode, allocation, verification,
+                      scanned_at=int(time.time()), provenance=fixture.provenance if fixture else None,
+                      description=fixture.description if fixture else None)

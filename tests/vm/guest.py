@@ -125,12 +125,14 @@ except OSError as e:
 # this machine's plan, then /proc/self/numa_maps for each page's mapping, which shows
 # the policy the kernel holds for it (bind:N) and the node of its page (N<n>=1).
 NUMA_MAPS_PY = r'''
-from vmxprobe.plan import Placement, build_plan, materialize
-from vmxprobe.scan import collect
-from vmxprobe.sources import LiveHost
-from vmxprobe.verdict import judge
-scan = collect(LiveHost("/"))
-plan = build_plan(scan.topology, judge(scan).revision_id)
+from vmxprobe.host.readings import read_host
+from vmxprobe.host.sources import LiveHost
+from vmxprobe.kernel.numa import cpu_to_node
+from vmxprobe.kernel.pages import Placement, materialize
+from vmxprobe.kernel.root_vmcs import build_plan
+from vmxprobe.kernel.verdict import judge
+scan = read_host(LiveHost("/"))
+plan = build_plan(scan.topology, cpu_to_node(scan.topology), judge(scan).revision_id)
 placement = Placement.for_source(True)
 import bisect
 with materialize(plan, place=placement.place) as m:

@@ -1,0 +1,211 @@
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+from tests import hostgen
+from vmxprobe.host import fixture
+from vmxprobe.cli import cli
+
+SCHEMA = json.loads((resources.files("vmxprobe.schema") / "report-v1.json").read_text())
+EXPECTED_EXIT = {"intel-2s-ready": 0, "intel-fw-locked-off": 1, "kvm-nested-guest": 0,
+                 "kvm-guest-no-nested": 1, "amd-host": 1, "kvm-guest-no-msr-driver": 1}
+
+
+def vmxprobe(*args, env=None):
+    """The installed command, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "vmxprobe", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})})
+
+
+def invoke(*args, **kw):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False, **kw)
+
+
+@pytest.mark.parametrize("name", fixture.bundled_names())
+def test_every_bundled_fixture_scans_to_a_valid_report(name):
+    r = invoke("scan", "--fixture", name, "--format", "json")
+    report = json.loads(r.stdout)
+    jsonschema.validate(report, SCHEMA)
+    assert report["source"] == {"kind": "fixture", "name": name,
+                                "origin": fixture.load(name).provenance["origin"],
+                                "description": fixture.load(name).description}
+    assert report["plan"]["pages"] == len(report["per_cpu"])
+    if name in EXPECTED_EXIT:
+        assert r.exit_code == EXPECTED_EXIT[name]
+    else:
+        assert r.exit_code in (0, 1, 3)
+
+
+def test_raw_values_are_hex_strings_not_numbers():
+    report = json.loads(invoke("scan", "--fixture", "intel-2s-ready", "--format", "json").stdout)
+    assert report["vmx_basic"]["raw"] == "0x00da040000000012"
+    assert report["per_cpu"][5]["msr"] == {"0x3a": "0x0000000000000005", "0x480": "0x00da040000000012"}
+
+
+def test_schema_rejects_a_broken_report():
+    report = json.loads(invoke("scan", "--fixture", "intel-2s-ready", "--format", "json").stdout)
+    report["vmx_basic"]["raw"] = 0x00DA040000000012
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(report, SCHEMA)
+
+
+def test_text_report_starts_with_the_verdict():
+    r = vmxprobe("scan", "--fixture", "intel-fw-locked-off")
+    assert r.returncode == 1
+    first = r.stdout.splitlines()[0]
+    assert first == "NOT READY: x86_vmx_init() returns -EOPNOTSUPP"
+    assert "\x1b[" not in r.stdout  # not a terminal: no colour
+    assert "node 0: 8 page(s) for CPU(s) 0-7" in r.stdout
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
+    from vmxprobe.cli.common import use_colour
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_colour(None) is True
+    assert use_colour("out.txt") is False
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert use_colour(None) is False
+
+
+def test_version_and_module_entry():
+    r = vmxprobe("--version")
+    assert r.returncode == 0 and r.stdout.strip() == "vmxprobe, version 0.1.0"
+
+
+def test_help_documents_exit_codes():
+    r = vmxprobe("scan", "--help")
+    for line in ("0  ready", "1  not ready", "2  usage error", "3  could not determine"):
+        assert line in r.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (["scan", "--fixture", "nope"], "no fixture file or bundled fixture named 'nope'"),
+    (["scan", "--root", "/nonexistent"], "--root /nonexistent: not a directory"),
+    (["scan", "--root", "/", "--fixture", "amd-host"], "cannot be used together"),
+    (["scan", "--format", "yaml"], "Invalid value for '--format'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, words):
+    r = vmxprobe(*args)
+    assert r.returncode == 2
+    assert words in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_malformed_fixture_file_exit_2(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text('{"format": "vmxprobe-fixture", "version": 9}')
+    r = vmxprobe("scan", "--fixture", str(p))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "version 9 is not supported" in r.stderr
+
+
+def test_output_file_is_written_atomically(tmp_path):
+    out = tmp_path / "report.json"
+    out.write_text("previous")
+    r = vmxprobe("scan", "--fixture", "intel-2s-ready", "--format", "json", "-o", str(out))
+    assert r.returncode == 0 and r.stdout == ""
+    assert json.loads(out.read_text())["verdict"]["ready"] is True
+    assert sorted(os.listdir(tmp_path)) == ["report.json"]  # no temp file left
+
+
+def test_output_symlink_is_replaced_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "report.json").symlink_to(victim)
+    r = vmxprobe("scan", "--fixture", "amd-host", "-o", str(tmp_path / "report.json"))
+    assert r.returncode == 1
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "report.json").is_symlink()
+
+
+def test_output_to_a_directory_or_missing_folder_is_refused(tmp_path):
+    r = vmxprobe("scan", "--fixture", "amd-host", "-o", str(tmp_path))
+    assert r.returncode == 2 and "not a regular file" in r.stderr
+    r = vmxprobe("scan", "--fixture", "amd-host", "-o", str(tmp_path / "no" / "x.json"))
+    assert r.returncode == 2 and "cannot create a file" in r.stderr
+
+
+def test_fixtures_command_lists_bundled_with_descriptions():
+    r = vmxprobe("fixtures")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(fixture.bundled_names())
+    assert any(l.startswith("intel-2s-ready") and "composed" in l and "two-socket" in l for l in lines)
+
+
+def test_record_then_replay(tmp_path, tree):
+    root = tree(hostgen.synthetic(8, 2))
+    out = tmp_path / "rec.json"
+    r = vmxprobe("record", "--root", root, "-o", str(out), "--description", "test host")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["provenance"]["origin"] == "recorded" and doc["provenance"]["hostname"] is None
+    assert doc["name"] == "rec" and doc["description"] == "test host"
+    live = json.loads(vmxprobe("scan", "--root", root, "--format", "json").stdout)
+    replay = json.loads(vmxprobe("scan", "--fixture", str(out), "--format", "json").stdout)
+    for key in ("host", "cpus", "vmx_basic", "feature_control", "per_cpu", "verdict"):
+        assert live[key] == replay[key], key
+
+
+def test_record_hostname_only_when_asked(tmp_path, tree):
+    root = tree(hostgen.synthetic(2, 1))
+    r = vmxprobe("record", "--root", root, "--hostname")
+    assert json.loads(r.stdout)["provenance"]["hostname"] == os.uname().nodename
+
+
+def test_record_says_what_was_absent(tmp_path):
+    (tmp_path / "sys/devices/system/cpu").mkdir(parents=True)
+    (tmp_path / "sys/devices/system/cpu/online").write_text("0-1\n")
+    r = vmxprobe("record", "--root", str(tmp_path))
+    assert r.returncode == 0
+    assert "absent on this host:" in r.stderr and "/dev/cpu/N/msr" in r.stderr
+    assert "/sys/devices/system/cpu/possible" in r.stderr
+
+
+def test_cpuid_offers_vmx_but_no_msr_driver_exits_3(tree):
+    root = tree(hostgen.synthetic(4, 1))
+    for cpu in range(4):
+        os.unlink(os.path.join(root, "dev/cpu", str(cpu), "msr"))
+    r = vmxprobe("scan", "--root", root)
+    assert r.returncode == 3
+    assert r.stdout.startswith("UNKNOWN")
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "modprobe msr" in err and "Traceback" not in err
+
+
+def test_internal_errors_are_one_line(monkeypatch):
+    from vmxprobe import cli as c
+    monkeypatch.setattr("vmxprobe.pipeline.run", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(sys, "argv", ["vmxprobe", "scan", "--fixture", "amd-host"])
+    with pytest.raises(SystemExit) as e:
+        c.main()
+    assert e.value.code == 70
+
+
+def test_this_machine_scans_without_a_traceback():
+    """The live default root: whatever this machine is, a clear verdict or a clear cause."""
+    r = vmxprobe("scan", "--format", "json")
+    assert "Traceback" not in r.stderr
+    report = json.loads(r.stdout)
+    jsonschema.validate(report, SCHEMA)
+    assert report["source"]["kind"] == "live" and report["plan"]["placement"] in ("bound", "unbound")
+    if report["plan"]["placement"] == "bound":
+        # This machine's own kernel placed every page on the node the plan names.
+        for node in report["plan"]["verified"]["placement"]["nodes"]:
+            assert node["verified_on_node"] == node["placed"]
+        assert sum(n["placed"] for n in report["plan"]["verified"]["placement"]["nodes"]) == report["plan"]["pages"]
+    assert r.returncode == {True: 0}.get(report["verdict"]["ready"],
+                                         1 if report["verdict"]["determined"] else 3)
+    no_msr = not os.path.exists("/dev/cpu/0/msr")
+    if os.path.exists("/dev/cpu/0/cpuid") and no_msr and report["per_cpu"][0].get("cpuid_vmx") is False:
+        # A guest whose CPUID hides VMX: settled by CPUID alone, and the missing msr
+        # driver is still mentioned.
+        assert r.returncode == 1
+        assert any("modprobe msr" in x for x in report["verdict"]["reasons"])

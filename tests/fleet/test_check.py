@@ -1,0 +1,145 @@
+"""The fleet's report check (vmxprobe.fleet.check) agrees with the shipped schema."""
+
+import csv
+import io
+import json
+import os
+import random
+import time
+import tracemalloc
+
+import pytest
+
+from benchmarks import fleet as bench_fleet
+import jsonschema
+
+from tests.fleet.reports import (SCHEMA, invoke, live, report, summary_json, undetermined_doc,
+                                 validator, write)
+from vmxprobe.host import fixture
+from vmxprobe.fleet import check as fleet_check
+from vmxprobe.fleet import diff as fleet_diff
+from vmxprobe.fleet import summary as fleet_summary
+from vmxprobe.render import report as rep
+
+
+# --- the check agrees with the shipped schema ---------------------------------------------
+
+def test_rules_come_from_the_shipped_schema():
+    r = fleet_check.rules()
+    assert r.version == rep.SCHEMA_VERSION
+    assert fleet_check.known_schema_versions() == {rep.SCHEMA_VERSION}
+    assert "verdict" in r.required and "ready" in r.required_in["verdict"]
+    assert r.fc_state == {"enabled_locked", "disabled_locked", "unlocked"}
+
+
+@pytest.mark.parametrize("name", fixture.bundled_names())
+def test_every_bundled_fixture_report_passes(name):
+    doc = report(name)
+    fleet_check.check(doc)
+    validator().validate(doc)
+
+
+def _mutations():
+    def drop(*path):
+        def f(d):
+            o = d
+            for p in path[:-1]:
+                o = o[p]
+            del o[path[-1]]
+        return f
+
+    def put(value, *path):
+        def f(d):
+            o = d
+            for p in path[:-1]:
+                o = o[p]
+            o[path[-1]] = value
+        return f
+
+    return {
+        "no verdict": drop("verdict"),
+        "no per_cpu": drop("per_cpu"),
+        "no verdict.ready": drop("verdict", "ready"),
+        "ready as string": put("yes", "verdict", "ready"),
+        "ready as 1": put(1, "verdict", "ready"),
+        "determined as null": put(None, "verdict", "determined"),
+        "reasons not a list": put("x", "verdict", "reasons"),
+        "reason not a string": put([1], "verdict", "reasons"),
+        "unknown errno": put("EPERM", "verdict", "x86_vmx_init"),
+        "tool name": put("other", "tool", "name"),
+        "tool version int": put(1, "tool", "version"),
+        "generated_at format": put("2026-11-26 14:00:00", "generated_at"),
+        "source kind": put("remote", "source", "kind"),
+        "source name null": put(None, "source", "name"),
+        "source origin": put("guessed", "source", "origin"),
+        "host family string": put("6", "host", "family"),
+        "host stepping bool": put(True, "host", "stepping"),
+        "host vendor int": put(1, "host", "vendor"),
+        "no host.hypervisor": drop("host", "hypervisor"),
+        "cpulist": put("0-3,x", "cpus", "online"),
+        "revision too big": put(2**31, "vmx_basic", "revision_id"),
+        "revision string": put("0x12", "vmx_basic", "revision_id"),
+        "vmcs size too big": put(8192, "vmx_basic", "vmcs_size"),
+        "no vmx_basic.raw": drop("vmx_basic", "raw"),
+        "vmx_basic not object": put(5, "vmx_basic"),
+        "fc state": put("maybe", "feature_control", "state"),
+        "fc locked string": put("true", "feature_control", "locked"),
+        "per_cpu object": put({}, "per_cpu"),
+        "plan pages negative": put(-1, "plan", "pages"),
+        "plan revision string": put("x", "plan", "revision_id"),
+        "no plan.header": drop("plan", "header"),
+    }
+
+
+@pytest.mark.parametrize("what", sorted(_mutations()))
+def test_the_check_rejects_what_the_schema_rejects(what):
+    doc = report()
+    _mutations()[what](doc)
+    with pytest.raises(fleet_check.Invalid):
+        fleet_check.check(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        validator().validate(doc)
+
+
+def test_ready_but_undetermined_is_inconsistent():
+    with pytest.raises(fleet_check.Invalid, match="ready but not determined"):
+        fleet_check.check(report(verdict__determined=False))
+
+
+@pytest.mark.parametrize("version", [0, 2, 99])
+def test_other_schema_versions_are_unknown_not_invalid(version):
+    with pytest.raises(fleet_check.UnknownSchema) as e:
+        fleet_check.check({"schema_version": version})
+    assert e.value.version == version
+    with pytest.raises(fleet_check.Invalid, match="schema_version: expected an integer"):
+        fleet_check.check({"schema_version": "1"})
+
+
+def test_benchmark_reports_are_valid_v1_reports():
+    rng = random.Random(7)
+    now = time.time()
+    profiles = set()
+    for _ in range(200):
+        doc = json.loads(bench_fleet.make_report(rng, now, future_schema_fraction=0))
+        validator().validate(doc)
+        fleet_check.check(doc)
+        profiles.add((fleet_summary.status_of(doc), doc["host"]["vendor"], doc["host"]["hypervisor"] is None))
+    assert {p[0] for p in profiles} == {"ready", "not_ready", "undetermined"}
+    assert {p[1] for p in profiles} == {"GenuineIntel", "AuthenticAMD"}
+    assert {p[2] for p in profiles} == {True, False}
+
+
+
+@pytest.mark.parametrize("path,value", [(("source", "kind"), ["live"]), (("source", "origin"), {}),
+                                        (("feature_control", "state"), ["enabled_locked"]),
+                                        (("verdict", "x86_vmx_init"), {"ok": 1}),
+                                        (("verdict", "kvm_intel"), [])])
+def test_a_list_or_object_where_an_enum_belongs_is_invalid_not_a_crash(tmp_path, path, value):
+    doc = live()
+    doc[path[0]][path[1]] = value
+    with pytest.raises(fleet_check.Invalid, match=path[1]):
+        fleet_check.check(doc)
+    write(tmp_path, "odd.json", doc)
+    write(tmp_path, "good.json", live())
+    code, s, _ = summary_json(tmp_path)
+    assert code == 3 and s["readiness"]["ready"] == 1 and s["invalid"]["count"] == 1

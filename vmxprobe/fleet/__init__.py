@@ -1,0 +1,1 @@
+"""Fleet inventory over scan reports: the report check, the summary and the diff."""

@@ -1,0 +1,214 @@
+"""The readings of one scan: everything a verdict needs, read once from one source.
+
+Topology first, then each online CPU's CPUID leaves and MSRs (IA32_FEATURE_CONTROL,
+IA32_VMX_BASIC and, where VMX_BASIC shows VMX, the capability MSRs the architecture says
+exist), then the kernel's own view in /proc/cpuinfo and the kvm_intel parameters that
+change what KVM compares."""
+
+from __future__ import annotations
+
+import gc
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from vmxprobe.arch.capabilities import readable_msrs
+from vmxprobe.arch.cpuid import (CPUID_HV_LEAF, CPUID_HYPERVISOR_BIT, ECX,
+                                 HV_CPUID_ENLIGHTMENT_INFO, HV_CPUID_NESTED_FEATURES,
+                                 HV_SIGNATURE_HYPERV, bit, hypervisor_name)
+from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC
+from vmxprobe.host.sources import CPUINFO, OSRELEASE, CpuidReading, MsrReading, Source
+from vmxprobe.host.topology import Topology, read_topology
+
+CpuInfo = dict[str, Any]  # one /proc/cpuinfo block: "flags", "vmx flags", "bugs" as frozensets
+
+
+@dataclass
+class CpuReadings:
+    """What was read on one online CPU."""
+    cpu: int
+    cpuid: dict[int, CpuidReading] = field(default_factory=dict)   # leaf -> reading
+    # index -> reading; after read_host(), CPUs that read alike share one dict: read-only
+    msr: dict[int, MsrReading] = field(default_factory=dict)
+
+    def cpuid_bit(self, leaf: int, reg: int, n: int) -> Optional[bool]:
+        r = self.cpuid.get(leaf)
+        return bit(r.value[reg], n) if r is not None and r.value is not None else None
+
+
+@dataclass
+class HostReadings:
+    """Everything one scan read from its source."""
+    source_kind: str
+    source_name: str
+    topology: Topology
+    cpus: dict[int, CpuReadings]       # online CPUs, each read
+    cpuinfo: dict[int, CpuInfo]        # processor -> its /proc/cpuinfo block
+    kernel: Optional[str]              # proc/sys/kernel/osrelease
+    file_errors: dict[str, str]
+    kvm_params: dict[str, str] = field(default_factory=dict)  # kvm_intel module parameters
+
+
+def read_cpu(source: Source, cpu: int) -> CpuReadings:
+    p = CpuReadings(cpu)
+    p.cpuid[0] = source.read_cpuid(cpu, 0)
+    p.cpuid[1] = source.read_cpuid(cpu, 1)
+    if p.cpuid_bit(1, ECX, CPUID_HYPERVISOR_BIT):
+        hv = source.read_cpuid(cpu, CPUID_HV_LEAF)
+        p.cpuid[CPUID_HV_LEAF] = hv
+        # Hyper-V's enlightenment hints and nested features (TLFS; asm/hyperv-tlfs.h):
+        # whether kvm_intel in this guest would use the enlightened VMCS.  Read only when
+        # the hypervisor is Hyper-V and its maximum leaf (EAX of 0x40000000) covers them.
+        if hv.value is not None and hypervisor_name(hv.value) == HV_SIGNATURE_HYPERV:
+            for leaf in (HV_CPUID_ENLIGHTMENT_INFO, HV_CPUID_NESTED_FEATURES):
+                if hv.value[0] >= leaf:
+                    p.cpuid[leaf] = source.read_cpuid(cpu, leaf)
+    # Both MSRs are read on every CPU, whatever CPUID says: the msr driver reads with
+    # rdmsr_safe_on_cpu(), so a register the CPU lacks costs an EIO, not a crash, and
+    # the EIO is itself evidence (a hypervisor hiding VMX, an AMD CPU).
+    p.msr[MSR_IA32_FEAT_CTL] = source.read_msr(cpu, MSR_IA32_FEAT_CTL)
+    p.msr[MSR_IA32_VMX_BASIC] = source.read_msr(cpu, MSR_IA32_VMX_BASIC)
+    read_capabilities(source, p)
+    return p
+
+
+def read_capabilities(source: Source, p: CpuReadings) -> None:
+    """Read the VMX capability MSRs (0x481-0x493) that exist on this CPU, in rounds.
+
+    Only after IA32_VMX_BASIC reads non-zero (a CPU with VMX always reports a VMCS size):
+    SDM Vol. 3D Appendix A makes some MSRs conditional on others (0x48B on the primary
+    controls' bit 63, 0x48C and 0x491 on secondary controls, 0x492 on bit 49, 0x493 on
+    the exit controls' bit 63, 0x48D-0x490 on VMX_BASIC bit 55), so each round reads what
+    readable_msrs() says exists given the values read so far, until nothing new
+    appears.  An MSR that is not architecturally there is never read; one that is there
+    and still faults is kept as EIO, for the verdict to report.
+    """
+    msr = p.msr
+    basic = msr.get(MSR_IA32_VMX_BASIC)
+    if basic is None or not basic.value:
+        return
+    values: dict[int, int] = {}
+    read, cpu = source.read_msr, p.cpu
+    while True:
+        todo = [i for i in readable_msrs(values, basic.value) if i not in msr]
+        if not todo:
+            return
+        for index in todo:
+            r = msr[index] = read(cpu, index)
+            if r.value is not None:  # r.ok, without a property call per register
+                values[index] = r.value
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_cpuinfo(text: Optional[str]) -> dict[int, CpuInfo]:
+    """processor -> {key: value}, with "flags", "vmx flags" and "bugs" as frozensets.
+
+    /proc/cpuinfo of an 8192-CPU host is about 25 MiB whose blocks repeat the same lines
+    but for a few (processor, APIC ids, MHz): each distinct line is parsed once, its key,
+    value and flag set are shared by the CPUs that show it, and the text is walked block
+    by block rather than split into a second copy of itself.
+    """
+    cpus: dict[int, CpuInfo] = {}
+    if not text:
+        return cpus
+    lines: dict[str, tuple[str, ...]] = {}  # a line as read -> (key, value), or () without ":"
+    flag_sets: dict[str, frozenset[str]] = {}
+
+    def flag_set(line: str) -> frozenset[str]:
+        got = flag_sets.get(line)
+        if got is None:
+            got = flag_sets[line] = frozenset(line.split())
+        return got
+
+    known, find = lines.get, text.find
+    start, end_of_text = 0, len(text)
+    while start < end_of_text:
+        # The blocks text.split("\n\n") would give, one at a time.
+        end = find("\n\n", start)
+        if end < 0:
+            end = end_of_text
+        block = text[start:end]
+        start = end + 2
+        entry: CpuInfo = {}
+        for line in block.splitlines():
+            pair = known(line)
+            if pair is None:
+                key, sep, value = line.partition(":")
+                pair = lines[line] = (sys.intern(key.strip()), value.strip()) if sep else ()
+            if pair:
+                entry[pair[0]] = pair[1]
+        proc = entry.get("processor", "")
+        # A block without a flags line is a cut /proc/cpuinfo (or a CPU that went
+        # offline while it was read): it says nothing about the flags, so it is not kept.
+        # ASCII digits only: str.isdigit() also takes "²", which int() rejects.
+        if not _DIGITS.fullmatch(proc) or "flags" not in entry:
+            continue
+        entry["flags"] = flag_set(entry.get("flags", ""))
+        # show_cpuinfo() prints "vmx flags" only when VMX capability word 0 is non-zero
+        # (and only kernels >= 5.6 built with CONFIG_X86_VMX_FEATURE_NAMES): keep whether
+        # the line was there at all, apart from what it held.
+        entry["vmx flags line"] = "vmx flags" in entry
+        entry["vmx flags"] = flag_set(entry.get("vmx flags", ""))
+        entry["bugs"] = flag_set(entry.get("bugs", ""))
+        cpus[int(proc)] = entry
+    return cpus
+
+
+KVM_INTEL_PARAMS = "sys/module/kvm_intel/parameters"
+
+
+def read_kvm_params(source: Source) -> dict[str, str]:
+    """kvm_intel parameters that change which MSRs its per-CPU check compares; absent
+    when the module is not loaded (then the defaults apply)."""
+    out = {}
+    for name in ("nested", "error_on_inconsistent_vmcs_config"):
+        text = source.read_text(f"{KVM_INTEL_PARAMS}/{name}")
+        if text is not None and text.strip():
+            out[name] = text.strip()
+    return out
+
+
+def read_host(source: Source) -> HostReadings:
+    # A scan of 8192 CPUs makes some 10^5 small objects that live until the report is
+    # printed and hold no reference cycles: the cyclic collector's passes over them,
+    # one every 700 allocations, cost a few per cent of the scan and free nothing.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _read_host(source)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _read_host(source: Source) -> HostReadings:
+    topo = read_topology(source)
+    probes: dict[int, CpuReadings] = {}
+    # The CPUs of a host mostly read the same values: a CPU whose MSR readings equal an
+    # earlier CPU's shares that CPU's msr dict (read-only from here on), and equal CPUID
+    # results are one object. 8192 CPUs' registers then take a fraction of the memory,
+    # and the comparisons that follow (kernel.capabilities.msr_key()) find equal CPUs by
+    # identity.
+    same_msrs: dict[tuple[Any, ...], dict[int, MsrReading]] = {}
+    same_leaf: dict[CpuidReading, CpuidReading] = {}
+    try:
+        for cpu in topo.online:
+            p = probes[cpu] = read_cpu(source, cpu)
+            try:
+                p.msr = same_msrs.setdefault((tuple(p.msr), tuple(p.msr.values())), p.msr)
+                for leaf, r in p.cpuid.items():
+                    p.cpuid[leaf] = same_leaf.setdefault(r, r)
+            except TypeError:  # a value that cannot be hashed: kept as it is
+                pass
+    finally:
+        source.close()
+    release = source.read_text(OSRELEASE)
+    params = read_kvm_params(source)
+    cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
+    return HostReadings(source_kind=source.kind, source_name=source.name, topology=topo,
+                        cpus=probes, cpuinfo=cpuinfo,
+                        kernel=release.strip() if release else None,
+                        file_errors=dict(source.file_errors), kvm_params=params)

@@ -1,0 +1,388 @@
+"""Where facts come from: a live host under a root directory, or a recorded fixture.
+
+Both answer the same four questions (the Source protocol), and every answer is a value or
+an errno name; nothing here raises for a missing file or a faulting register:
+
+    read_text(path)            -> str | None       (path relative to the root)
+    list_dir(path, pattern)    -> list[str] | None (entries matching pattern)
+    read_msr(cpu, index)       -> MsrReading       (value: int)
+    read_cpuid(cpu, leaf, sub) -> CpuidReading     (value: (eax, ebx, ecx, edx))
+
+A register index, leaf or subleaf outside 32 bits is the caller's bug: ValueError.
+docs/faults.md lists each failure, where it is reported and what it does to the verdict.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import re
+import stat
+import struct
+from typing import Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
+
+from vmxprobe.files import read_capped
+
+# Errno names that are not errnos: a read that returned fewer bytes than asked, a
+# register that a fixture does not hold (replay never makes a value up), and a path
+# where sysfs or procfs has a regular file but the tree holds a FIFO, socket or device.
+SHORT = "SHORT"
+UNRECORDED = "UNRECORDED"
+NOTREG = "NOTREG"
+
+# The largest sysfs/procfs file read whole. /proc/cpuinfo of an 8192-CPU host with
+# "vmx flags" and "bugs" lines is about 25 MiB; anything past the cap is not one of the
+# files a scan reads (a --root tree linking /dev/zero or a huge file there) and is
+# reported as EFBIG rather than read until memory runs out.
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+
+# include/uapi/linux/major.h: the character devices of arch/x86/kernel/msr.c and
+# cpuid.c. Any other character or block device at dev/cpu/N/{msr,cpuid} (a container
+# masking the path with /dev/null, a tree linking /dev/zero or a disk) would answer
+# reads with bytes that are not registers: it is refused unread (ENODEV).
+DEVICE_MAJOR = {"msr": 202, "cpuid": 203}
+
+# What each failure means for an MSR or CPUID device (arch/x86/kernel/msr.c, cpuid.c).
+MEANING = {
+    "ENOENT": "no device: the msr/cpuid driver is not loaded (modprobe msr; CONFIG_X86_MSR)",
+    "EPERM": "not permitted: reading MSRs needs CAP_SYS_RAWIO (run as root)",
+    "EACCES": "permission denied on the device file (run as root)",
+    "ENXIO": "CPU is offline or does not exist",
+    "EIO": "the register faulted (#GP): not implemented, or not exposed by a hypervisor",
+    "EINVAL": "the driver rejected the read size or offset",
+    "ENOMEM": "the kernel could not allocate memory for the read: run the scan again",
+    "ENODEV": "not the msr/cpuid driver's device (another device stands at this path): not read",
+    "ESPIPE": "a FIFO or pipe stands where the device should be: not read",
+    "EISDIR": "a directory stands where the device should be",
+    "EFBIG": f"larger than the {MAX_TEXT_BYTES >> 20} MiB a sysfs or procfs file can be: not read",
+    SHORT: "short read from the device",
+    UNRECORDED: "not recorded in the fixture",
+    NOTREG: "not a regular file (a FIFO, socket or device where sysfs/procfs has a file): not read",
+}
+
+# Compiled once: a scan converts some 20 registers per CPU, 160,000 on a host of 8192.
+_U64 = struct.Struct("<Q").unpack
+_REGS = struct.Struct("<4I").unpack
+
+# Failures that say nothing about the CPU, only about our access to it.
+ACCESS_ERRORS = frozenset({"ENOENT", "EPERM", "EACCES", UNRECORDED})
+
+
+Regs = Tuple[int, int, int, int]  # eax, ebx, ecx, edx
+
+
+class MsrReading(NamedTuple):
+    """One MSR read on one CPU: the value, or the errno name of the failure."""
+    value: Optional[int] = None
+    errno: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.errno is None
+
+
+class CpuidReading(NamedTuple):
+    """One CPUID leaf read on one CPU: (eax, ebx, ecx, edx), or the errno name."""
+    value: Optional[Regs] = None
+    errno: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.errno is None
+
+
+Reading = Union[MsrReading, CpuidReading]
+
+# Readings built by the C tuple constructor, without the Python-level __new__ of a
+# NamedTuple: for the 160,000 readings of a scan of 8192 CPUs.
+_msr_reading = functools.partial(tuple.__new__, MsrReading)
+_cpuid_reading = functools.partial(tuple.__new__, CpuidReading)
+
+
+def errno_name(code: int) -> str:
+    return errno.errorcode.get(code, f"E{code}")
+
+
+class Source(Protocol):
+    """What every host answers; see the module's docstring."""
+    kind: str
+    name: str
+
+    @property
+    def file_errors(self) -> Dict[str, str]: ...
+
+    def read_text(self, path: str) -> Optional[str]: ...
+
+    def list_dir(self, path: str, pattern: re.Pattern[str]) -> Optional[List[str]]: ...
+
+    def read_msr(self, cpu: int, index: int) -> MsrReading: ...
+
+    def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading: ...
+
+    def close(self) -> None: ...
+
+
+CPU_DIR = "sys/devices/system/cpu"
+NODE_DIR = "sys/devices/system/node"
+CPUINFO = "proc/cpuinfo"
+OSRELEASE = "proc/sys/kernel/osrelease"
+
+
+class _Refused(Exception):
+    """A file not read on purpose; name is what file_errors records."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+class LiveHost:
+    """Reads a running Linux host, or a tree laid out like one, under `root`.
+
+    MSR and CPUID devices are opened O_RDONLY, always: the tool never writes a
+    register. One device file is kept open at a time (the CPU being probed), so a
+    host of 8192 CPUs needs two descriptors, not 16384.
+    """
+
+    kind = "live"
+
+    def __init__(self, root: str = "/"):
+        self.root = root
+        # os.path.join(root, rel) for the relative paths used here, without a call to
+        # it for each of the two devices and the sysfs directory of every CPU.
+        self._prefix = os.path.join(root, "")
+        self.name = os.path.abspath(root)
+        self.file_errors: Dict[str, str] = {}
+        self._dev: Dict[str, Tuple[int, int]] = {}  # device kind -> (cpu, fd)
+
+    def _path(self, rel: str) -> str:
+        return self._prefix + rel if not rel.startswith("/") else os.path.join(self.root, rel)
+
+    def read_text(self, path: str) -> Optional[str]:
+        """The file's text; None when it is absent (ENOENT, ENOTDIR: not an error) or
+        unreadable, with the errno name kept in file_errors."""
+        try:
+            return self._read_file(path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ENOTDIR:
+                return None
+            self.file_errors[path] = errno_name(e.errno or 0)
+            return None
+        except _Refused as e:
+            self.file_errors[path] = e.name
+            return None
+
+    def _read_file(self, path: str) -> str:
+        # Non-blocking, so a FIFO in a --root tree cannot hang the scan; the type is
+        # asked of the opened descriptor, so nothing can be swapped in before the read.
+        fd = os.open(self._path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if not stat.S_ISREG(mode):
+                raise _Refused(NOTREG)
+            data = read_capped(fd, MAX_TEXT_BYTES)
+            if data is None:
+                raise _Refused("EFBIG")
+        finally:
+            os.close(fd)
+        return data.decode("utf-8", "replace")
+
+    def list_dir(self, path: str, pattern: re.Pattern[str]) -> Optional[List[str]]:
+        try:
+            names = os.listdir(self._path(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            self.file_errors[path] = errno_name(e.errno or 0)
+            return None
+        return sorted(n for n in names if pattern.fullmatch(n))
+
+    def _pread(self, kind: str, cpu: int, size: int, offset: int) -> Union[bytes, str]:
+        """Exactly `size` bytes, or the errno name of the failure. The bytes are unpacked
+        by the caller into the one reading a register gets (a scan makes some 160,000
+        reads on a host of 8192 CPUs)."""
+        held = self._dev.get(kind)
+        if held is None or held[0] != cpu:
+            if held is not None:
+                os.close(held[1])
+                del self._dev[kind]
+            fd, failure = self._open_device(kind, cpu)
+            if fd is None:
+                return failure or "EIO"
+            held = self._dev[kind] = (cpu, fd)
+        try:
+            data = os.pread(held[1], size, offset)
+        except OSError as e:
+            if e.errno == errno.ENODATA:
+                # `vmxprobe fixture mount` answers ENODATA for a register its fixture
+                # does not hold; the msr and cpuid drivers never do.
+                return UNRECORDED
+            return errno_name(e.errno or 0)
+        if len(data) != size:
+            return SHORT
+        return data
+
+    def _open_device(self, kind: str, cpu: int) -> Tuple[Optional[int], Optional[str]]:
+        """(fd, None), or (None, errno name). Read-only, always: O_RDONLY is the only
+        access mode this module ever passes for a device (tests/test_nowrite.py)."""
+        # O_NONBLOCK: a FIFO at the device path answers at once instead of hanging;
+        # the drivers ignore the flag. O_NOCTTY: a tty there never becomes ours.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+        try:
+            fd = os.open(self._path(f"dev/cpu/{cpu}/{kind}"), flags)
+        except OSError as e:
+            name = errno_name(e.errno or 0)
+            if name == "ENOENT" and self._offline_now(cpu):
+                # The msr and cpuid drivers remove a CPU's device node when it goes
+                # offline (their cpuhp teardown callbacks), so a CPU listed online that
+                # has since gone gives ENOENT. Said as the driver says it for an offline
+                # CPU, ENXIO: "driver not loaded" would be the wrong cause and fix.
+                name = "ENXIO"
+            return None, name
+        try:
+            st = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            return None, errno_name(e.errno or 0)
+        if stat.S_ISBLK(st.st_mode) or (stat.S_ISCHR(st.st_mode)
+                                        and os.major(st.st_rdev) != DEVICE_MAJOR[kind]):
+            os.close(fd)
+            return None, "ENODEV"
+        return fd, None
+
+    def _offline_now(self, cpu: int) -> bool:
+        """Does sysfs say, now, that this CPU is offline? (cpuN/online reads "0"; CPU 0
+        and other CPUs that cannot be offlined have no such file.)"""
+        try:
+            fd = os.open(self._path(f"{CPU_DIR}/cpu{cpu}/online"),
+                         os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError:
+            return False
+        try:
+            return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 16).strip() == b"0"
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    def read_msr(self, cpu: int, index: int) -> MsrReading:
+        if not 0 <= index <= 0xFFFFFFFF:
+            raise ValueError(f"MSR index {index:#x} is not a 32-bit value")
+        data = self._pread("msr", cpu, 8, index)
+        if isinstance(data, str):
+            return MsrReading(errno=data)
+        return _msr_reading((_U64(data)[0], None))
+
+    def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading:
+        # arch/x86/kernel/cpuid.c: the file offset carries the leaf in its low 32
+        # bits and the subleaf in its high 32 bits; a read returns eax, ebx, ecx, edx.
+        if not (0 <= leaf <= 0xFFFFFFFF and 0 <= subleaf <= 0xFFFFFFFF):
+            raise ValueError(f"CPUID leaf {leaf:#x}, subleaf {subleaf:#x}: not 32-bit values")
+        if subleaf >= 1 << 31:
+            # The offset would be >= 2**63: a negative loff_t, which pread(2) refuses.
+            return CpuidReading(errno="EINVAL")
+        data = self._pread("cpuid", cpu, 16, leaf | (subleaf << 32))
+        if isinstance(data, str):
+            return CpuidReading(errno=data)
+        return _cpuid_reading((_REGS(data), None))
+
+    def close(self) -> None:
+        for _, fd in self._dev.values():
+            os.close(fd)
+        self._dev.clear()
+
+
+class RecordingHost:
+    """Wraps a source and keeps every answer, so the scan can be saved as a fixture."""
+
+    def __init__(self, inner: Source):
+        self.inner = inner
+        self.kind = inner.kind
+        self.name = inner.name
+        self.files: Dict[str, str] = {}
+        self.dirs: Dict[str, List[str]] = {}
+        self.msr: Dict[int, Dict[int, MsrReading]] = {}
+        self.cpuid: Dict[Tuple[int, int], Dict[int, CpuidReading]] = {}
+
+    @property
+    def file_errors(self) -> Dict[str, str]:
+        return self.inner.file_errors
+
+    def read_text(self, path: str) -> Optional[str]:
+        text = self.inner.read_text(path)
+        if text is not None:
+            self.files[path] = text
+        return text
+
+    def list_dir(self, path: str, pattern: re.Pattern[str]) -> Optional[List[str]]:
+        names = self.inner.list_dir(path, pattern)
+        if names is not None:
+            self.dirs.setdefault(path, [])
+            self.dirs[path] = sorted(set(self.dirs[path]) | set(names))
+        return names
+
+    # A register a replayed fixture does not hold (UNRECORDED) is absent, and stays
+    # absent in what is recorded from the replay: a fixture never holds UNRECORDED.
+
+    def read_msr(self, cpu: int, index: int) -> MsrReading:
+        r = self.inner.read_msr(cpu, index)
+        if r.errno != UNRECORDED:
+            self.msr.setdefault(index, {})[cpu] = r
+        return r
+
+    def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading:
+        r = self.inner.read_cpuid(cpu, leaf, subleaf)
+        if r.errno != UNRECORDED:
+            self.cpuid.setdefault((leaf, subleaf), {})[cpu] = r
+        return r
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Recorded(Protocol):
+    """What FixtureHost replays: a loaded fixture (vmxprobe.host.fixture.Fixture)."""
+    name: str
+    files: Dict[str, str]
+    dirs: Dict[str, List[str]]
+    file_errors: Dict[str, str]
+    msr: Dict[int, Dict[int, MsrReading]]
+    cpuid: Dict[Tuple[int, int], Dict[int, CpuidReading]]
+
+
+class FixtureHost:
+    """Replays a loaded fixture. Never touches /dev/cpu."""
+
+    kind = "fixture"
+
+    def __init__(self, fixture: Recorded):
+        self.fixture = fixture
+        self.name = fixture.name
+        self.file_errors = dict(fixture.file_errors)
+
+    def read_text(self, path: str) -> Optional[str]:
+        return self.fixture.files.get(path)
+
+    def list_dir(self, path: str, pattern: re.Pattern[str]) -> Optional[List[str]]:
+        names = self.fixture.dirs.get(path)
+        if names is None:
+            return None
+        return sorted(n for n in names if pattern.fullmatch(n))
+
+    def read_msr(self, cpu: int, index: int) -> MsrReading:
+        return self.fixture.msr.get(index, {}).get(cpu, _UNRECORDED_MSR)
+
+    def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading:
+        return self.fixture.cpuid.get((leaf, subleaf), {}).get(cpu, _UNRECORDED_CPUID)
+
+    def close(self) -> None:
+        pass
+
+
+_UNRECORDED_MSR = MsrReading(errno=UNRECORDED)
+_UNRECORDED_CPUID = CpuidReading(errno=UNRECORDED)
