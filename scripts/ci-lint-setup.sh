@@ -16,7 +16,8 @@
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
-VENV="${VMXPROBE_LINT_VENV:-$HOME/.cache/vmxprobe/lint-venv}"
+# ~ rather than $HOME: bash falls back to the password database when HOME is unset.
+VENV=${VMXPROBE_LINT_VENV:-~/.cache/vmxprobe/lint-venv}
 # Pinned: a new release of a checker may add rules, and a red build should come from a
 # change here, not from a release elsewhere. Raise them on purpose.
 LINT_PINS=(ansible-lint==26.10.1 ansible-core==2.19.14 kubernetes-validate==1.37.0)
