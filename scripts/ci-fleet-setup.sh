@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Installs the external programs the fleet, export and deploy tests drive, on Debian 12
 # (bookworm) or later. Idempotent and non-interactive: what is already there is left
 # alone, and apt is only asked for what is missing.
@@ -13,18 +13,18 @@
 #
 # Installing prometheus-node-exporter on a machine that runs systemd also starts it on
 # :9100; the tests start their own on a free port and do not use that one.
-set -eu
+set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
-SUDO=
+SUDO=()
 if [ "$(id -u)" != 0 ]; then
-    SUDO=sudo
+    SUDO=(sudo)
 fi
 
-missing=
+missing=()
 need() {  # need COMMAND PACKAGE
     if ! command -v "$1" >/dev/null 2>&1; then
-        missing="$missing $2"
+        missing+=("$2")
     fi
 }
 need prometheus-node-exporter prometheus-node-exporter
@@ -32,21 +32,21 @@ need jq jq
 need ansible-playbook ansible-core
 need systemd-analyze systemd
 
-if [ -n "$missing" ]; then
-    echo "ci-fleet-setup: apt-get install$missing"
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "ci-fleet-setup: apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
+    "${SUDO[@]}" apt-get update -qq
     # --no-install-recommends: node_exporter's recommends pull in smartmontools and
     # friends, and systemd's would pull in more than systemd-analyze needs.
-    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-pymissing=
-"$PYTHON" -c 'import yaml' 2>/dev/null || pymissing="$pymissing pyyaml"
-"$PYTHON" -c 'import jsonschema' 2>/dev/null || pymissing="$pymissing jsonschema"
-if [ -n "$pymissing" ]; then
-    echo "ci-fleet-setup: $PYTHON -m pip install$pymissing"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$PYTHON" -m pip install -q $pymissing
+pymissing=()
+"$PYTHON" -c 'import yaml' 2>/dev/null || pymissing+=(pyyaml)
+"$PYTHON" -c 'import jsonschema' 2>/dev/null || pymissing+=(jsonschema)
+if [ "${#pymissing[@]}" -gt 0 ]; then
+    echo "ci-fleet-setup: $PYTHON -m pip install ${pymissing[*]}"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$PYTHON" -m pip install -q "${pymissing[@]}"
 fi
 
 for cmd in prometheus-node-exporter jq ansible-playbook systemd-analyze; do

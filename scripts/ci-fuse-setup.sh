@@ -21,6 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo -E)
 fi
 
+# shellcheck source=scripts/apt-ensure.sh
 . "$(dirname "$0")/apt-ensure.sh"
 apt_ensure ci-fuse-setup "${APT_PACKAGES[@]}"
 

@@ -21,6 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO=(sudo -E)
 fi
 
+# shellcheck source=scripts/apt-ensure.sh
 . "$(dirname "$0")/apt-ensure.sh"
 apt_ensure vm-setup "${APT_PACKAGES[@]}"
 
@@ -31,7 +32,7 @@ else
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install -q --disable-pip-version-check "$VIRTME_NG_SPEC"
 fi
 
-kernel="$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n1 || true)"
+kernel="$(find /boot -maxdepth 1 -name 'vmlinuz-*' 2>/dev/null | sort -V | tail -n1 || true)"
 if [ -z "$kernel" ]; then
     echo "vm-setup: no /boot/vmlinuz-* after installing linux-image-amd64" >&2
     exit 1

@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from click.testing import CliRunner
 
+from tests import REPO, tooling
 from vmxprobe import durations
 from vmxprobe import files as output
 from vmxprobe.cli import cli
@@ -308,7 +310,7 @@ def _scrape(port):
 def node_exporter(tmp_path):
     """Debian's prometheus-node-exporter on 127.0.0.1, textfile collector only."""
     if NODE_EXPORTER is None:
-        pytest.skip("prometheus-node-exporter is not installed (scripts/ci-fleet-setup.sh installs it)")
+        tooling.missing("prometheus-node-exporter", "scripts/ci-fleet-setup.sh installs it")
     textdir = tmp_path / "textfile"
     textdir.mkdir()
     for attempt in range(3):
@@ -368,3 +370,51 @@ def test_node_exporter_check_is_meaningful_a_broken_file_sets_scrape_error(node_
     textdir, port = node_exporter
     (textdir / "broken.prom").write_text("vmxprobe_ready{ 1\n")
     assert re.search(r"^node_textfile_scrape_error 1$", _scrape(port), re.M)
+
+
+# --- promtool ----------------------------------------------------------------------------
+
+# Prometheus's own checker: `promtool check metrics` parses the text format as the
+# server does and lints it (HELP on every family, units and suffixes by its
+# conventions). Exit 0 clean, 1 unparseable, 3 lint problems.
+
+
+@pytest.fixture(scope="module")
+def promtool():
+    return tooling.find("promtool", "Debian package prometheus; scripts/ci-lint-setup.sh installs it")
+
+
+def promtool_check(promtool, text):
+    return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("name,code", [
+    ("intel-2s-ready", 0),             # ready
+    ("intel-fw-locked-off", 1),        # not ready: firmware locked VMX off
+    ("kvm-guest-no-msr-driver", 1),    # recorded on a real guest: no VMX in CPUID
+    ("ul-x86_64-dell_e4310", 3),       # a topology dump without registers: undetermined
+])
+def test_scan_textfile_passes_promtool_check_metrics(promtool, name, code):
+    scan = subprocess.run([sys.executable, "-m", "vmxprobe", "scan", "--fixture", name,
+                           "--format", "prometheus"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+    assert scan.returncode == code, scan.stderr
+    r = promtool_check(promtool, scan.stdout)
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_prometheus_export_passes_promtool_for_every_fixture(promtool, name):
+    r = promtool_check(promtool, prometheus.render_prometheus(report(name)))
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
+
+
+def test_promtool_check_is_meaningful(promtool):
+    text = prometheus.render_prometheus(report())
+    no_help = re.sub(r"^# HELP vmxprobe_ready .*\n", "", text, flags=re.M)
+    assert no_help != text
+    r = promtool_check(promtool, no_help)
+    assert r.returncode == 3 and "vmxprobe_ready no help text" in r.stdout + r.stderr
+    r = promtool_check(promtool, text.replace("vmxprobe_ready 1", "vmxprobe_ready{ 1"))
+    assert r.returncode == 1
