@@ -38,8 +38,21 @@ REPO = os.path.dirname(HERE)
 # --- the generator -----------------------------------------------------------------------
 
 # How often each CPU count occurs: most hosts are mid-sized, a few are tiny or huge.
-CPU_COUNTS = [(2, 5), (4, 8), (8, 10), (16, 12), (32, 15), (48, 10), (64, 15), (96, 8), (128, 8),
-              (192, 4), (256, 3), (384, 1), (512, 1)]
+CPU_COUNTS = [
+    (2, 5),
+    (4, 8),
+    (8, 10),
+    (16, 12),
+    (32, 15),
+    (48, 10),
+    (64, 15),
+    (96, 8),
+    (128, 8),
+    (192, 4),
+    (256, 3),
+    (384, 1),
+    (512, 1),
+]
 
 INTEL_MODELS = [  # (family, model, stepping, name, revision id)
     (6, 63, 2, "Intel(R) Xeon(R) CPU E5-2680 v3 @ 2.50GHz", 0x12),
@@ -54,8 +67,15 @@ INTEL_MODELS = [  # (family, model, stepping, name, revision id)
 KVM_REVISION = 0x11E57ED0
 
 # (profile, weight)
-PROFILES = [("ready", 62), ("nested", 10), ("locked_off", 8), ("guest_no_vmx", 8),
-            ("undetermined", 6), ("amd", 4), ("unlocked_bad", 2)]
+PROFILES = [
+    ("ready", 62),
+    ("nested", 10),
+    ("locked_off", 8),
+    ("guest_no_vmx", 8),
+    ("undetermined", 6),
+    ("amd", 4),
+    ("unlocked_bad", 2),
+]
 
 NOW_FMT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -76,18 +96,37 @@ def _cpulist(n):
 
 def _basic(rev, size):
     raw = (1 << 55) | (6 << 50) | (size << 32) | rev
-    return {"raw": f"0x{raw:016x}", "revision_id": rev, "vmcs_size": size, "phys_addr_32bit": False,
-            "dual_monitor": rev != KVM_REVISION, "memory_type": 6, "ins_outs": True, "true_controls": True,
-            "no_hw_error_code_cc": False, "no_seamret_invd_vmcs": False, "memory_type_name": "WB",
-            "reserved": []}
+    return {
+        "raw": f"0x{raw:016x}",
+        "revision_id": rev,
+        "vmcs_size": size,
+        "phys_addr_32bit": False,
+        "dual_monitor": rev != KVM_REVISION,
+        "memory_type": 6,
+        "ins_outs": True,
+        "true_controls": True,
+        "no_hw_error_code_cc": False,
+        "no_seamret_invd_vmcs": False,
+        "memory_type_name": "WB",
+        "reserved": [],
+    }
 
 
 def _fc(value):
     locked, outside = bool(value & 1), bool(value & 4)
     state = ("enabled_locked" if outside else "disabled_locked") if locked else "unlocked"
-    return {"raw": f"0x{value:016x}", "locked": locked, "vmx_inside_smx": bool(value & 2),
-            "vmx_outside_smx": outside, "senter_local_functions": 0, "senter_global_enable": False,
-            "sgx_launch_control": False, "sgx_enabled": False, "lmce_enabled": False, "state": state}
+    return {
+        "raw": f"0x{value:016x}",
+        "locked": locked,
+        "vmx_inside_smx": bool(value & 2),
+        "vmx_outside_smx": outside,
+        "senter_local_functions": 0,
+        "senter_global_enable": False,
+        "sgx_launch_control": False,
+        "sgx_enabled": False,
+        "lmce_enabled": False,
+        "state": state,
+    }
 
 
 _PER_CPU_CACHE: dict = {}
@@ -100,16 +139,28 @@ def _per_cpu_text(n, nodes, msr, cpuid_vmx, vmx_flag):
     text = _PER_CPU_CACHE.get(key)
     if text is None:
         per_node = max(1, n // nodes)
-        entries = [{"cpu": c, "node": min(c // per_node, nodes - 1), "node_source": "link", "present": True,
-                    "online": True, "probed": True, "msr": dict(msr), "cpuid_vmx": cpuid_vmx,
-                    "vmx_flag": vmx_flag} for c in range(n)]
+        entries = [
+            {
+                "cpu": c,
+                "node": min(c // per_node, nodes - 1),
+                "node_source": "link",
+                "present": True,
+                "online": True,
+                "probed": True,
+                "msr": dict(msr),
+                "cpuid_vmx": cpuid_vmx,
+                "vmx_flag": vmx_flag,
+            }
+            for c in range(n)
+        ]
         text = json.dumps(entries, indent=2).replace("\n", "\n  ")
         _PER_CPU_CACHE[key] = text
     return text
 
 
-def make_report(rng, now: float, stale_fraction=0.05, fixture_fraction=0.005,
-                future_schema_fraction=0.001) -> str:
+def make_report(
+    rng, now: float, stale_fraction=0.05, fixture_fraction=0.005, future_schema_fraction=0.001
+) -> str:
     """One synthetic scan report (JSON text, as `vmxprobe scan --format json` writes it)."""
     n = _weighted(rng, CPU_COUNTS)
     nodes = 1 if n <= 16 else (2 if n <= 128 else 4)
@@ -119,49 +170,64 @@ def make_report(rng, now: float, stale_fraction=0.05, fixture_fraction=0.005,
     basic, fc = _basic(rev, 1024 if rev != 0x10 else 4096), _fc(0x5)
     cpuid_vmx = vmx_flag = True
     ready, determined, init, kvm = True, True, "ok", "ok"
-    reasons = [f"CPU 0: IA32_VMX_BASIC (0x480) = {basic['raw']}: revision id 0x{rev:x} (bits 30:0), "
-               f"VMCS size {basic['vmcs_size']} (bits 44:32) <= PAGE_SIZE, memory type 6 (WB)",
-               f"all {n} online CPU(s) {_cpulist(n)} have VMX enabled and the same IA32_VMX_BASIC as the boot CPU"]
+    reasons = [
+        f"CPU 0: IA32_VMX_BASIC (0x480) = {basic['raw']}: revision id 0x{rev:x} (bits 30:0), "
+        f"VMCS size {basic['vmcs_size']} (bits 44:32) <= PAGE_SIZE, memory type 6 (WB)",
+        f"all {n} online CPU(s) {_cpulist(n)} have VMX enabled and the same IA32_VMX_BASIC as the boot CPU",
+    ]
     if profile == "nested":
         hv, emulated = "KVM", "KVM nested VMX"
         basic = _basic(KVM_REVISION, 4096)
         fam, model, step, name = 6, 85, 4, "Intel Xeon Processor (Skylake, IBRS)"
         n, nodes = min(n, 64), 1
-        reasons.insert(0, "CPU 0: IA32_VMX_BASIC revision 0x11e57ed0 is KVM's VMCS12_REVISION: these are "
-                          "the VMX capabilities KVM emulates for its guest (nested VMX), not the hardware's")
+        reasons.insert(
+            0,
+            "CPU 0: IA32_VMX_BASIC revision 0x11e57ed0 is KVM's VMCS12_REVISION: these are "
+            "the VMX capabilities KVM emulates for its guest (nested VMX), not the hardware's",
+        )
     elif profile == "locked_off":
         fc, vmx_flag = _fc(0x1), False
         ready, init, kvm = False, "EOPNOTSUPP", "EOPNOTSUPP"
-        reasons = ["CPU 0: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000001: locked (bit 0) with VMX outside "
-                   "SMX (bit 2) clear; init_ia32_feat_ctl() clears X86_FEATURE_VMX (\"VMX (outside TXT) "
-                   "disabled by BIOS\"); x86_vmx_init() returns -EOPNOTSUPP"]
+        reasons = [
+            "CPU 0: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000001: locked (bit 0) with VMX outside "
+            'SMX (bit 2) clear; init_ia32_feat_ctl() clears X86_FEATURE_VMX ("VMX (outside TXT) '
+            'disabled by BIOS"); x86_vmx_init() returns -EOPNOTSUPP'
+        ]
     elif profile == "unlocked_bad":
         fc = _fc(0x0)
         ready, init, kvm = False, "EOPNOTSUPP", "EOPNOTSUPP"
-        reasons = ["CPU 0: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000000: not locked; the kernel should "
-                   "have locked it at boot: x86_vmx_init() returns -EOPNOTSUPP"]
+        reasons = [
+            "CPU 0: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000000: not locked; the kernel should "
+            "have locked it at boot: x86_vmx_init() returns -EOPNOTSUPP"
+        ]
     elif profile == "guest_no_vmx":
         hv = rng.choice(["KVM", "KVM", "VMware", "Microsoft Hv", "Xen HVM"])
         basic = fc = None
         cpuid_vmx = vmx_flag = False
         n, nodes = min(n, 64), 1
         ready, init, kvm = False, "EOPNOTSUPP", "EOPNOTSUPP"
-        reasons = ["CPU 0: CPUID.01H:ECX.VMX[bit 5] = 0: no X86_FEATURE_VMX; x86_vmx_init() returns -EOPNOTSUPP",
-                   f"this is a guest of {hv} that does not expose VMX to it: enable nested virtualization "
-                   "on the host to use VMX here"]
+        reasons = [
+            "CPU 0: CPUID.01H:ECX.VMX[bit 5] = 0: no X86_FEATURE_VMX; x86_vmx_init() returns -EOPNOTSUPP",
+            f"this is a guest of {hv} that does not expose VMX to it: enable nested virtualization "
+            "on the host to use VMX here",
+        ]
     elif profile == "undetermined":
         basic = fc = None
         ready, determined, init, kvm = False, False, None, None
         reasons = []
-        undetermined = ["IA32_VMX_BASIC could not be read on CPU 0 (ENOENT): the msr driver is not loaded: "
-                        "run `modprobe msr` (kernel option CONFIG_X86_MSR)"]
+        undetermined = [
+            "IA32_VMX_BASIC could not be read on CPU 0 (ENOENT): the msr driver is not loaded: "
+            "run `modprobe msr` (kernel option CONFIG_X86_MSR)"
+        ]
     elif profile == "amd":
         vendor, fam, model, step, name = "AuthenticAMD", 25, 1, 1, "AMD EPYC 7763 64-Core Processor"
         basic = fc = None
         cpuid_vmx = vmx_flag = False
         ready, init, kvm = False, "EOPNOTSUPP", "EOPNOTSUPP"
-        reasons = ["CPU 0: CPUID.01H:ECX.VMX[bit 5] = 0: no X86_FEATURE_VMX; x86_vmx_init() returns -EOPNOTSUPP",
-                   "AuthenticAMD CPU: it has SVM (AMD-V), not VMX; the root VMCS plan does not apply"]
+        reasons = [
+            "CPU 0: CPUID.01H:ECX.VMX[bit 5] = 0: no X86_FEATURE_VMX; x86_vmx_init() returns -EOPNOTSUPP",
+            "AuthenticAMD CPU: it has SVM (AMD-V), not VMX; the root VMCS plan does not apply",
+        ]
     rev_id = None if basic is None else basic["revision_id"]
     if profile == "undetermined":
         msr = {"0x3a": "ENOENT", "0x480": "ENOENT"}
@@ -175,31 +241,78 @@ def make_report(rng, now: float, stale_fraction=0.05, fixture_fraction=0.005,
     plan_nodes = []
     for k in range(nodes):
         lo, hi = k * per_node, (n if k == nodes - 1 else (k + 1) * per_node)
-        plan_nodes.append({"node": k, "serving_node": k, "cpus": _cpulist_range(lo, hi), "pages": hi - lo,
-                           "inferred_cpus": ""})
+        plan_nodes.append(
+            {
+                "node": k,
+                "serving_node": k,
+                "cpus": _cpulist_range(lo, hi),
+                "pages": hi - lo,
+                "inferred_cpus": "",
+            }
+        )
     materialized = bool(init == "ok")
     doc = {
         "schema_version": 2 if rng.random() < future_schema_fraction else 1,
         "tool": {"name": "vmxprobe", "version": rng.choice(["0.1.0", "0.1.0", "0.1.0", "0.0.9"])},
         "generated_at": time.strftime(NOW_FMT, time.gmtime(now - age)),
-        "source": ({"kind": "fixture", "name": "intel-2s-ready", "origin": "composed",
-                    "description": "Intel two-socket host: ready"} if fixture else {"kind": "live", "name": "/"}),
-        "host": {"vendor": vendor, "family": fam, "model": model, "stepping": step, "model_name": name,
-                 "hypervisor": hv, "kernel": rng.choice(["6.1.0-27-amd64", "6.1.0-28-amd64", "6.12.9-amd64",
-                                                         "5.14.0-427.el9.x86_64"])},
-        "cpus": {"possible": _cpulist(n), "present": _cpulist(n), "online": _cpulist(n), "probed": _cpulist(n)},
+        "source": (
+            {
+                "kind": "fixture",
+                "name": "intel-2s-ready",
+                "origin": "composed",
+                "description": "Intel two-socket host: ready",
+            }
+            if fixture
+            else {"kind": "live", "name": "/"}
+        ),
+        "host": {
+            "vendor": vendor,
+            "family": fam,
+            "model": model,
+            "stepping": step,
+            "model_name": name,
+            "hypervisor": hv,
+            "kernel": rng.choice(
+                ["6.1.0-27-amd64", "6.1.0-28-amd64", "6.12.9-amd64", "5.14.0-427.el9.x86_64"]
+            ),
+        },
+        "cpus": {
+            "possible": _cpulist(n),
+            "present": _cpulist(n),
+            "online": _cpulist(n),
+            "probed": _cpulist(n),
+        },
         "vmx_basic": basic,
         "feature_control": fc,
         "per_cpu": "@PER_CPU@",
-        "topology": {"nodes": list(range(nodes)), "nodes_with_memory": list(range(nodes)), "notes": [],
-                     "missing": [], "file_errors": {}},
-        "verdict": {"x86_vmx_init": init, "kvm_intel": kvm, "ready": ready, "determined": determined,
-                    "boot_cpu": 0, "emulated": emulated, "reasons": reasons, "undetermined": undetermined},
-        "plan": {"page_size": 4096, "pages": n, "bytes": n * 4096, "revision_id": rev_id,
-                 "header": None if rev_id is None else f"0x{rev_id:08x}", "nodes": plan_nodes,
-                 "materialized": materialized,
-                 "verified": {"pages": n, "ok": n, "bad": []} if materialized else None,
-                 "placement": "unbound"},
+        "topology": {
+            "nodes": list(range(nodes)),
+            "nodes_with_memory": list(range(nodes)),
+            "notes": [],
+            "missing": [],
+            "file_errors": {},
+        },
+        "verdict": {
+            "x86_vmx_init": init,
+            "kvm_intel": kvm,
+            "ready": ready,
+            "determined": determined,
+            "boot_cpu": 0,
+            "emulated": emulated,
+            "reasons": reasons,
+            "undetermined": undetermined,
+        },
+        "plan": {
+            "page_size": 4096,
+            "pages": n,
+            "bytes": n * 4096,
+            "revision_id": rev_id,
+            "header": None if rev_id is None else f"0x{rev_id:08x}",
+            "nodes": plan_nodes,
+            "materialized": materialized,
+            "verified": {"pages": n, "ok": n, "bad": []} if materialized else None,
+            "placement": "unbound",
+        },
     }
     text = json.dumps(doc, indent=2)
     return text.replace('"@PER_CPU@"', _per_cpu_text(n, nodes, msr, cpuid_vmx, vmx_flag), 1) + "\n"
@@ -256,9 +369,11 @@ def status: if .verdict.ready then "ready" elif .verdict.determined == false the
 
 def timed(argv, *, shell=False, memory_limit=None):
     """Run once; (wall s, CPU s, peak RSS MiB of the run's largest process, rc, stdout, stderr)."""
+
     def limit():
         if memory_limit:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
     out = tempfile.TemporaryFile()
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, shell=shell, stdout=out, stderr=subprocess.PIPE, preexec_fn=limit)
@@ -267,8 +382,14 @@ def timed(argv, *, shell=False, memory_limit=None):
     wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
-    return (wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, p.returncode,
-            out.read().decode(errors="replace"), err.decode(errors="replace"))
+    return (
+        wall,
+        ru.ru_utime + ru.ru_stime,
+        ru.ru_maxrss / 1024,
+        p.returncode,
+        out.read().decode(errors="replace"),
+        err.decode(errors="replace"),
+    )
 
 
 def warm(folder):
@@ -281,21 +402,40 @@ def warm(folder):
 def run_vmxprobe(folder, stale, repeat=1):
     """Best wall time of `repeat` runs (the least disturbed by whatever else the machine
     is doing), with that run's CPU time; the largest peak memory of all runs."""
-    argv = [sys.executable, "-m", "vmxprobe", "fleet", "--format", "json", "--stale-after", f"{stale}s", folder]
+    argv = [
+        sys.executable,
+        "-m",
+        "vmxprobe",
+        "fleet",
+        "--format",
+        "json",
+        "--stale-after",
+        f"{stale}s",
+        folder,
+    ]
     runs = [timed(argv) for _ in range(repeat)]
     wall, cpu, _, rc, out, err = min(runs, key=lambda r: r[0])
     ok = rc in (0, 1, 3)
-    return {"tool": "vmxprobe fleet", "wall": wall, "cpu": cpu, "rss_mib": max(r[2] for r in runs),
-            "rc": rc, "runs": [round(r[0], 2) for r in runs],
-            "result": json.loads(out) if ok else None, "error": None if ok else err.strip()[-300:]}
+    return {
+        "tool": "vmxprobe fleet",
+        "wall": wall,
+        "cpu": cpu,
+        "rss_mib": max(r[2] for r in runs),
+        "rc": rc,
+        "runs": [round(r[0], 2) for r in runs],
+        "result": json.loads(out) if ok else None,
+        "error": None if ok else err.strip()[-300:],
+    }
 
 
 def run_jq(folder, stale, memory_limit):
     filt = tempfile.NamedTemporaryFile("w", suffix=".jq", delete=False)
     filt.write(JQ_FILTER)
     filt.close()
-    cmd = (f"find {sh_quote(folder)} -maxdepth 1 -name '*.json' -print0 | xargs -0 cat | "
-           f"jq -s --argjson stale {int(stale)} -f {sh_quote(filt.name)}")
+    cmd = (
+        f"find {sh_quote(folder)} -maxdepth 1 -name '*.json' -print0 | xargs -0 cat | "
+        f"jq -s --argjson stale {int(stale)} -f {sh_quote(filt.name)}"
+    )
     try:
         wall, cpu, rss, rc, out, err = timed(cmd, shell=True, memory_limit=memory_limit)
     finally:
@@ -306,12 +446,20 @@ def run_jq(folder, stale, memory_limit):
         error = err.strip()[-300:] or f"exit {rc}"
         if "memory" in error.lower() or rc in (-9, 137, 5) or "alloc" in error.lower():
             error = f"out of memory under its {memory_limit / 2**30:.0f} GiB address-space limit ({error})"
-    return {"tool": "jq -s", "wall": wall, "cpu": cpu, "rss_mib": rss, "rc": rc,
-            "result": json.loads(out) if ok else None, "error": error}
+    return {
+        "tool": "jq -s",
+        "wall": wall,
+        "cpu": cpu,
+        "rss_mib": rss,
+        "rc": rc,
+        "result": json.loads(out) if ok else None,
+        "error": error,
+    }
 
 
 def sh_quote(s):
     import shlex
+
     return shlex.quote(s)
 
 
@@ -338,19 +486,31 @@ def agree(v: dict, j: dict) -> list[str]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--counts", default="10000,100000", help="comma-separated report counts (default %(default)s)")
+    ap.add_argument(
+        "--counts", default="10000,100000", help="comma-separated report counts (default %(default)s)"
+    )
     ap.add_argument("--dir", help="where to generate (default: a new folder under $TMPDIR or /var/tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the generated reports")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs of vmxprobe per count, best wall time kept (default 3); jq runs once")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of vmxprobe per count, best wall time kept (default 3); jq runs once",
+    )
     ap.add_argument("--no-jq", action="store_true", help="time vmxprobe only")
     ap.add_argument("--jq-memory", type=float, default=8, help="jq's address-space limit in GiB (default 8)")
     ap.add_argument("--stale-after", type=int, default=7 * 86400, help="seconds (default 7 days)")
     ap.add_argument("--check", action="store_true", help="exit 1 unless the bars hold (see the docstring)")
-    ap.add_argument("--max-ratio", type=float, default=1.2,
-                    help="--check: largest/smallest wall time at most this times the count ratio (default 1.2)")
-    ap.add_argument("--flat-mib", type=float, default=8, help="--check: peak memory growth allowed (default 8 MiB)")
+    ap.add_argument(
+        "--max-ratio",
+        type=float,
+        default=1.2,
+        help="--check: largest/smallest wall time at most this times the count ratio (default 1.2)",
+    )
+    ap.add_argument(
+        "--flat-mib", type=float, default=8, help="--check: peak memory growth allowed (default 8 MiB)"
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     counts = sorted(int(c) for c in args.counts.split(","))
@@ -372,8 +532,11 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 size = generate(folder, count, seed=args.seed, now=now)
                 gen = time.perf_counter() - t0
-            print(f"{count} reports, {size / 2**20:.0f} MiB ({size / count / 1024:.1f} KiB each)"
-                  + (f", generated in {gen:.1f} s" if gen else " (reused)"), flush=True)
+            print(
+                f"{count} reports, {size / 2**20:.0f} MiB ({size / count / 1024:.1f} KiB each)"
+                + (f", generated in {gen:.1f} s" if gen else " (reused)"),
+                flush=True,
+            )
             warm(folder)
             v = run_vmxprobe(folder, args.stale_after, args.repeat)
             v["count"] = count
@@ -398,7 +561,10 @@ def main(argv=None):
         what = r["error"] or ("ok" + (", counts agree with vmxprobe" if r.get("agrees") else ""))
         if r.get("runs") and len(r["runs"]) > 1:
             what += f" (best of {r['runs']})"
-        print(f"{r['count']:>8}  {r['tool']:<15} {r['wall']:>8.2f} {r['cpu']:>7.2f} {r['rss_mib']:>13.1f}  {what}")
+        print(
+            f"{r['count']:>8}  {r['tool']:<15} {r['wall']:>8.2f} {r['cpu']:>7.2f} "
+            f"{r['rss_mib']:>13.1f}  {what}"
+        )
     vm = [r for r in results if r["tool"] == "vmxprobe fleet" and not r["error"]]
     jqr = {r["count"]: r for r in results if r["tool"] == "jq -s"}
     if len(vm) >= 2:
@@ -406,9 +572,11 @@ def main(argv=None):
         ratio = hi["wall"] / lo["wall"]
         scale = hi["count"] / lo["count"]
         growth = hi["rss_mib"] - lo["rss_mib"]
-        print(f"vmxprobe: {hi['count']} reports took {ratio:.1f}x the wall time of {lo['count']} "
-              f"({hi['cpu'] / lo['cpu']:.1f}x the CPU time) for {scale:.0f}x the reports; "
-              f"peak memory {lo['rss_mib']:.1f} -> {hi['rss_mib']:.1f} MiB")
+        print(
+            f"vmxprobe: {hi['count']} reports took {ratio:.1f}x the wall time of {lo['count']} "
+            f"({hi['cpu'] / lo['cpu']:.1f}x the CPU time) for {scale:.0f}x the reports; "
+            f"peak memory {lo['rss_mib']:.1f} -> {hi['rss_mib']:.1f} MiB"
+        )
         if ratio > scale * args.max_ratio:
             problems.append(f"time grew {ratio:.1f}x for {scale:.0f}x the reports")
         if growth > args.flat_mib:

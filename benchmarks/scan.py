@@ -4,12 +4,13 @@
     python3 -m benchmarks.scan                   # 64, 1024 and 8192 CPUs, medians of 5 runs
     python3 -m benchmarks.scan --runs 9 --check  # exit 1 when a target is missed
 
-(from the repository root). Scan: a --root tree per size (tests/hostgen.py, with a /proc/cpuinfo as large as a real
-host's), scanned by `vmxprobe scan --root` and read by `rdmsr -a` from msr-tools, one
-process per MSR index that vmxprobe reads, inside `unshare -m` with the tree's dev/cpu
-bind-mounted over /dev/cpu. Each run's wall time, CPU time and peak resident memory
-come from wait4() of that run alone. The cost of the namespace and the mount is
-measured on its own and taken off rdmsr's time, so the floor is rdmsr's reading alone.
+(from the repository root). Scan: a --root tree per size (tests/hostgen.py, with a
+/proc/cpuinfo as large as a real host's), scanned by `vmxprobe scan --root` and read by
+`rdmsr -a` from msr-tools, one process per MSR index that vmxprobe reads, inside
+`unshare -m` with the tree's dev/cpu bind-mounted over /dev/cpu. Each run's wall time,
+CPU time and peak resident memory come from wait4() of that run alone. The cost of the
+namespace and the mount is measured on its own and taken off rdmsr's time, so the floor
+is rdmsr's reading alone.
 
 Plan: materialisation of the root-VMCS plan for 8192 CPUs, in a child process, with
 the memory it takes beyond the 8192 pages themselves.
@@ -44,10 +45,10 @@ MIB = 1 << 20
 # files are extended to it, so each read returns 8 bytes on both sides (see tree()).
 MSR_SPAN = 0x493 + 8
 
-TARGET_FLOOR_RATIO = 2.0      # scan time / rdmsr floor, at the largest size
-TARGET_FLAT = 1.25            # time per CPU at the largest size / the smallest per-CPU time
-TARGET_EXTRA_MIB = 64         # peak RSS at the largest size, beyond the plan's pages
-TARGET_STARTUP_RATIO = 2.5    # vmxprobe --version / python3 -c pass
+TARGET_FLOOR_RATIO = 2.0  # scan time / rdmsr floor, at the largest size
+TARGET_FLAT = 1.25  # time per CPU at the largest size / the smallest per-CPU time
+TARGET_EXTRA_MIB = 64  # peak RSS at the largest size, beyond the plan's pages
+TARGET_STARTUP_RATIO = 2.5  # vmxprobe --version / python3 -c pass
 
 # /proc/cpuinfo as a 4th-generation Xeon host shows it: about 2.5 KiB per CPU, 20 MiB at
 # 8192 CPUs. hostgen's own cpuinfo is a few words per CPU, which would hide what reading
@@ -66,11 +67,13 @@ FLAGS = (
     "avx512_bf16 wbnoinvd dtherm ida arat pln pts hfi vnmi avx512vbmi umip pku ospke waitpkg "
     "avx512_vbmi2 gfni vaes vpclmulqdq avx512_vnni avx512_bitalg tme avx512_vpopcntdq la57 "
     "rdpid bus_lock_detect cldemote movdiri movdir64b enqcmd fsrm md_clear serialize tsxldtrk "
-    "pconfig arch_lbr ibt amx_bf16 avx512_fp16 amx_tile amx_int8 flush_l1d arch_capabilities")
+    "pconfig arch_lbr ibt amx_bf16 avx512_fp16 amx_tile amx_int8 flush_l1d arch_capabilities"
+)
 VMX_FLAGS = (
     "vnmi preemption_timer posted_intr invvpid ept_x_only ept_ad ept_1gb ept_5level "
     "flexpriority apicv tsc_offset vtpr mtf vapic ept vpid unrestricted_guest vapic_reg vid ple "
-    "shadow_vmcs pml ept_mode_based_exec tsc_scaling usr_wait_pause notify_vm_exiting ipi_virt")
+    "shadow_vmcs pml ept_mode_based_exec tsc_scaling usr_wait_pause notify_vm_exiting ipi_virt"
+)
 BUGS = "spectre_v1 spectre_v2 spec_store_bypass swapgs eibrs_pbrsb bhi"
 
 
@@ -86,7 +89,8 @@ def cpuinfo(cpus, per_socket: int) -> str:
             f"apicid\t\t: {c}\ninitial apicid\t: {c}\nfpu\t\t: yes\nfpu_exception\t: yes\n"
             f"cpuid level\t: 32\nwp\t\t: yes\nflags\t\t: {FLAGS}\nvmx flags\t: {VMX_FLAGS}\n"
             f"bugs\t\t: {BUGS}\nbogomips\t: 4000.00\nclflush size\t: 64\ncache_alignment\t: 64\n"
-            "address sizes\t: 46 bits physical, 57 bits virtual\npower management:\n")
+            "address sizes\t: 46 bits physical, 57 bits virtual\npower management:\n"
+        )
     return "\n".join(blocks) + "\n"
 
 
@@ -147,8 +151,10 @@ def reads_per_cpu(root: str, n: int) -> tuple[list[int], int]:
     scan = read_host(Counting(root))
     shapes = {tuple(v) for v in msr.values()}
     if len(msr) != n or len(shapes) != 1:
-        raise SystemExit(f"bench: the scan of {root} read {len(msr)} CPUs in {len(shapes)} "
-                         "different ways; expected every CPU alike")
+        raise SystemExit(
+            f"bench: the scan of {root} read {len(msr)} CPUs in {len(shapes)} "
+            "different ways; expected every CPU alike"
+        )
     bad = sorted({r.errno or "?" for p in scan.cpus.values() for r in p.msr.values() if not r.ok})
     if bad:
         raise SystemExit(f"bench: MSR reads on the tree failed ({', '.join(bad)})")
@@ -191,15 +197,18 @@ for line in sys.stdin:
 
 class Runner:
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-S", "-I", "-c", RUNNER],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-S", "-I", "-c", RUNNER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def timed(self, argv, env=None, cwd=None) -> dict:
         """Run argv once, output discarded: wall seconds, CPU seconds and peak RSS (MiB)
         of that child alone (wait4), and its exit code."""
         argv = [shutil.which(argv[0]) or argv[0]] + list(argv[1:])
-        self.proc.stdin.write(json.dumps({"argv": argv, "env": env or dict(os.environ),
-                                          "cwd": cwd}) + "\n")
+        self.proc.stdin.write(json.dumps({"argv": argv, "env": env or dict(os.environ), "cwd": cwd}) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
@@ -229,15 +238,18 @@ def which(name):
 def rdmsr_status() -> tuple[bool, str]:
     """Can rdmsr -a read a tree here? (ok, note)."""
     if not which("rdmsr"):
-        return False, ("rdmsr not found: install msr-tools (Debian/Ubuntu: "
-                       "sudo apt-get install msr-tools) for the C floor")
+        return False, (
+            "rdmsr not found: install msr-tools (Debian/Ubuntu: "
+            "sudo apt-get install msr-tools) for the C floor"
+        )
     if not which("unshare"):
         return False, "unshare (util-linux) not found: rdmsr cannot be pointed at the tree"
     if os.geteuid() != 0:
         return False, "not root: unshare -m and mount --bind need CAP_SYS_ADMIN (run with sudo)"
     if not os.path.isdir("/dev/cpu"):
-        return False, ("/dev/cpu does not exist, so there is nothing to bind the tree over "
-                       "(modprobe msr creates it)")
+        return False, (
+            "/dev/cpu does not exist, so there is nothing to bind the tree over (modprobe msr creates it)"
+        )
     return True, ""
 
 
@@ -246,8 +258,17 @@ _BIND = 'mount --bind "$1/dev/cpu" /dev/cpu || exit 90'
 
 def rdmsr_argv(root, indexes):
     loop = 'shift; for r in "$@"; do rdmsr -a "$r" || exit $?; done'
-    return [which("unshare"), "-m", "--propagation", "private", "sh", "-c",
-            f"{_BIND}; {loop}", "sh", root] + [f"0x{i:x}" for i in indexes]
+    return [
+        which("unshare"),
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f"{_BIND}; {loop}",
+        "sh",
+        root,
+    ] + [f"0x{i:x}" for i in indexes]
 
 
 def setup_argv(root):
@@ -353,11 +374,17 @@ def machine() -> dict:
     if which("rdmsr"):
         r = subprocess.run([which("rdmsr"), "--version"], capture_output=True, text=True)
         rdmsr_version = (r.stdout or r.stderr).strip().split("version")[-1].strip() or None
-    return {"cpu_model": model or platform.processor() or "unknown",
-            "logical_cpus": os.cpu_count(), "usable_cpus": usable,
-            "kernel": platform.release(), "python": platform.python_version(),
-            "implementation": platform.python_implementation(), "executable": sys.executable,
-            "msr_tools": rdmsr_version, "loadavg_start": os.getloadavg()}
+    return {
+        "cpu_model": model or platform.processor() or "unknown",
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "msr_tools": rdmsr_version,
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 # --- the benchmarks ----------------------------------------------------------------------
@@ -388,14 +415,19 @@ def bench_scan(run, work, sizes, runs, env, use_rdmsr, log):
             if use_rdmsr:
                 rd.append(run.timed(rdmsr_argv(root, indexes)))
                 setup.append(run.timed(setup_argv(root)))
-        row = {"cpus": n, "msr_reads_per_cpu": len(indexes), "cpuid_reads_per_cpu": cpuid_reads,
-               "msr_indexes": [f"0x{i:x}" for i in indexes],
-               "wall": med(v, "wall"), "cpu": med(v, "cpu"), "rss_mib": max(x["rss"] for x in v),
-               "exit": sorted({x["rc"] for x in v})}
+        row = {
+            "cpus": n,
+            "msr_reads_per_cpu": len(indexes),
+            "cpuid_reads_per_cpu": cpuid_reads,
+            "msr_indexes": [f"0x{i:x}" for i in indexes],
+            "wall": med(v, "wall"),
+            "cpu": med(v, "cpu"),
+            "rss_mib": max(x["rss"] for x in v),
+            "exit": sorted({x["rc"] for x in v}),
+        }
         row["per_cpu_us"] = row["wall"] / n * 1e6
         if use_rdmsr:
-            row.update(rdmsr_wall=med(rd, "wall"), rdmsr_cpu=med(rd, "cpu"),
-                       setup_wall=med(setup, "wall"))
+            row.update(rdmsr_wall=med(rd, "wall"), rdmsr_cpu=med(rd, "cpu"), setup_wall=med(setup, "wall"))
             row["floor"] = max(row["rdmsr_wall"] - row["setup_wall"], 1e-9)
             row["ratio"] = row["wall"] / row["floor"]
             row["cpu_ratio"] = row["cpu"] / max(row["rdmsr_cpu"] - med(setup, "cpu"), 1e-9)
@@ -420,8 +452,7 @@ def bench_scan(run, work, sizes, runs, env, use_rdmsr, log):
 
 def bench_plan(n, runs, env, log):
     log(f"  plan of {n} pages: {runs} runs")
-    out = child_json([sys.executable, "-c", PLAN_CHILD, str(n), str(runs), "-",
-                      str(nodes_for(n))], env)
+    out = child_json([sys.executable, "-c", PLAN_CHILD, str(n), str(runs), "-", str(nodes_for(n))], env)
     res = {k: statistics.median(r[k] for r in out[1:]) for k in out[0]}
     res["pages"] = n
     res["pages_mib"] = n * PAGE / MIB
@@ -450,8 +481,10 @@ def bench_startup(run, work, runs, env, log):
     for _ in range(n):
         for k, argv in cmds.items():
             got[k].append(run.timed(argv, env=env, cwd=REPO))
-    return {k: {"wall": med(v, "wall"), "cpu": med(v, "cpu"), "rss_mib": max(x["rss"] for x in v),
-                "runs": n} for k, v in got.items()}
+    return {
+        k: {"wall": med(v, "wall"), "cpu": med(v, "cpu"), "rss_mib": max(x["rss"] for x in v), "runs": n}
+        for k, v in got.items()
+    }
 
 
 # --- the report --------------------------------------------------------------------------
@@ -463,15 +496,21 @@ def ms(s):
 
 # Where to look when a target is missed.
 WHY = {
-    "floor": ("what stands between vmxprobe and rdmsr is CPython's cost per read (a call, "
-              "a Reading, the GIL around each pread) and the work the scan does beyond the "
-              "reads: CPUID, sysfs topology, /proc/cpuinfo, the verdict, one mmap per page, the "
-              "report (docs/benchmarks.md); profile with python3 -m cProfile -s tottime -m "
-              "vmxprobe scan --root TREE"),
-    "flat": ("time per CPU grows with the host: something is worse than linear; profile "
-             "the largest tree with python3 -m cProfile -s tottime -m vmxprobe scan --root TREE"),
-    "memory": ("look for per-CPU objects that could be shared: a tracemalloc snapshot "
-               "after pipeline.run() on the largest tree, grouped by line"),
+    "floor": (
+        "what stands between vmxprobe and rdmsr is CPython's cost per read (a call, "
+        "a Reading, the GIL around each pread) and the work the scan does beyond the "
+        "reads: CPUID, sysfs topology, /proc/cpuinfo, the verdict, one mmap per page, the "
+        "report (docs/benchmarks.md); profile with python3 -m cProfile -s tottime -m "
+        "vmxprobe scan --root TREE"
+    ),
+    "flat": (
+        "time per CPU grows with the host: something is worse than linear; profile "
+        "the largest tree with python3 -m cProfile -s tottime -m vmxprobe scan --root TREE"
+    ),
+    "memory": (
+        "look for per-CPU objects that could be shared: a tracemalloc snapshot "
+        "after pipeline.run() on the largest tree, grouped by line"
+    ),
     "startup": "see what --version imports: python3 -X importtime -m vmxprobe --version",
 }
 
@@ -481,10 +520,12 @@ def why(res, which_: str) -> str:
         big = res["scan"][-1]
         fixed = res["startup"]["vmxprobe scan (2-CPU fixture)"]["wall"]
         if fixed > 0.3 * big["wall"]:
-            return (f"at {big['cpus']} CPUs the scan is mostly start-up: a scan of two CPUs "
-                    f"takes {ms(fixed)} of interpreter start, imports and report, which rdmsr "
-                    "does not pay, and the target is for hosts where the reads dominate; beyond start-up, "
-                    + WHY[which_])
+            return (
+                f"at {big['cpus']} CPUs the scan is mostly start-up: a scan of two CPUs "
+                f"takes {ms(fixed)} of interpreter start, imports and report, which rdmsr "
+                "does not pay, and the target is for hosts where the reads dominate; beyond start-up, "
+                + WHY[which_]
+            )
     return WHY[which_]
 
 
@@ -493,87 +534,138 @@ def targets(res) -> list[tuple[bool, str, str]]:
     rows = res["scan"]
     big = rows[-1]
     if "ratio" in big:
-        out.append((big["ratio"] <= TARGET_FLOOR_RATIO, "floor",
-                    f"scan of {big['cpus']} CPUs within {TARGET_FLOOR_RATIO:g}x of the rdmsr floor "
-                    f"for the same reads: {big['ratio']:.2f}x ({ms(big['wall'])} against "
-                    f"{ms(big['floor'])})"))
+        out.append(
+            (
+                big["ratio"] <= TARGET_FLOOR_RATIO,
+                "floor",
+                f"scan of {big['cpus']} CPUs within {TARGET_FLOOR_RATIO:g}x of the rdmsr floor "
+                f"for the same reads: {big['ratio']:.2f}x ({ms(big['wall'])} against "
+                f"{ms(big['floor'])})",
+            )
+        )
     else:
-        out.append((None, "floor", f"scan within {TARGET_FLOOR_RATIO:g}x of the rdmsr floor: not measured "
-                          f"({res['rdmsr_note']})"))
+        out.append(
+            (
+                None,
+                "floor",
+                f"scan within {TARGET_FLOOR_RATIO:g}x of the rdmsr floor: not measured ({res['rdmsr_note']})",
+            )
+        )
     if len(rows) > 1:
         smallest = min(r["in_process_per_cpu_us"] for r in rows[:-1])
         flat = big["in_process_per_cpu_us"] / smallest
-        out.append((flat <= TARGET_FLAT, "flat",
-                    f"time per CPU flat from {rows[0]['cpus']} to {big['cpus']} CPUs: "
-                    + ", ".join(f"{r['in_process_per_cpu_us']:.0f} us" for r in rows)
-                    + f" per CPU; {big['cpus']} CPUs at {flat:.2f}x the lowest of the smaller sizes "
-                      f"(target <= {TARGET_FLAT:g}x)"))
+        out.append(
+            (
+                flat <= TARGET_FLAT,
+                "flat",
+                f"time per CPU flat from {rows[0]['cpus']} to {big['cpus']} CPUs: "
+                + ", ".join(f"{r['in_process_per_cpu_us']:.0f} us" for r in rows)
+                + f" per CPU; {big['cpus']} CPUs at {flat:.2f}x the lowest of the smaller sizes "
+                f"(target <= {TARGET_FLAT:g}x)",
+            )
+        )
     pages = big["cpus"] * PAGE / MIB
     extra = big["rss_mib"] - pages
-    out.append((extra < TARGET_EXTRA_MIB, "memory",
-                f"peak memory at {big['cpus']} CPUs: {big['rss_mib']:.1f} MiB, {extra:.1f} MiB beyond "
-                f"the {pages:.0f} MiB of plan pages (target < {TARGET_EXTRA_MIB} MiB, a bare "
-                f"interpreter included)"))
+    out.append(
+        (
+            extra < TARGET_EXTRA_MIB,
+            "memory",
+            f"peak memory at {big['cpus']} CPUs: {big['rss_mib']:.1f} MiB, {extra:.1f} MiB beyond "
+            f"the {pages:.0f} MiB of plan pages (target < {TARGET_EXTRA_MIB} MiB, a bare "
+            f"interpreter included)",
+        )
+    )
     st = res["startup"]
     ratio = st["vmxprobe --version"]["wall"] / st["python3 -c pass"]["wall"]
-    out.append((ratio < TARGET_STARTUP_RATIO, "startup",
-                f"vmxprobe --version at {ratio:.2f}x python3 -c pass "
-                f"({ms(st['vmxprobe --version']['wall'])} against {ms(st['python3 -c pass']['wall'])}; "
-                f"target < {TARGET_STARTUP_RATIO:g}x)"))
+    out.append(
+        (
+            ratio < TARGET_STARTUP_RATIO,
+            "startup",
+            f"vmxprobe --version at {ratio:.2f}x python3 -c pass "
+            f"({ms(st['vmxprobe --version']['wall'])} against {ms(st['python3 -c pass']['wall'])}; "
+            f"target < {TARGET_STARTUP_RATIO:g}x)",
+        )
+    )
     return out
 
 
 def render(res) -> str:
     m = res["machine"]
-    lines = [f"vmxprobe benchmarks: medians of {res['runs']} runs",
-             f"machine: {m['cpu_model']}; {m['logical_cpus']} logical CPUs "
-             f"({m['usable_cpus']} usable); kernel {m['kernel']}; {m['implementation']} "
-             f"{m['python']} ({m['executable']}); msr-tools {m['msr_tools'] or '-'}",
-             "load average (1, 5, 15 min): at start " + " ".join(f"{x:.2f}" for x in m["loadavg_start"])
-             + ", at end " + " ".join(f"{x:.2f}" for x in m["loadavg_end"]),
-             ""]
+    lines = [
+        f"vmxprobe benchmarks: medians of {res['runs']} runs",
+        f"machine: {m['cpu_model']}; {m['logical_cpus']} logical CPUs "
+        f"({m['usable_cpus']} usable); kernel {m['kernel']}; {m['implementation']} "
+        f"{m['python']} ({m['executable']}); msr-tools {m['msr_tools'] or '-'}",
+        "load average (1, 5, 15 min): at start "
+        + " ".join(f"{x:.2f}" for x in m["loadavg_start"])
+        + ", at end "
+        + " ".join(f"{x:.2f}" for x in m["loadavg_end"]),
+        "",
+    ]
     rows = res["scan"]
     r0 = rows[0]
-    lines.append(f"Scan of --root trees: per CPU, vmxprobe reads {r0['msr_reads_per_cpu']} MSRs "
-                 f"({', '.join(r0['msr_indexes'])}) and {r0['cpuid_reads_per_cpu']} CPUID leaves"
-                 + (f"; rdmsr -a reads the same {r0['msr_reads_per_cpu']} MSRs, one process per index"
-                    if "ratio" in r0 else ""))
-    head = (f"{'CPUs':>6} {'vmxprobe':>10} {'per CPU':>9} {'CPU time':>9} {'peak RSS':>9} "
-            f"{'in-proc':>9} {'per CPU':>8}")
+    lines.append(
+        f"Scan of --root trees: per CPU, vmxprobe reads {r0['msr_reads_per_cpu']} MSRs "
+        f"({', '.join(r0['msr_indexes'])}) and {r0['cpuid_reads_per_cpu']} CPUID leaves"
+        + (
+            f"; rdmsr -a reads the same {r0['msr_reads_per_cpu']} MSRs, one process per index"
+            if "ratio" in r0
+            else ""
+        )
+    )
+    head = (
+        f"{'CPUs':>6} {'vmxprobe':>10} {'per CPU':>9} {'CPU time':>9} {'peak RSS':>9} "
+        f"{'in-proc':>9} {'per CPU':>8}"
+    )
     if "ratio" in r0:
         head += f" {'rdmsr':>9} {'mount':>8} {'floor':>9} {'ratio':>6} {'CPU ratio':>9}"
     lines.append(head)
     for r in rows:
-        line = (f"{r['cpus']:>6} {ms(r['wall']):>10} {r['per_cpu_us']:>6.0f} us {ms(r['cpu']):>9} "
-                f"{r['rss_mib']:>5.1f} MiB {ms(r['in_process_cpu']):>9} {r['in_process_per_cpu_us']:>5.0f} us")
+        line = (
+            f"{r['cpus']:>6} {ms(r['wall']):>10} {r['per_cpu_us']:>6.0f} us {ms(r['cpu']):>9} "
+            f"{r['rss_mib']:>5.1f} MiB {ms(r['in_process_cpu']):>9} {r['in_process_per_cpu_us']:>5.0f} us"
+        )
         if "ratio" in r:
-            line += (f" {ms(r['rdmsr_wall']):>9} {ms(r['setup_wall']):>8} {ms(r['floor']):>9} "
-                     f"{r['ratio']:>5.2f}x {r['cpu_ratio']:>8.2f}x")
+            line += (
+                f" {ms(r['rdmsr_wall']):>9} {ms(r['setup_wall']):>8} {ms(r['floor']):>9} "
+                f"{r['ratio']:>5.2f}x {r['cpu_ratio']:>8.2f}x"
+            )
         lines.append(line)
-    lines.append("  vmxprobe: `vmxprobe scan --root TREE` (text report), wall time, CPU time and peak "
-                 "RSS of the process; in-proc: CPU time of the same scan inside one process, without "
-                 "interpreter start-up and imports")
+    lines.append(
+        "  vmxprobe: `vmxprobe scan --root TREE` (text report), wall time, CPU time and peak "
+        "RSS of the process; in-proc: CPU time of the same scan inside one process, without "
+        "interpreter start-up and imports"
+    )
     if "ratio" in r0:
-        lines.append("  rdmsr: `rdmsr -a INDEX` per index in `unshare -m` with the tree's dev/cpu bound "
-                     "over /dev/cpu; mount: the namespace and the bind mount alone; floor = rdmsr - mount; "
-                     "ratio = vmxprobe / floor, in wall time (the target) and in CPU time")
+        lines.append(
+            "  rdmsr: `rdmsr -a INDEX` per index in `unshare -m` with the tree's dev/cpu bound "
+            "over /dev/cpu; mount: the namespace and the bind mount alone; floor = rdmsr - mount; "
+            "ratio = vmxprobe / floor, in wall time (the target) and in CPU time"
+        )
     else:
         lines.append(f"  rdmsr column skipped: {res['rdmsr_note']}")
-    lines.append(f"  exit codes of the scans: {sorted({c for r in rows for c in r['exit']})} (1: the "
-                 "tree's capability MSRs are overlapping bytes, which kvm_intel refuses on every CPU)")
+    lines.append(
+        f"  exit codes of the scans: {sorted({c for r in rows for c in r['exit']})} (1: the "
+        "tree's capability MSRs are overlapping bytes, which kvm_intel refuses on every CPU)"
+    )
     p = res["plan"]
-    lines += ["", f"Plan materialisation, {p['pages']} pages ({p['pages_mib']:.0f} MiB), placement simulated:",
-              f"  build {ms(p['build'])}, mmap and stamp {ms(p['materialize'])}, verify {ms(p['verify'])}, "
-              f"release {ms(p['release'])}: {ms(p['total'])} in all, "
-              f"{p['total'] / p['pages'] * 1e6:.1f} us per page",
-              f"  memory: {p['beyond_pages_mib']:.2f} MiB of Python objects beyond the pages themselves "
-              f"(tracemalloc peak); resident size grew {p['rss_growth_mib']:.1f} MiB in all"]
+    lines += [
+        "",
+        f"Plan materialisation, {p['pages']} pages ({p['pages_mib']:.0f} MiB), placement simulated:",
+        f"  build {ms(p['build'])}, mmap and stamp {ms(p['materialize'])}, verify {ms(p['verify'])}, "
+        f"release {ms(p['release'])}: {ms(p['total'])} in all, "
+        f"{p['total'] / p['pages'] * 1e6:.1f} us per page",
+        f"  memory: {p['beyond_pages_mib']:.2f} MiB of Python objects beyond the pages themselves "
+        f"(tracemalloc peak); resident size grew {p['rss_growth_mib']:.1f} MiB in all",
+    ]
     st = res["startup"]
     base = st["python3 -c pass"]["wall"]
     lines += ["", "Start-up (same interpreter, flags and environment):"]
     for k, v in st.items():
-        lines.append(f"  {k:<32} {ms(v['wall']):>9}  {v['wall'] / base:>5.2f}x  CPU {ms(v['cpu']):>8}  "
-                     f"peak RSS {v['rss_mib']:.1f} MiB")
+        lines.append(
+            f"  {k:<32} {ms(v['wall']):>9}  {v['wall'] / base:>5.2f}x  CPU {ms(v['cpu']):>8}  "
+            f"peak RSS {v['rss_mib']:.1f} MiB"
+        )
     lines += ["", "Targets:"]
     for ok, which_, text in res["targets"]:
         lines.append(f"  [{'met' if ok else 'skip' if ok is None else 'MISSED'}] {text}")
@@ -583,15 +675,25 @@ def render(res) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5, help="runs per measurement; medians are "
-                    "reported (default 5, at least 5 on a shared machine)")
-    ap.add_argument("--cpus", default="64,1024,8192",
-                    help="tree sizes, comma-separated; targets apply to the largest (default "
-                         "64,1024,8192)")
-    ap.add_argument("--workdir", help="keep the trees here and reuse them on the next run "
-                    "(default: a temporary directory, removed at the end)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="runs per measurement; medians are reported (default 5, at least 5 on a shared machine)",
+    )
+    ap.add_argument(
+        "--cpus",
+        default="64,1024,8192",
+        help="tree sizes, comma-separated; targets apply to the largest (default 64,1024,8192)",
+    )
+    ap.add_argument(
+        "--workdir",
+        help="keep the trees here and reuse them on the next run "
+        "(default: a temporary directory, removed at the end)",
+    )
     ap.add_argument("--no-rdmsr", action="store_true", help="skip the rdmsr column")
     ap.add_argument("--json", metavar="FILE", help="also write the raw results to FILE")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")

@@ -19,4 +19,4 @@ bash scripts/ci-fuse-setup.sh
 bash scripts/ci-fleet-setup.sh
 bash scripts/vm-setup.sh
 bash scripts/ci-lint-setup.sh
-"$PYTHON" -m pip install -q -e '.[test,fuse]'
+"$PYTHON" -m pip install -q -e '.[test,fuse,lint]'

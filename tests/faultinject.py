@@ -133,6 +133,7 @@ class _Injector:
 def main(argv=None):
     _Injector(_rules()).install()
     from vmxprobe.cli import main as cli_main
+
     sys.argv = ["vmxprobe"] + list(sys.argv[1:] if argv is None else argv)
     cli_main()
 

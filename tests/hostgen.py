@@ -19,8 +19,8 @@ KVM_NESTED = "https://github.com/torvalds/linux/blob/master/arch/x86/kvm/vmx/nes
 KVM_VMX = "https://github.com/torvalds/linux/blob/master/arch/x86/kvm/vmx/vmx.c"
 FEAT_CTL = "https://github.com/torvalds/linux/blob/master/arch/x86/kernel/cpu/feat_ctl.c"
 
-INTEL = (0x756E6547, 0x6C65746E, 0x49656E69)   # "GenuineIntel" in ebx, ecx, edx
-AMD = (0x68747541, 0x444D4163, 0x69746E65)     # "AuthenticAMD"
+INTEL = (0x756E6547, 0x6C65746E, 0x49656E69)  # "GenuineIntel" in ebx, ecx, edx
+AMD = (0x68747541, 0x444D4163, 0x69746E65)  # "AuthenticAMD"
 KVM_SIG = (0x4B4D564B, 0x564B4D56, 0x0000004D)  # "KVMKVMKVM\0\0\0"
 
 ECX_VMX, ECX_SMX, ECX_HYPERVISOR = 1 << 5, 1 << 6, 1 << 31
@@ -32,9 +32,25 @@ def cpumap(cpus) -> str:
     return ",".join(f"{(mask >> (32 * i)) & 0xFFFFFFFF:08x}" for i in reversed(range(words)))
 
 
-def compose(name, description, sources, notes, *, nodes: dict[int, list[int]],
-            possible=None, vendor=INTEL, signature, ecx, model_name, flags,
-            feat_ctl, vmx_basic, hypervisor=None, kernel="6.12.0-composed", extra_msrs=None):
+def compose(
+    name,
+    description,
+    sources,
+    notes,
+    *,
+    nodes: dict[int, list[int]],
+    possible=None,
+    vendor=INTEL,
+    signature,
+    ecx,
+    model_name,
+    flags,
+    feat_ctl,
+    vmx_basic,
+    hypervisor=None,
+    kernel="6.12.0-composed",
+    extra_msrs=None,
+):
     online = sorted(c for cpus in nodes.values() for c in cpus)
     possible = possible or online
     files = {
@@ -54,29 +70,40 @@ def compose(name, description, sources, notes, *, nodes: dict[int, list[int]],
     for n, cpus in nodes.items():
         files[f"sys/devices/system/node/node{n}/cpulist"] = format_cpulist(cpus) + "\n"
         files[f"sys/devices/system/node/node{n}/cpumap"] = cpumap(cpus) + "\n"
-        files[f"sys/devices/system/node/node{n}/distance"] = " ".join(
-            "10" if m == n else "21" for m in node_ids) + "\n"
+        files[f"sys/devices/system/node/node{n}/distance"] = (
+            " ".join("10" if m == n else "21" for m in node_ids) + "\n"
+        )
         for c in cpus:
             dirs[f"sys/devices/system/cpu/cpu{c}"] = [f"node{n}"]
     blocks = []
     sig = cpuid_signature(signature)
     for c in online:
-        blocks.append(f"processor\t: {c}\nvendor_id\t: {'GenuineIntel' if vendor == INTEL else 'AuthenticAMD'}\n"
-                      f"cpu family\t: {sig['family']}\nmodel\t\t: {sig['model']}\n"
-                      f"model name\t: {model_name}\nstepping\t: {sig['stepping']}\n"
-                      f"flags\t\t: {flags}\n")
+        blocks.append(
+            f"processor\t: {c}\nvendor_id\t: {'GenuineIntel' if vendor == INTEL else 'AuthenticAMD'}\n"
+            f"cpu family\t: {sig['family']}\nmodel\t\t: {sig['model']}\n"
+            f"model name\t: {model_name}\nstepping\t: {sig['stepping']}\n"
+            f"flags\t\t: {flags}\n"
+        )
     files["proc/cpuinfo"] = "\n".join(blocks) + "\n"
     msr = {0x3A: {c: feat_ctl for c in online}, 0x480: {c: vmx_basic for c in online}}
     for index, reading in (extra_msrs or {}).items():
         msr[index] = {c: reading for c in online}
     leaf0 = CpuidReading(value=(0x16 if vendor == INTEL else 0xD, *vendor))
-    cpuid = {(0, 0): {c: leaf0 for c in online},
-             (1, 0): {c: CpuidReading(value=(signature, (c & 0xFF) << 24 | 0x0800, ecx, 0x0))
-                      for c in online}}
+    cpuid = {
+        (0, 0): {c: leaf0 for c in online},
+        (1, 0): {c: CpuidReading(value=(signature, (c & 0xFF) << 24 | 0x0800, ecx, 0x0)) for c in online},
+    }
     if hypervisor:
         cpuid[(0x40000000, 0)] = {c: CpuidReading(value=(0x40000001, *hypervisor)) for c in online}
-    provenance = {"origin": "composed", "recorded_at": None, "tool_version": None,
-                  "kernel": None, "hostname": None, "sources": sources, "notes": notes}
+    provenance = {
+        "origin": "composed",
+        "recorded_at": None,
+        "tool_version": None,
+        "kernel": None,
+        "hostname": None,
+        "sources": sources,
+        "notes": notes,
+    }
     return to_document(name, description, provenance, files, dirs, {}, msr, cpuid)
 
 
@@ -84,17 +111,26 @@ def v(x):
     return MsrReading(value=x)
 
 
-def synthetic(n_cpus: int, n_nodes: int, *, possible=None, feat_ctl=0x5,
-              vmx_basic=0x00DA040000000004, name=None):
+def synthetic(
+    n_cpus: int, n_nodes: int, *, possible=None, feat_ctl=0x5, vmx_basic=0x00DA040000000004, name=None
+):
     """An Intel host of n_cpus online CPUs spread in equal blocks over n_nodes nodes."""
     per = -(-n_cpus // n_nodes)
     nodes = {n: list(range(n * per, min(n_cpus, (n + 1) * per))) for n in range(n_nodes)}
-    return compose(name or f"synthetic-{n_cpus}cpu-{n_nodes}node",
-                   f"synthetic host: {n_cpus} CPUs on {n_nodes} nodes",
-                   [], "Synthetic, for tests and benchmarks; not a real machine.",
-                   nodes=nodes, possible=possible, signature=0x50654, ecx=ECX_VMX,
-                   model_name="synthetic", flags="fpu msr lm vmx", feat_ctl=v(feat_ctl),
-                   vmx_basic=v(vmx_basic))
+    return compose(
+        name or f"synthetic-{n_cpus}cpu-{n_nodes}node",
+        f"synthetic host: {n_cpus} CPUs on {n_nodes} nodes",
+        [],
+        "Synthetic, for tests and benchmarks; not a real machine.",
+        nodes=nodes,
+        possible=possible,
+        signature=0x50654,
+        ecx=ECX_VMX,
+        model_name="synthetic",
+        flags="fpu msr lm vmx",
+        feat_ctl=v(feat_ctl),
+        vmx_basic=v(vmx_basic),
+    )
 
 
 def write_tree(doc: dict, root: str, cpuid_leaves=(1, 0x40000000)) -> None:
@@ -107,6 +143,7 @@ def write_tree(doc: dict, root: str, cpuid_leaves=(1, 0x40000000)) -> None:
     missing value (a short read) here.
     """
     from vmxprobe.host.fixture import parse
+
     fx = parse(doc)
     for path, text in fx.files.items():
         full = os.path.join(root, path)
@@ -137,7 +174,8 @@ def write_tree(doc: dict, root: str, cpuid_leaves=(1, 0x40000000)) -> None:
         for cpu, r in results.items():
             if r.ok:
                 per_cpu.setdefault(cpu, {}).setdefault("cpuid", []).append(
-                    (leaf | sub << 32, struct.pack("<4I", *r.value)))
+                    (leaf | sub << 32, struct.pack("<4I", *r.value))
+                )
     for cpu, kinds in per_cpu.items():
         d = os.path.join(root, "dev", "cpu", str(cpu))
         os.makedirs(d, exist_ok=True)

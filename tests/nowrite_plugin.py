@@ -35,7 +35,7 @@ MUTATING = ("os.truncate", "os.remove", "os.rename", "os.chmod", "os.chown", "os
 ENV_LOG = "VMXPROBE_NOWRITE_LOG"
 ENV_EXPECT = "VMXPROBE_NOWRITE_EXPECT"
 
-_violations: list[dict] = []   # this process
+_violations: list[dict] = []  # this process
 _expected: list | None = None  # set while a test provokes violations on purpose
 _installed = False
 _log_dir: str | None = None
@@ -74,8 +74,7 @@ def _under_dev_cpu(path: str) -> tuple[bool, bool]:
             resolved = os.path.realpath(path)
         except (OSError, ValueError):
             resolved = path
-        real = resolved == "/dev/cpu" or resolved.startswith("/dev/cpu/") \
-            or path.startswith("/dev/cpu/")
+        real = resolved == "/dev/cpu" or resolved.startswith("/dev/cpu/") or path.startswith("/dev/cpu/")
     return tree, real
 
 
@@ -123,10 +122,20 @@ def _hook(event, args):
         who = _by_vmxprobe()
         if not real and who is None:
             continue  # a test building a host tree
-        _record({"event": event, "path": full, "flags": args[2] if event == "open" else None,
-                 "by": who or "test code", "pid": os.getpid(), "argv": sys.argv[:4]})
-        raise DevCpuWrite(f"{event} of {full} for writing (by {who or 'test code'}): "
-                          "vmxprobe never writes to an MSR or CPUID device")
+        _record(
+            {
+                "event": event,
+                "path": full,
+                "flags": args[2] if event == "open" else None,
+                "by": who or "test code",
+                "pid": os.getpid(),
+                "argv": sys.argv[:4],
+            }
+        )
+        raise DevCpuWrite(
+            f"{event} of {full} for writing (by {who or 'test code'}): "
+            "vmxprobe never writes to an MSR or CPUID device"
+        )
 
 
 def _record(v: dict) -> None:
@@ -182,10 +191,11 @@ def install(child: bool = False) -> None:
         f.write(_SITECUSTOMIZE.format(repo=repo, site=site))
     os.environ[ENV_LOG] = _log_dir
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        [site] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        [site] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
 
 
-_SITECUSTOMIZE = '''\
+_SITECUSTOMIZE = """\
 # Written by tests/nowrite_plugin.py: installs its audit hook in every Python the tests
 # start, then runs any sitecustomize this one hides.
 import importlib.machinery, importlib.util, sys
@@ -200,7 +210,7 @@ _spec = importlib.machinery.PathFinder.find_spec(
 if _spec is not None and _spec.loader is not None:
     _mod = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_mod)
-'''
+"""
 
 
 def violations() -> list[dict]:
@@ -237,15 +247,17 @@ install(child="pytest" not in sys.modules)
 pytest = sys.modules.get("pytest")
 
 if pytest is not None:
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(item):
         before = len(violations())
         result = yield
         after = violations()
         if len(after) > before:
-            raise AssertionError("opened an MSR/CPUID device for writing: "
-                                 + "; ".join(f"{v['event']} {v['path']} by {v['by']}"
-                                             for v in after[before:]))
+            raise AssertionError(
+                "opened an MSR/CPUID device for writing: "
+                + "; ".join(f"{v['event']} {v['path']} by {v['by']}" for v in after[before:])
+            )
         return result
 
     def pytest_sessionfinish(session, exitstatus):
@@ -253,7 +265,9 @@ if pytest is not None:
         if found:
             reporter = session.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
-                reporter.write_line(f"nowrite: {len(found)} write(s) to dev/cpu: "
-                                    + "; ".join(f"{v['path']} by {v['by']}" for v in found[:5]),
-                                    red=True)
+                reporter.write_line(
+                    f"nowrite: {len(found)} write(s) to dev/cpu: "
+                    + "; ".join(f"{v['path']} by {v['by']}" for v in found[:5]),
+                    red=True,
+                )
             session.exitstatus = 1

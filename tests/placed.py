@@ -10,6 +10,7 @@ from vmxprobe.kernel.numa import NodeMap
 @dataclass
 class Placed:
     """A host's topology with the kernel's placement: what a plan is built from."""
+
     topology: Topology
     placement: NodeMap
 
@@ -20,7 +21,12 @@ class Placed:
 
     @property
     def notes(self):
-        return self.topology.notes + self.placement.notes + self.topology.node_notes + self.placement.serving_notes
+        return (
+            self.topology.notes
+            + self.placement.notes
+            + self.topology.node_notes
+            + self.placement.serving_notes
+        )
 
     @property
     def missing(self):

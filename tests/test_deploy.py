@@ -50,21 +50,38 @@ needs_ansible = pytest.mark.usefixtures("ansible_playbook")
 
 
 def ansible(tmp_path, *args):
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
-               ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-               ANSIBLE_REMOTE_TEMP=str(tmp_path / "ansible-remote"), ANSIBLE_HOST_KEY_CHECKING="0",
-               ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_LOAD_CALLBACK_PLUGINS="0")
+    env = dict(
+        os.environ,
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_HOME=str(tmp_path / "ansible-home"),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
+        ANSIBLE_REMOTE_TEMP=str(tmp_path / "ansible-remote"),
+        ANSIBLE_HOST_KEY_CHECKING="0",
+        ANSIBLE_STDOUT_CALLBACK="default",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="0",
+    )
     env.pop("ANSIBLE_CONFIG", None)
-    return subprocess.run([ANSIBLE, *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=str(tmp_path), timeout=300)
+    return subprocess.run(
+        [ANSIBLE, *map(str, args)], capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300
+    )
 
 
 def extra_vars(tmp_path, fetch_dir, **more):
     path = tmp_path / "vars.json"
-    path.write_text(json.dumps({
-        "vmxprobe_command": VMXPROBE, "vmxprobe_controller_command": VMXPROBE,
-        "vmxprobe_become": False, "vmxprobe_fetch_dir": str(fetch_dir),
-        "vmxprobe_environment": {"PYTHONPATH": REPO}, **more}))
+    path.write_text(
+        json.dumps(
+            {
+                "vmxprobe_command": VMXPROBE,
+                "vmxprobe_controller_command": VMXPROBE,
+                "vmxprobe_become": False,
+                "vmxprobe_fetch_dir": str(fetch_dir),
+                "vmxprobe_environment": {"PYTHONPATH": REPO},
+                **more,
+            }
+        )
+    )
     return f"@{path}"
 
 
@@ -83,20 +100,31 @@ def _temp_reports():
 def test_playbook_scans_localhost_with_a_fixture_and_fleet_summarises_it(tmp_path):
     reports = tmp_path / "reports"
     before = _temp_reports()
-    r = ansible(tmp_path, "-i", "localhost,", "-c", "local",
-                "-e", f"ansible_python_interpreter={sys.executable}",
-                "-e", extra_vars(tmp_path, reports), "-e", "vmxprobe_fixture=intel-fw-locked-off", PLAYBOOK)
+    r = ansible(
+        tmp_path,
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+        "-e",
+        extra_vars(tmp_path, reports),
+        "-e",
+        "vmxprobe_fixture=intel-fw-locked-off",
+        PLAYBOOK,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"localhost\s+: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", r.stdout), r.stdout
     assert os.listdir(reports) == ["localhost.json"]
     s = vmxprobe("fleet", "--format", "json", reports)
-    assert s.returncode == 1, s.stderr            # the fixture is not ready: a result, not a failure
+    assert s.returncode == 1, s.stderr  # the fixture is not ready: a result, not a failure
     summary = json.loads(s.stdout)
     assert summary["readiness"] == {"ready": 0, "not_ready": 1, "undetermined": 0}
     assert summary["not_ready"]["hosts"][0]["host"] == "localhost"
     assert summary["fixtures"]["hosts"][0]["fixture"] == "intel-fw-locked-off"
     assert summary["reports"]["skipped"] == 0
-    assert _temp_reports() - before == set()         # the remote temp file was removed
+    assert _temp_reports() - before == set()  # the remote temp file was removed
 
 
 @needs_ansible
@@ -106,11 +134,14 @@ def test_playbook_per_host_fixtures_from_the_inventory_and_the_summary_play(tmp_
         "web01 ansible_connection=local vmxprobe_fixture=intel-2s-ready\n"
         "web02 ansible_connection=local vmxprobe_fixture=intel-fw-locked-off\n"
         "kvm01 ansible_connection=local vmxprobe_fixture=kvm-nested-guest\n"
-        f"[all:vars]\nansible_python_interpreter={sys.executable}\n")
+        f"[all:vars]\nansible_python_interpreter={sys.executable}\n"
+    )
     reports = tmp_path / "reports"
     (reports).mkdir()
     (reports / "web01.json").write_text("stale content from an earlier run")
-    r = ansible(tmp_path, "-i", inventory, "-e", extra_vars(tmp_path, reports, vmxprobe_summary=True), PLAYBOOK)
+    r = ansible(
+        tmp_path, "-i", inventory, "-e", extra_vars(tmp_path, reports, vmxprobe_summary=True), PLAYBOOK
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(os.listdir(reports)) == ["kvm01.json", "web01.json", "web02.json"]
     # The summary play ran `vmxprobe fleet` on what was fetched.
@@ -125,8 +156,20 @@ def test_playbook_per_host_fixtures_from_the_inventory_and_the_summary_play(tmp_
 @needs_ansible
 def test_playbook_fails_the_host_when_the_scan_cannot_run(tmp_path):
     reports = tmp_path / "reports"
-    r = ansible(tmp_path, "-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}",
-                "-e", extra_vars(tmp_path, reports), "-e", "vmxprobe_fixture=no-such-fixture", PLAYBOOK)
+    r = ansible(
+        tmp_path,
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+        "-e",
+        extra_vars(tmp_path, reports),
+        "-e",
+        "vmxprobe_fixture=no-such-fixture",
+        PLAYBOOK,
+    )
     assert r.returncode != 0
     assert "failed=1" in r.stdout
     assert not reports.exists() or os.listdir(reports) == []
@@ -135,11 +178,18 @@ def test_playbook_fails_the_host_when_the_scan_cannot_run(tmp_path):
 def ansible_lint(tmp_path, target, cwd):
     lint = tooling.find("ansible-lint", "scripts/ci-lint-setup.sh installs it", lint_venv=True)
     # --offline: no Galaxy look-ups; ANSIBLE_HOME: its caches in the test's folder.
-    env = tooling.lint_env(ANSIBLE_HOME=str(tmp_path / "ansible-home"),
-                           ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"))
+    env = tooling.lint_env(
+        ANSIBLE_HOME=str(tmp_path / "ansible-home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp")
+    )
     env.pop("ANSIBLE_CONFIG", None)
-    return subprocess.run([lint, "--profile", "moderate", "--offline", "--nocolor", str(target)],
-                          capture_output=True, text=True, env=env, cwd=str(cwd), timeout=600)
+    return subprocess.run(
+        [lint, "--profile", "moderate", "--offline", "--nocolor", str(target)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(cwd),
+        timeout=600,
+    )
 
 
 def test_playbook_passes_ansible_lint_at_the_moderate_profile(tmp_path):
@@ -165,6 +215,7 @@ def test_ansible_lint_check_is_meaningful_a_moderate_rule_fails_a_copy(tmp_path)
 
 # --- systemd ------------------------------------------------------------------------------
 
+
 def unit(path):
     """{section: {key: [values]}} of a unit file (enough for these two)."""
     sections, current = {}, None
@@ -189,7 +240,7 @@ def test_service_runs_the_prometheus_export_into_debians_textfile_dir():
     assert out == "/var/lib/prometheus/node-exporter/vmxprobe.prom"
     assert s["ReadWritePaths"] == [os.path.dirname(out)]
     assert s["Type"] == ["oneshot"]
-    assert set(s["SuccessExitStatus"][0].split()) == {"1", "3"}   # verdicts, not failures
+    assert set(s["SuccessExitStatus"][0].split()) == {"1", "3"}  # verdicts, not failures
     assert "CAP_SYS_RAWIO" in s["CapabilityBoundingSet"][0]
     assert "char-cpu/msr r" in s["DeviceAllow"]
     t = unit(TIMER)
@@ -215,11 +266,16 @@ def systemd_analyze():
 def test_units_pass_systemd_analyze_verify(tmp_path, systemd_analyze):
     # verify checks that ExecStart's program exists: point it at this session's vmxprobe.
     (tmp_path / "vmxprobe-textfile.service").write_text(
-        open(SERVICE).read().replace("/usr/local/bin/vmxprobe", " ".join(map(shlex.quote, VMXPROBE))))
+        open(SERVICE).read().replace("/usr/local/bin/vmxprobe", " ".join(map(shlex.quote, VMXPROBE)))
+    )
     shutil.copy(TIMER, tmp_path / "vmxprobe-textfile.timer")
-    r = subprocess.run([systemd_analyze, "verify", "--man=no",
-                        "vmxprobe-textfile.service", "vmxprobe-textfile.timer"],
-                       capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
+    r = subprocess.run(
+        [systemd_analyze, "verify", "--man=no", "vmxprobe-textfile.service", "vmxprobe-textfile.timer"],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+        timeout=120,
+    )
     ours = [ln for ln in (r.stdout + r.stderr).splitlines() if "vmxprobe" in ln]
     assert r.returncode == 0 and ours == [], r.stdout + r.stderr
 
@@ -235,8 +291,9 @@ def security(systemd_analyze, tmp_path, text, threshold=None):
     args = [systemd_analyze, "security", "--offline=true", "--no-pager"]
     if threshold is not None:
         args.append(f"--threshold={threshold}")
-    r = subprocess.run([*args, "./vmxprobe-textfile.service"], capture_output=True, text=True,
-                       cwd=str(tmp_path), timeout=120)
+    r = subprocess.run(
+        [*args, "./vmxprobe-textfile.service"], capture_output=True, text=True, cwd=str(tmp_path), timeout=120
+    )
     m = re.search(r"Overall exposure level for vmxprobe-textfile\.service: (\d+\.\d)", r.stdout)
     assert m, r.stdout + r.stderr
     return r, float(m.group(1))
@@ -244,8 +301,9 @@ def security(systemd_analyze, tmp_path, text, threshold=None):
 
 def test_service_exposure_stays_at_or_below_its_score(tmp_path, systemd_analyze):
     # --threshold is on the internal 0-100 scale: exposure 1.2 is 12.
-    r, exposure = security(systemd_analyze, tmp_path, open(SERVICE).read(),
-                           threshold=round(EXPOSURE_MAX * 10))
+    r, exposure = security(
+        systemd_analyze, tmp_path, open(SERVICE).read(), threshold=round(EXPOSURE_MAX * 10)
+    )
     assert exposure <= EXPOSURE_MAX, r.stdout
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -269,6 +327,7 @@ PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 
 def _set_mdwe():
     import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE)")
@@ -276,8 +335,9 @@ def _set_mdwe():
 
 def syscall_groups(systemd_analyze):
     """{"@group": {member, ...}} as this systemd defines them (members may be @groups)."""
-    out = subprocess.run([systemd_analyze, "syscall-filter", "--no-pager"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [systemd_analyze, "syscall-filter", "--no-pager"], capture_output=True, text=True, check=True
+    ).stdout
     groups, current = {}, None
     for line in out.splitlines():
         if line.startswith("@"):
@@ -290,8 +350,10 @@ def syscall_groups(systemd_analyze):
 def allowed_syscalls(settings, groups):
     """The system calls SystemCallFilter= lines allow, read as systemd does: the first
     line, an allow list, sets the list; a later ~ line takes its calls out."""
+
     def expand(name):
         return set().union(*(expand(m) for m in groups[name])) if name.startswith("@") else {name}
+
     allowed = None
     for value in settings:
         deny = value.startswith("~")
@@ -305,8 +367,13 @@ def sandboxed(argv, service):
     """argv under the unit's CapabilityBoundingSet= and NoNewPrivileges=."""
     caps = [c.lower().removeprefix("cap_") for c in " ".join(service["CapabilityBoundingSet"]).split()]
     assert service["NoNewPrivileges"] == ["yes"] and service["MemoryDenyWriteExecute"] == ["yes"]
-    return [shutil.which("setpriv"), "--no-new-privs",
-            "--bounding-set=" + ",".join(["-all"] + [f"+{c}" for c in caps]), "--", *argv]
+    return [
+        shutil.which("setpriv"),
+        "--no-new-privs",
+        "--bounding-set=" + ",".join(["-all"] + [f"+{c}" for c in caps]),
+        "--",
+        *argv,
+    ]
 
 
 def test_service_command_runs_live_under_the_units_restrictions(tmp_path, systemd_analyze):
@@ -322,18 +389,31 @@ def test_service_command_runs_live_under_the_units_restrictions(tmp_path, system
     env = dict(os.environ, PYTHONPATH=REPO)
 
     def run(argv):
-        return subprocess.run(sandboxed(argv, service), capture_output=True, text=True, env=env,
-                              preexec_fn=_set_mdwe, umask=int(service["UMask"][0], 8), timeout=300)
+        return subprocess.run(
+            sandboxed(argv, service),
+            capture_output=True,
+            text=True,
+            env=env,
+            preexec_fn=_set_mdwe,
+            umask=int(service["UMask"][0], 8),
+            timeout=300,
+        )
 
     # The restrictions are in force in what runs: W+X memory is refused, the bounding
     # set is CAP_SYS_RAWIO alone, no_new_privs is set.
-    probe = run([sys.executable, "-c", "import mmap, sys\n"
-                 "print(open('/proc/self/status').read())\n"
-                 "try:\n mmap.mmap(-1, 4096, prot=7)\nexcept OSError as e:\n sys.exit(0)\n"
-                 "sys.exit('a writable, executable mapping was allowed')"])
+    probe = run(
+        [
+            sys.executable,
+            "-c",
+            "import mmap, sys\n"
+            "print(open('/proc/self/status').read())\n"
+            "try:\n mmap.mmap(-1, 4096, prot=7)\nexcept OSError as e:\n sys.exit(0)\n"
+            "sys.exit('a writable, executable mapping was allowed')",
+        ]
+    )
     assert probe.returncode == 0, probe.stdout + probe.stderr
     status = dict(ln.split(":\t", 1) for ln in probe.stdout.splitlines() if ":\t" in ln)
-    assert int(status["CapBnd"], 16) == 1 << 17          # CAP_SYS_RAWIO
+    assert int(status["CapBnd"], 16) == 1 << 17  # CAP_SYS_RAWIO
     assert status["NoNewPrivs"].strip() == "1"
 
     # ExecStart as written, its output into a temp folder; strace follows every thread.
@@ -344,7 +424,7 @@ def test_service_command_runs_live_under_the_units_restrictions(tmp_path, system
     assert r.returncode in (0, 1, 3), r.stderr
     prom = tmp_path / "vmxprobe.prom"
     assert re.search(r'^vmxprobe_info\{.*source="live".*\} 1$', prom.read_text(), re.M)
-    assert oct(prom.stat().st_mode & 0o777) == "0o644"   # node_exporter reads it, umask or not
+    assert oct(prom.stat().st_mode & 0o777) == "0o644"  # node_exporter reads it, umask or not
 
     # The scan's answer is the one it gives unrestricted: nothing was refused on the way
     # (a refused mbind would turn the placement "unbound").
@@ -355,11 +435,12 @@ def test_service_command_runs_live_under_the_units_restrictions(tmp_path, system
         doc = json.loads(out.read_text())
         doc.pop("generated_at")
         return doc
+
     free = report(lambda a: subprocess.run(a, capture_output=True, text=True, env=env, timeout=300))
     assert report(run) == free
 
     called = set(re.findall(r"^\d+\s+(\w+)\(", trace.read_text(), re.M))
-    assert {"openat", "pread64"} <= called, sorted(called)            # the trace is the scan's
+    assert {"openat", "pread64"} <= called, sorted(called)  # the trace is the scan's
     if free["plan"]["placement"] == "bound":
         assert {"mbind", "move_pages"} <= called, sorted(called)
     allowed = allowed_syscalls(service["SystemCallFilter"], syscall_groups(systemd_analyze))
@@ -416,11 +497,11 @@ def test_daemonset_writes_the_nfd_export_into_the_hostpath_nfd_reads(daemonset):
     assert m, script
     out = m.group(1)
     assert os.path.dirname(out) == FEATURES_D
-    assert not os.path.basename(out).startswith(".")   # nfd-worker skips dot-files
+    assert not os.path.basename(out).startswith(".")  # nfd-worker skips dot-files
     env = {e["name"]: e["value"] for e in c["env"]}
     expiry = parse_duration(env[NFD_EXPIRY_ENV])
     interval = int(env["VMXPROBE_INTERVAL_SECONDS"])
-    assert expiry >= 2 * interval                        # one failed rescan does not drop labels
+    assert expiry >= 2 * interval  # one failed rescan does not drop labels
 
 
 def test_daemonset_script_is_valid_sh(daemonset):
@@ -428,7 +509,7 @@ def test_daemonset_script_is_valid_sh(daemonset):
     assert c["command"] == ["/bin/sh", "-c"]
     r = subprocess.run(["sh", "-n", "-c", c["args"][0]], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "trap" in c["args"][0]                        # PID 1 must stop on SIGTERM
+    assert "trap" in c["args"][0]  # PID 1 must stop on SIGTERM
     shellcheck = tooling.find("shellcheck", "Debian package shellcheck; scripts/ci-lint-setup.sh installs it")
     r = subprocess.run([shellcheck, "--shell=sh", "-"], input=c["args"][0], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -447,8 +528,13 @@ KUBERNETES_VERSIONS = ("1.25.0", "1.37.0")
 
 def kubernetes_validate(path, version):
     kv = tooling.find("kubernetes-validate", "scripts/ci-lint-setup.sh installs it", lint_venv=True)
-    return subprocess.run([kv, "--strict", "--kubernetes-version", version, str(path)],
-                          capture_output=True, text=True, env=tooling.lint_env(), timeout=300)
+    return subprocess.run(
+        [kv, "--strict", "--kubernetes-version", version, str(path)],
+        capture_output=True,
+        text=True,
+        env=tooling.lint_env(),
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)

@@ -29,7 +29,7 @@ from vmxprobe.render import nfd, prometheus
 FIXTURES = fixture.bundled_names()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def report(name="intel-2s-ready"):
     """The scan of a bundled fixture (a frozen ScanResult: tests change copies of it)."""
     fx = fixture.load(name)
@@ -38,9 +38,14 @@ def report(name="intel-2s-ready"):
 
 def undetermined():
     r = report()
-    v = dataclasses.replace(r.verdict, x86_vmx_init=None, kvm_intel=None, basic=None,
-                            feature_control=None,
-                            undetermined=("IA32_VMX_BASIC could not be read on CPU 0 (ENOENT)",))
+    v = dataclasses.replace(
+        r.verdict,
+        x86_vmx_init=None,
+        kvm_intel=None,
+        basic=None,
+        feature_control=None,
+        undetermined=("IA32_VMX_BASIC could not be read on CPU 0 (ENOENT)",),
+    )
     assert not v.ready and not v.determined
     return dataclasses.replace(r, verdict=v)
 
@@ -52,8 +57,10 @@ def with_host(r, **changes):
 # --- the Prometheus text format --------------------------------------------------------
 
 # One sample: name, optional {labels}, one value, and nothing else (no timestamp).
-SAMPLE = re.compile(r'(vmxprobe_[a-zA-Z0-9_]+)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*\})? '
-                    r'(-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)')
+SAMPLE = re.compile(
+    r'(vmxprobe_[a-zA-Z0-9_]+)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*\})? '
+    r"(-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)"
+)
 
 
 def parse_prom(text):
@@ -83,8 +90,14 @@ def parse_prom(text):
 def test_prometheus_is_strict_text_format_for_every_fixture(name):
     fams = parse_prom(prometheus.render_prometheus(report(name)))
     assert all(n.startswith("vmxprobe_") for n in fams)
-    for required in ("vmxprobe_info", "vmxprobe_ready", "vmxprobe_determined",
-                     "vmxprobe_last_scan_timestamp_seconds", "vmxprobe_verdict_info", "vmxprobe_cpus"):
+    for required in (
+        "vmxprobe_info",
+        "vmxprobe_ready",
+        "vmxprobe_determined",
+        "vmxprobe_last_scan_timestamp_seconds",
+        "vmxprobe_verdict_info",
+        "vmxprobe_cpus",
+    ):
         assert required in fams
     [(labels, value)] = fams["vmxprobe_info"]
     assert value == 1
@@ -92,11 +105,14 @@ def test_prometheus_is_strict_text_format_for_every_fixture(name):
     assert 'source="fixture"' in labels and f'source_name="{name}"' in labels
 
 
-@pytest.mark.parametrize("doc,ready,determined", [
-    (lambda: report("intel-2s-ready"), 1, 1),
-    (lambda: report("intel-fw-locked-off"), 0, 1),
-    (undetermined, 0, 0),
-])
+@pytest.mark.parametrize(
+    "doc,ready,determined",
+    [
+        (lambda: report("intel-2s-ready"), 1, 1),
+        (lambda: report("intel-fw-locked-off"), 0, 1),
+        (undetermined, 0, 0),
+    ],
+)
 def test_readiness_and_determined_gauges(doc, ready, determined):
     fams = parse_prom(prometheus.render_prometheus(doc()))
     assert fams["vmxprobe_ready"] == [("", ready)]
@@ -108,7 +124,9 @@ def test_unreadable_registers_are_absent_series_not_zero():
     for name in ("vmxprobe_vmx_revision_id", "vmxprobe_vmcs_size_bytes", "vmxprobe_feature_control_locked"):
         assert name not in fams
     assert fams["vmxprobe_feature_control_info"] == [('{state="unreadable"}', 1)]
-    assert fams["vmxprobe_verdict_info"][0][0] == '{x86_vmx_init="unknown",kvm_intel="unknown",emulated="none"}'
+    assert (
+        fams["vmxprobe_verdict_info"][0][0] == '{x86_vmx_init="unknown",kvm_intel="unknown",emulated="none"}'
+    )
 
 
 def test_values_follow_the_report():
@@ -117,8 +135,12 @@ def test_values_follow_the_report():
     assert fams["vmxprobe_vmx_revision_id"] == [("", r.verdict.basic.revision_id)]
     assert fams["vmxprobe_vmcs_size_bytes"] == [("", 1024)]
     assert fams["vmxprobe_root_vmcs_pages"] == [("", 32)]
-    assert dict(fams["vmxprobe_cpus"]) == {'{state="possible"}': 32, '{state="present"}': 32,
-                                           '{state="online"}': 32, '{state="probed"}': 32}
+    assert dict(fams["vmxprobe_cpus"]) == {
+        '{state="possible"}': 32,
+        '{state="present"}': 32,
+        '{state="online"}': 32,
+        '{state="probed"}': 32,
+    }
     when = datetime.strptime(r.generated_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     assert fams["vmxprobe_last_scan_timestamp_seconds"] == [("", when.timestamp())]
     nested = parse_prom(prometheus.render_prometheus(report("kvm-nested-guest")))
@@ -133,6 +155,7 @@ def test_label_values_are_escaped():
 
 
 # --- NFD features.d ----------------------------------------------------------------------
+
 
 def parse_features_d(text, now):
     """What nfd-worker's local source makes of a features.d file (source/local/local.go):
@@ -196,18 +219,21 @@ def test_nfd_values_from_undetermined_and_nested_scans():
     assert n["vmxprobe.io/hypervisor"] == "KVM"
 
 
-@pytest.mark.parametrize("raw,want", [
-    ("Microsoft Hv", "Microsoft-Hv"),
-    ("KVM nested VMX", "KVM-nested-VMX"),
-    ("  --x--  ", "x"),
-    ("(composed)", "composed"),
-    ("...", ""),
-    ("é", ""),
-    ("a" * 100, "a" * 63),
-    ("a" * 62 + "-b", "a" * 62),
-    (True, "true"),
-    (4096, "4096"),
-])
+@pytest.mark.parametrize(
+    "raw,want",
+    [
+        ("Microsoft Hv", "Microsoft-Hv"),
+        ("KVM nested VMX", "KVM-nested-VMX"),
+        ("  --x--  ", "x"),
+        ("(composed)", "composed"),
+        ("...", ""),
+        ("é", ""),
+        ("a" * 100, "a" * 63),
+        ("a" * 62 + "-b", "a" * 62),
+        (True, "true"),
+        (4096, "4096"),
+    ],
+)
 def test_label_value_sanitising(raw, want):
     got = nfd.label_value(raw)
     assert got == want
@@ -221,8 +247,18 @@ def test_hostile_values_never_make_an_invalid_label(monkeypatch):
         assert nfd.valid_label(label, value), (label, value)
 
 
-@pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("3h", 10800), ("7d", 604800),
-                                          ("2w", 1209600), ("1d12h", 129600), (" 7D ", 604800)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("3h", 10800),
+        ("7d", 604800),
+        ("2w", 1209600),
+        ("1d12h", 129600),
+        (" 7D ", 604800),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert durations.parse_duration(text) == seconds
 
@@ -234,6 +270,7 @@ def test_parse_duration_rejects(text):
 
 
 # --- through the CLI ---------------------------------------------------------------------
+
 
 def _capture_temp_names(monkeypatch, target):
     """Names of the temp files renamed onto `target` (os.replace is the module-wide one:
@@ -250,18 +287,26 @@ def _capture_temp_names(monkeypatch, target):
     return names
 
 
-@pytest.mark.parametrize("fmt,name,code", [("prometheus", "intel-2s-ready", 0),
-                                           ("prometheus", "intel-fw-locked-off", 1),
-                                           ("nfd", "intel-2s-ready", 0), ("nfd", "amd-host", 1)])
-def test_scan_writes_the_export_atomically_with_a_temp_name_consumers_skip(tmp_path, monkeypatch, fmt, name, code):
+@pytest.mark.parametrize(
+    "fmt,name,code",
+    [
+        ("prometheus", "intel-2s-ready", 0),
+        ("prometheus", "intel-fw-locked-off", 1),
+        ("nfd", "intel-2s-ready", 0),
+        ("nfd", "amd-host", 1),
+    ],
+)
+def test_scan_writes_the_export_atomically_with_a_temp_name_consumers_skip(
+    tmp_path, monkeypatch, fmt, name, code
+):
     target = tmp_path / ("vmxprobe.prom" if fmt == "prometheus" else "vmxprobe")
     names = _capture_temp_names(monkeypatch, target)
     result = CliRunner().invoke(cli, ["scan", "--fixture", name, "--format", fmt, "-o", str(target)])
     assert result.exit_code == code, result.output
     assert result.stdout == ""
     [tmp] = names
-    assert tmp.startswith(".")            # nfd-worker skips dot-files
-    assert not tmp.endswith(".prom")      # the textfile collector reads *.prom only
+    assert tmp.startswith(".")  # nfd-worker skips dot-files
+    assert not tmp.endswith(".prom")  # the textfile collector reads *.prom only
     assert os.listdir(tmp_path) == [target.name]
     text = target.read_text()
     if fmt == "prometheus":
@@ -274,18 +319,30 @@ def test_scan_writes_the_export_atomically_with_a_temp_name_consumers_skip(tmp_p
 def test_scan_to_stdout_and_notes_about_names_consumers_ignore(tmp_path):
     r = CliRunner().invoke(cli, ["scan", "--fixture", "intel-2s-ready", "--format", "prometheus"])
     assert r.exit_code == 0 and r.stdout.startswith("# HELP vmxprobe_info")
-    r = CliRunner().invoke(cli, ["scan", "--fixture", "intel-2s-ready", "--format", "prometheus",
-                                 "-o", str(tmp_path / "metrics.txt")])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "scan",
+            "--fixture",
+            "intel-2s-ready",
+            "--format",
+            "prometheus",
+            "-o",
+            str(tmp_path / "metrics.txt"),
+        ],
+    )
     assert r.exit_code == 0
     assert "reads only *.prom" in r.stderr
-    r = CliRunner().invoke(cli, ["scan", "--fixture", "intel-2s-ready", "--format", "nfd",
-                                 "-o", str(tmp_path / ".hidden")])
+    r = CliRunner().invoke(
+        cli, ["scan", "--fixture", "intel-2s-ready", "--format", "nfd", "-o", str(tmp_path / ".hidden")]
+    )
     assert "ignores features.d files whose names start with '.'" in r.stderr
 
 
 def test_scan_nfd_with_a_bad_expiry_is_a_usage_error():
-    r = CliRunner().invoke(cli, ["scan", "--fixture", "intel-2s-ready", "--format", "nfd"],
-                           env={"VMXPROBE_NFD_EXPIRY": "soon"})
+    r = CliRunner().invoke(
+        cli, ["scan", "--fixture", "intel-2s-ready", "--format", "nfd"], env={"VMXPROBE_NFD_EXPIRY": "soon"}
+    )
     assert r.exit_code == 2
     assert "VMXPROBE_NFD_EXPIRY" in r.stderr
 
@@ -313,12 +370,19 @@ def node_exporter(tmp_path):
         tooling.missing("prometheus-node-exporter", "scripts/ci-fleet-setup.sh installs it")
     textdir = tmp_path / "textfile"
     textdir.mkdir()
-    for attempt in range(3):
+    for _attempt in range(3):
         port = _free_port()
-        proc = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{port}",
-                                 "--collector.disable-defaults", "--collector.textfile",
-                                 f"--collector.textfile.directory={textdir}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                NODE_EXPORTER,
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--collector.disable-defaults",
+                "--collector.textfile",
+                f"--collector.textfile.directory={textdir}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc.poll() is None:
             try:
@@ -345,21 +409,27 @@ def node_exporter(tmp_path):
 def test_node_exporter_serves_the_scan_textfile(node_exporter):
     textdir, port = node_exporter
     target = textdir / "vmxprobe.prom"
-    r = CliRunner().invoke(cli, ["scan", "--fixture", "intel-fw-locked-off", "--format", "prometheus",
-                                 "-o", str(target)])
+    r = CliRunner().invoke(
+        cli, ["scan", "--fixture", "intel-fw-locked-off", "--format", "prometheus", "-o", str(target)]
+    )
     assert r.exit_code == 1, r.output
     body = _scrape(port)
     assert re.search(r"^node_textfile_scrape_error 0$", body, re.M), body[-2000:]
     assert re.search(r"^vmxprobe_ready 0$", body, re.M)
     assert re.search(r"^vmxprobe_determined 1$", body, re.M)
-    assert re.search(r'^vmxprobe_info\{schema="1",source="fixture",source_name="intel-fw-locked-off",'
-                     r'version="0.1.0"\} 1$', body, re.M)
+    assert re.search(
+        r'^vmxprobe_info\{schema="1",source="fixture",source_name="intel-fw-locked-off",'
+        r'version="0.1.0"\} 1$',
+        body,
+        re.M,
+    )
     assert re.search(r'^vmxprobe_feature_control_info\{state="disabled_locked"\} 1$', body, re.M)
     assert re.search(r"^vmxprobe_last_scan_timestamp_seconds \d", body, re.M)
     assert re.search(r'^node_textfile_mtime_seconds\{file="[^"]*vmxprobe\.prom"\}', body, re.M)
     # A rescan replaces the file in place; the next scrape serves the new values.
-    r = CliRunner().invoke(cli, ["scan", "--fixture", "intel-2s-ready", "--format", "prometheus",
-                                 "-o", str(target)])
+    r = CliRunner().invoke(
+        cli, ["scan", "--fixture", "intel-2s-ready", "--format", "prometheus", "-o", str(target)]
+    )
     assert r.exit_code == 0
     body = _scrape(port)
     assert re.search(r"^vmxprobe_ready 1$", body, re.M)
@@ -385,20 +455,28 @@ def promtool():
 
 
 def promtool_check(promtool, text):
-    return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
 
 
-@pytest.mark.parametrize("name,code", [
-    ("intel-2s-ready", 0),             # ready
-    ("intel-fw-locked-off", 1),        # not ready: firmware locked VMX off
-    ("kvm-guest-no-msr-driver", 1),    # recorded on a real guest: no VMX in CPUID
-    ("ul-x86_64-dell_e4310", 3),       # a topology dump without registers: undetermined
-])
+@pytest.mark.parametrize(
+    "name,code",
+    [
+        ("intel-2s-ready", 0),  # ready
+        ("intel-fw-locked-off", 1),  # not ready: firmware locked VMX off
+        ("kvm-guest-no-msr-driver", 1),  # recorded on a real guest: no VMX in CPUID
+        ("ul-x86_64-dell_e4310", 3),  # a topology dump without registers: undetermined
+    ],
+)
 def test_scan_textfile_passes_promtool_check_metrics(promtool, name, code):
-    scan = subprocess.run([sys.executable, "-m", "vmxprobe", "scan", "--fixture", name,
-                           "--format", "prometheus"], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=REPO), timeout=120)
+    scan = subprocess.run(
+        [sys.executable, "-m", "vmxprobe", "scan", "--fixture", name, "--format", "prometheus"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        timeout=120,
+    )
     assert scan.returncode == code, scan.stderr
     r = promtool_check(promtool, scan.stdout)
     assert (r.returncode, r.stdout + r.stderr) == (0, "")

@@ -14,7 +14,6 @@ traceback. test_matrix_matches_the_document keeps this file and docs/faults.md e
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import os
@@ -29,7 +28,7 @@ import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 
@@ -51,13 +50,12 @@ STEPS = {
     "alloc": "allocate a plan page",
     "write": "write the output",
 }
-FAILURES = ("ENOENT", "EPERM", "EACCES", "ENXIO", "EIO", "EINVAL", "SHORT", "ENOMEM",
-            "OFFLINE", "NODE_GONE")
+FAILURES = ("ENOENT", "EPERM", "EACCES", "ENXIO", "EIO", "EINVAL", "SHORT", "ENOMEM", "OFFLINE", "NODE_GONE")
 
 # Pairs that cannot happen, and why (docs/faults.md gives the same reasons).
 NA = {
     ("list", "OFFLINE"): "each CPU list is one read(2) of one file, a snapshot; a CPU "
-                         "going offline after it is the open/read/file rows",
+    "going offline after it is the open/read/file rows",
     ("open", "SHORT"): "open(2) reads nothing",
     ("open", "NODE_GONE"): "device nodes are per CPU, not per NUMA node",
     ("read", "ENOENT"): "pread(2) on an open descriptor has no path to miss",
@@ -67,21 +65,22 @@ NA = {
     ("alloc", "ENXIO"): "neither mmap(2) nor mbind(2) returns ENXIO",
     ("alloc", "SHORT"): "an allocation reads nothing",
     ("alloc", "OFFLINE"): "the plan has a page for every possible CPU, online or not: "
-                          "a CPU going offline changes no allocation",
+    "a CPU going offline changes no allocation",
     ("write", "OFFLINE"): "writing the output involves no CPU",
     ("write", "NODE_GONE"): "writing the output involves no NUMA node (the output folder "
-                            "vanishing is the ENOENT cell)",
+    "vanishing is the ENOENT cell)",
 }
 
 
 # --- running the command ---------------------------------------------------------------
+
 
 @dataclass
 class Run:
     code: int
     out: str
     err: str
-    report: Optional[dict] = None
+    report: dict | None = None
 
     def reasons(self) -> str:
         v = self.report["verdict"]
@@ -91,14 +90,19 @@ class Run:
 def vmxprobe(*args, faults=(), drop_caps=None, preexec=None, cwd=None) -> Run:
     """The command in a child process; faults for faultinject; drop_caps removes
     capabilities from root's bounding set (NO_DAC: root obeys permission bits)."""
-    env = {**os.environ, "VMXPROBE_FAULTS": json.dumps(list(faults)), "PYTHONPATH": REPO,
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        "VMXPROBE_FAULTS": json.dumps(list(faults)),
+        "PYTHONPATH": REPO,
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     env.pop("VMXPROBE_DEBUG", None)
     cmd = [sys.executable, INJECT, *args]
     if drop_caps:
         cmd = ["setpriv", "--bounding-set", ",".join("-" + c for c in drop_caps)] + cmd
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=preexec,
-                       cwd=cwd or REPO, timeout=300)
+    p = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, preexec_fn=preexec, cwd=cwd or REPO, timeout=300
+    )
     run = Run(p.returncode, p.stdout, p.stderr)
     if "--format" in args and "json" in args and "-o" not in args and p.stdout.startswith("{"):
         run.report = json.loads(p.stdout)
@@ -120,19 +124,30 @@ def scan(root, **kw) -> Run:
 
 # --- what can produce a real failure here ----------------------------------------------
 
+
 def _is_root():
     return os.geteuid() == 0 and shutil.which("setpriv") is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kmsg_gives_eperm() -> bool:
     """/dev/kmsg refuses a reader without CAP_SYSLOG (and CAP_SYS_ADMIN) when
     kernel.dmesg_restrict is 1, the way msr_open() refuses one without CAP_SYS_RAWIO."""
     if not _is_root() or not os.path.exists("/dev/kmsg"):
         return False
-    p = subprocess.run(["setpriv", "--bounding-set", "-syslog,-sys_admin", sys.executable, "-c",
-                        "import os\ntry: os.open('/dev/kmsg', os.O_RDONLY | os.O_NONBLOCK)\n"
-                        "except PermissionError: print('EPERM')"], capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            "setpriv",
+            "--bounding-set",
+            "-syslog,-sys_admin",
+            sys.executable,
+            "-c",
+            "import os\ntry: os.open('/dev/kmsg', os.O_RDONLY | os.O_NONBLOCK)\n"
+            "except PermissionError: print('EPERM')",
+        ],
+        capture_output=True,
+        text=True,
+    )
     return p.stdout.strip() == "EPERM"
 
 
@@ -149,7 +164,7 @@ def _not_ours(path, mode=0o600):
     os.chmod(path, mode)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _chattr_works() -> bool:
     if os.geteuid() != 0 or not shutil.which("chattr"):
         return False
@@ -167,6 +182,7 @@ def _chattr_works() -> bool:
 
 # --- host trees --------------------------------------------------------------------------
 
+
 @pytest.fixture
 def host(request):
     """A 4-CPU, 2-node Intel host (CPUs 0-1 on node 0, 2-3 on node 1), ready for VMX, as
@@ -175,7 +191,7 @@ def host(request):
     os.chmod(d, 0o755)
     root = os.path.join(d, "root")
     hostgen.write_tree(hostgen.synthetic(4, 2), root)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, 0o755)
         for f in filenames:
             p = os.path.join(dirpath, f)
@@ -251,14 +267,15 @@ EINVAL_FILE = "/proc/self/clear_refs"
 
 # --- the matrix --------------------------------------------------------------------------
 
+
 @dataclass
 class Cell:
     step: str
     failure: str
     exit: int
-    how: str                      # "real", "mock", or "real|mock" (real where possible)
+    how: str  # "real", "mock", or "real|mock" (real where possible)
     check: Callable
-    targets: tuple = (None,)      # the files a "file" cell is run on, one test each
+    targets: tuple = (None,)  # the files a "file" cell is run on, one test each
 
 
 CELLS: dict[tuple[str, str], Cell] = {}
@@ -271,6 +288,7 @@ def cell(step, failure, exit, how, targets=(None,)):
         assert step in STEPS and failure in FAILURES and (step, failure) not in NA
         CELLS[(step, failure)] = Cell(step, failure, exit, how, fn, targets)
         return fn
+
     return register
 
 
@@ -374,10 +392,15 @@ def list_node_gone(host):
     assert r.code == 0
     assert f"/{NODE}" in r.report["topology"]["missing"]
     assert [(e["cpu"], e["node"], e["node_source"]) for e in r.report["per_cpu"]] == [
-        (0, 0, "link"), (1, 0, "link"), (2, 1, "link"), (3, 1, "link")]
+        (0, 0, "link"),
+        (1, 0, "link"),
+        (2, 1, "link"),
+        (3, 1, "link"),
+    ]
 
 
 # open an msr or cpuid device
+
 
 def _msr(cpu):
     return f"dev/cpu/{cpu}/msr"
@@ -427,8 +450,8 @@ def open_enxio(host):
     host.socket_at(_msr(2))
     r = scan(host.root)
     _assert_undetermined(r, "went offline", "ENXIO", cpu=2)
-    assert r.report["verdict"]["x86_vmx_init"] == "ok"   # the boot CPU was read
-    assert r.report["verdict"]["kvm_intel"] is None      # CPU 2 could not be compared
+    assert r.report["verdict"]["x86_vmx_init"] == "ok"  # the boot CPU was read
+    assert r.report["verdict"]["kvm_intel"] is None  # CPU 2 could not be compared
 
 
 @cell("open", "EIO", 1, "mock")
@@ -468,6 +491,7 @@ def open_offline(host):
 
 
 # read an msr or cpuid device
+
 
 @cell("read", "EPERM", 3, "mock")
 def read_eperm(host):
@@ -533,9 +557,14 @@ def read_offline(host):
     # CPU 2 answers its first register reads (CPUID leaves 0 and 1), then goes
     # offline: every later read of its devices fails with ENXIO, as
     # smp_call_function_single() does.
-    r = scan(host.root, faults=[{"call": "pread", "path": "dev/cpu/2/cpuid", "errno": "ENXIO", "skip": 2},
-                                {"call": "pread", "path": _msr(2), "errno": "ENXIO"}])
-    assert r.report["per_cpu"][2]["cpuid_vmx"] is True   # read before it went
+    r = scan(
+        host.root,
+        faults=[
+            {"call": "pread", "path": "dev/cpu/2/cpuid", "errno": "ENXIO", "skip": 2},
+            {"call": "pread", "path": _msr(2), "errno": "ENXIO"},
+        ],
+    )
+    assert r.report["per_cpu"][2]["cpuid_vmx"] is True  # read before it went
     _assert_undetermined(r, "went offline", "ENXIO", cpu=2)
 
 
@@ -548,7 +577,7 @@ CPUINFO = "proc/cpuinfo"
 FILE_TARGETS = (NODE1_CPULIST, CPUINFO)
 
 
-def _assert_file_failure(r: Run, path: str, errno_name: Optional[str]):
+def _assert_file_failure(r: Run, path: str, errno_name: str | None):
     assert r.code == 0, r.err
     topo = r.report["topology"]
     if errno_name is not None:
@@ -642,7 +671,7 @@ def file_offline(host, target):
     # and from its node's cpulist (a node list shows online CPUs only).
     if target == CPUINFO:
         text = host.read(CPUINFO)
-        host.write(CPUINFO, text[:text.index("processor\t: 3")])
+        host.write(CPUINFO, text[: text.index("processor\t: 3")])
     else:
         host.write(NODE1_CPULIST, "2\n")
     r = scan(host.root)
@@ -666,8 +695,6 @@ def file_node_gone(host, target):
     assert any("node(s) 1" in m for m in r.report["topology"]["missing"]), r.report["topology"]
     assert [e["node"] for e in r.report["per_cpu"]] == [0, 0, 1, 1]
     assert r.report["verdict"]["ready"] is True
-
-
 
 
 # allocate a plan page. The mirror of x86_vmx_init() follows its all-or-nothing rule: a
@@ -857,6 +884,7 @@ def write_short(host):
 
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
     r = _write(host, out, preexec=limit)
     _assert_write_failed(r, out, "File too large")
 
@@ -876,10 +904,12 @@ def test_output_folder_vanishing_mid_write_leaves_nothing_half_done(host):
 
 # --- the tests ---------------------------------------------------------------------------
 
+
 def _params():
     out = []
-    for (step, failure), c in sorted(CELLS.items(), key=lambda kv: (list(STEPS).index(kv[0][0]),
-                                                                      FAILURES.index(kv[0][1]))):
+    for (step, failure), c in sorted(
+        CELLS.items(), key=lambda kv: (list(STEPS).index(kv[0][0]), FAILURES.index(kv[0][1]))
+    ):
         for target in c.targets:
             marks = list(getattr(c.check, "pytestmark", []))
             if (step, failure, target) in XFAIL:
@@ -929,10 +959,12 @@ def test_counts(capsys):
     """The numbers docs/faults.md and the summary quote."""
     tested = len(CELLS)
     with capsys.disabled():
-        print(f"\nfault matrix: {len(STEPS) * len(FAILURES)} cells, {tested} tested "
-              f"({sum(1 for k in CELLS if k[0] == 'file')} of them on two files), "
-              f"{len(NA)} N/A; real where possible: "
-              f"{sum(1 for c in CELLS.values() if c.how.startswith('real'))}")
+        print(
+            f"\nfault matrix: {len(STEPS) * len(FAILURES)} cells, {tested} tested "
+            f"({sum(1 for k in CELLS if k[0] == 'file')} of them on two files), "
+            f"{len(NA)} N/A; real where possible: "
+            f"{sum(1 for c in CELLS.values() if c.how.startswith('real'))}"
+        )
     assert tested + len(NA) == 60
 
 
@@ -1021,6 +1053,7 @@ def test_a_replaced_file_keeps_its_mode_and_owner(tmp_path):
 
 def test_inputs_that_are_not_regular_files_never_hang(tmp_path):
     from vmxprobe.host import fixture
+
     fifo = tmp_path / "fixture.json"
     os.mkfifo(fifo)
     with pytest.raises(fixture.FixtureError, match="not a regular file"):
@@ -1028,12 +1061,13 @@ def test_inputs_that_are_not_regular_files_never_hang(tmp_path):
 
 
 def test_a_hostile_tree_never_hangs_and_never_reads_a_foreign_device(tmp_path):
-    from vmxprobe.host.sources import LiveHost, MsrReading, CpuidReading
+    from vmxprobe.host.sources import LiveHost, MsrReading
+
     root = tmp_path / "root"
     hostgen.write_tree(hostgen.synthetic(4, 1), str(root))
     cpu = root / CPU
     os.unlink(cpu / "online")
-    os.mkfifo(cpu / "online")                  # a FIFO where sysfs has a file
+    os.mkfifo(cpu / "online")  # a FIFO where sysfs has a file
     os.unlink(root / "dev/cpu/0/msr")
     os.symlink("/dev/zero", root / "dev/cpu/0/msr")  # a device that is not the msr driver
     os.unlink(root / "dev/cpu/1/msr")
@@ -1045,7 +1079,7 @@ def test_a_hostile_tree_never_hangs_and_never_reads_a_foreign_device(tmp_path):
     assert host.read_text(f"{CPU}/online") is None
     assert host.read_text("proc/cpuinfo") is None
     assert host.file_errors == {f"{CPU}/online": "NOTREG", "proc/cpuinfo": "NOTREG"}
-    assert host.read_msr(0, 0x3A) == MsrReading(errno="ENODEV")   # never a zero
+    assert host.read_msr(0, 0x3A) == MsrReading(errno="ENODEV")  # never a zero
     assert host.read_msr(1, 0x3A) == MsrReading(errno="ESPIPE")
     host.close()
     r = scan(str(root))
@@ -1054,6 +1088,7 @@ def test_a_hostile_tree_never_hangs_and_never_reads_a_foreign_device(tmp_path):
 
 def test_an_oversized_sysfs_file_is_efbig_not_read_whole(tmp_path, monkeypatch):
     from vmxprobe.host import sources
+
     monkeypatch.setattr(sources, "MAX_TEXT_BYTES", 1000)
     (tmp_path / "big").write_text("x" * 1001)
     (tmp_path / "fits").write_text("x" * 1000)
@@ -1068,10 +1103,11 @@ def _interruptible_writer(target, go):
     import time
 
     def chunks():
-        yield "{\"partial\": "
+        yield '{"partial": '
         os.write(go, b"1")
         time.sleep(60)
         yield "true}\n"
+
     write_atomic(target, chunks())
 
 
@@ -1102,6 +1138,7 @@ def test_sigkill_of_the_command_mid_write_never_leaves_half_a_report(tmp_path):
     """The command writing a large report (-o), killed at a spread of moments: the file
     is always the previous one or a complete new report, never a mix."""
     import time
+
     root = str(tmp_path / "root")
     hostgen.write_tree(hostgen.synthetic(1024, 4), root)
     out = tmp_path / "report.json"
@@ -1109,9 +1146,13 @@ def test_sigkill_of_the_command_mid_write_never_leaves_half_a_report(tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1"}
     outcomes = Counter()
     for delay in (0.05, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 3.0):
-        p = subprocess.Popen([sys.executable, "-m", "vmxprobe", "scan", "--root", root, "--format",
-                              "json", "-o", str(out)], env=env, cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "vmxprobe", "scan", "--root", root, "--format", "json", "-o", str(out)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         p.kill()
         p.wait()
@@ -1129,6 +1170,7 @@ def test_sigkill_of_the_command_mid_write_never_leaves_half_a_report(tmp_path):
 
 
 # --- limits ------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_8192_possible_cpus_on_1024_nodes(tmp_path):
@@ -1176,11 +1218,15 @@ def test_cpus_beyond_kernel_max_are_ignored_noted_and_undetermined(host, kernel_
 
 # --- hostile sysfs and procfs text: a note, never a crash ---------------------------------
 
-@pytest.mark.parametrize("rel,text", [
-    (f"{CPU}/kernel_max", "²\n"),
-    (f"{NODE}/node0/distance", "10 ²\n"),
-    ("proc/cpuinfo", "processor\t: ²\nflags\t\t: vmx\n\n"),
-])
+
+@pytest.mark.parametrize(
+    "rel,text",
+    [
+        (f"{CPU}/kernel_max", "²\n"),
+        (f"{NODE}/node0/distance", "10 ²\n"),
+        ("proc/cpuinfo", "processor\t: ²\nflags\t\t: vmx\n\n"),
+    ],
+)
 def test_non_ascii_digits_in_sysfs_are_junk_not_a_crash(host, rel, text):
     host.write(rel, text)
     r = vmxprobe("scan", "--root", host.root, "--format", "json")
@@ -1207,12 +1253,15 @@ def test_the_text_report_names_an_unreadable_file_and_its_errno(host):
 def test_a_fifo_among_reports_does_not_hang_the_fleet(tmp_path):
     fifo = tmp_path / "web01.json"
     os.mkfifo(fifo)
-    code = ("import sys; from vmxprobe.fleet import check as fleet_check\n"
-            "try:\n    fleet_check.read_report(sys.argv[1])\n"
-            "except fleet_check.Unreadable as e:\n    print('Unreadable', e)\n")
+    code = (
+        "import sys; from vmxprobe.fleet import check as fleet_check\n"
+        "try:\n    fleet_check.read_report(sys.argv[1])\n"
+        "except fleet_check.Unreadable as e:\n    print('Unreadable', e)\n"
+    )
     try:
-        p = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True,
-                           text=True, timeout=5, cwd=REPO)
+        p = subprocess.run(
+            [sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=5, cwd=REPO
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("fleet_check.read_report() blocked on a FIFO")
     assert p.stdout.startswith("Unreadable") and "not a regular file" in p.stdout

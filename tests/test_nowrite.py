@@ -23,11 +23,10 @@ import tempfile
 
 import pytest
 
-from tests import hostgen
-from tests import nowrite_plugin
-from vmxprobe.host import fixture
-from vmxprobe.files import OutputError, write_atomic
+from tests import hostgen, nowrite_plugin
 from tests.scanning import run
+from vmxprobe.files import OutputError, write_atomic
+from vmxprobe.host import fixture
 from vmxprobe.host.readings import read_host as collect
 from vmxprobe.host.sources import FixtureHost, LiveHost, RecordingHost
 
@@ -59,6 +58,7 @@ def trees():
 
 # --- the hook itself ---------------------------------------------------------------------
 
+
 def test_the_hook_refuses_a_write_open_of_the_real_dev_cpu():
     # The hook raises before the system call: nothing is opened. (A CPU number no host
     # has, so that even a broken hook would meet ENOENT.)
@@ -89,10 +89,17 @@ def test_test_code_may_build_trees(tmp_path):
 def test_the_hook_reaches_child_pythons():
     assert os.environ.get(nowrite_plugin.ENV_LOG), "the plugin did not set up children"
     env = {**os.environ, nowrite_plugin.ENV_EXPECT: "1"}
-    r = subprocess.run([sys.executable, "-c",
-                        "import os\ntry:\n    os.open('/dev/cpu/99999/msr', os.O_RDWR)\n"
-                        "except Exception as e:\n    print(type(e).__name__)"],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\ntry:\n    os.open('/dev/cpu/99999/msr', os.O_RDWR)\n"
+            "except Exception as e:\n    print(type(e).__name__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.stdout.strip() == "DevCpuWrite", r.stderr
     logged = [n for n in os.listdir(nowrite_plugin.log_dir()) if n.startswith("expected-")]
     assert logged
@@ -108,9 +115,10 @@ def test_output_never_goes_into_dev_proc_or_sys(tmp_path):
 
 # --- every bundled fixture, through the live reader --------------------------------------
 
+
 def _assert_read_only(opens, root):
     assert opens, "the scan opened no device: the check checked nothing"
-    for path, flags, mode in opens:
+    for path, flags, _mode in opens:
         assert path.startswith(os.path.join(root, "dev", "cpu")), path
         assert flags & os.O_ACCMODE == os.O_RDONLY, (path, oct(flags))
         assert not flags & (os.O_CREAT | os.O_TRUNC | os.O_APPEND), (path, oct(flags))
@@ -141,27 +149,67 @@ needs_strace = pytest.mark.skipif(STRACE is None, reason="strace is not installe
 
 # The system calls that could change a device or a file: everything that names a path
 # (%file), and everything that writes through a descriptor.
-TRACE = ("%file,write,pwrite64,writev,pwritev,pwritev2,ftruncate,fallocate,mmap,sendfile,"
-         "copy_file_range,splice,ioctl")
-_READ_ONLY_FILE_CALLS = {"stat", "lstat", "newfstatat", "fstatat64", "statx", "access",
-                         "faccessat", "faccessat2", "readlink", "readlinkat", "getcwd", "chdir",
-                         "statfs", "getxattr", "lgetxattr", "listxattr", "llistxattr",
-                         "execve", "inotify_add_watch"}
+TRACE = (
+    "%file,write,pwrite64,writev,pwritev,pwritev2,ftruncate,fallocate,mmap,sendfile,"
+    "copy_file_range,splice,ioctl"
+)
+_READ_ONLY_FILE_CALLS = {
+    "stat",
+    "lstat",
+    "newfstatat",
+    "fstatat64",
+    "statx",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "readlink",
+    "readlinkat",
+    "getcwd",
+    "chdir",
+    "statfs",
+    "getxattr",
+    "lgetxattr",
+    "listxattr",
+    "llistxattr",
+    "execve",
+    "inotify_add_watch",
+}
 _OPEN = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(open|openat|openat2|creat)\((.*)\) = (-?\d+)")
 _CALL = re.compile(r"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\((.*)")
-_FD_WRITES = {"write", "pwrite64", "writev", "pwritev", "pwritev2", "ftruncate", "fallocate",
-              "sendfile", "copy_file_range", "splice", "ioctl"}
+_FD_WRITES = {
+    "write",
+    "pwrite64",
+    "writev",
+    "pwritev",
+    "pwritev2",
+    "ftruncate",
+    "fallocate",
+    "sendfile",
+    "copy_file_range",
+    "splice",
+    "ioctl",
+}
 _WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 
 
 def strace(argv, cwd=REPO):
     """Run argv under strace -f -y; returns (returncode, trace lines)."""
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as log:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
-            "PYTHONDONTWRITEBYTECODE": "1"}
-        p = subprocess.run([STRACE, "-f", "-y", "-s", "0", "-e", f"trace={TRACE}", "-o", log.name,
-                            *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            ),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        p = subprocess.run(
+            [STRACE, "-f", "-y", "-s", "0", "-e", f"trace={TRACE}", "-o", log.name, *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=600,
+        )
         return p, log.read().splitlines()
 
 
@@ -177,7 +225,7 @@ def dev_cpu_problems(lines):
             call, args, _ = m.groups()
             path = re.search(r'"([^"]*)"', args)
             if path and "/dev/cpu/" in path.group(1) + "/":
-                flags = args.split(",")
+                args.split(",")
                 if call == "creat" or any(f in args for f in _WRITE_FLAGS):
                     problems.append(line)
                 else:
@@ -206,9 +254,15 @@ def test_strace_sees_the_checker_catch_a_write():
     try:
         target = os.path.join(tmp, "dev", "cpu", "0")
         os.makedirs(target)
-        p, lines = strace([sys.executable, "-S", "-c",
-                           f"import os; fd = os.open({target + '/msr'!r}, os.O_RDWR | os.O_CREAT); "
-                           "os.pwrite(fd, b'x' * 8, 0x3a)"])
+        p, lines = strace(
+            [
+                sys.executable,
+                "-S",
+                "-c",
+                f"import os; fd = os.open({target + '/msr'!r}, os.O_RDWR | os.O_CREAT); "
+                "os.pwrite(fd, b'x' * 8, 0x3a)",
+            ]
+        )
         problems, _ = dev_cpu_problems(lines)
         assert any("openat" in x for x in problems) and any("pwrite64" in x for x in problems), lines[-20:]
     finally:
@@ -221,8 +275,10 @@ def test_strace_scan_and_record_of_a_tree_are_read_only(tmp_path):
     hostgen.write_tree(hostgen.synthetic(8, 2), root)
     out = tmp_path / "out"
     out.mkdir()
-    for argv in (["scan", "--root", root, "--format", "json", "-o", str(out / "report.json")],
-                 ["record", "--root", root, "-o", str(out / "fixture.json")]):
+    for argv in (
+        ["scan", "--root", root, "--format", "json", "-o", str(out / "report.json")],
+        ["record", "--root", root, "-o", str(out / "fixture.json")],
+    ):
         p, lines = strace([sys.executable, "-m", "vmxprobe", *argv])
         assert p.returncode in (0, 1, 3), p.stderr
         problems, opens = dev_cpu_problems(lines)
@@ -246,14 +302,16 @@ def test_strace_every_bundled_fixture_read_only(trees):
         "import os; os.access('/vmxprobe-replay-starts', os.F_OK)\n"
         "for name in fixture.bundled_names():\n"
         "    fx = fixture.load(name)\n"
-        "    run(FixtureHost(fx), fx)\n")
+        "    run(FixtureHost(fx), fx)\n"
+    )
     import json
+
     p, lines = strace([sys.executable, "-c", script, json.dumps(sorted(trees.values()))])
     assert p.returncode == 0, p.stderr[-2000:]
     problems, opens = dev_cpu_problems(lines)
     assert problems == []
     assert {o.split("/dev/cpu/")[0] for o in opens} == set(trees.values())
-    replay = lines[next(i for i, x in enumerate(lines) if "vmxprobe-replay-starts" in x):]
+    replay = lines[next(i for i, x in enumerate(lines) if "vmxprobe-replay-starts" in x) :]
     assert not [x for x in replay if "/dev/cpu" in x and _OPEN.match(x)]
 
 

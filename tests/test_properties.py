@@ -24,26 +24,29 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests import hostgen
+from tests.scanning import run
 from vmxprobe.arch import capabilities as caps
-from vmxprobe.arch import controls
+from vmxprobe.arch import controls, vmx
+from vmxprobe.fleet import check as fleet_check
 from vmxprobe.host import fixture
-from vmxprobe.arch import vmx
 from vmxprobe.host.cpulist import MAX_CPU_ID, CpulistError, format_cpulist, parse_cpulist, parse_cpumap
 from vmxprobe.host.fixture import FixtureError
-from tests.scanning import run
-from vmxprobe.fleet import check as fleet_check
 from vmxprobe.host.readings import read_host as collect
-from vmxprobe.host.sources import FixtureHost, MsrReading, CpuidReading, RecordingHost
+from vmxprobe.host.sources import FixtureHost, MsrReading, RecordingHost
 
 # Hypothesis keeps its files (failing-example patches, even for the expected failures
 # below) outside the work tree.
 set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "vmxprobe-hypothesis"))
 
 SCALE = float(os.environ.get("VMXPROBE_EXAMPLES", "1"))
-PROFILE = settings(max_examples=int(300 * SCALE), derandomize=True, database=None,
-                   deadline=None, print_blob=True,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                          HealthCheck.filter_too_much])
+PROFILE = settings(
+    max_examples=int(300 * SCALE),
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
 
 
 def examples(n):
@@ -65,16 +68,24 @@ def _report_counts(request):
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and capture is not None and total:
         with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\nhypothesis: {total} examples over {len(COUNTS)} properties: "
-                                + ", ".join(f"{k} {n}" for k, n in sorted(COUNTS.items())))
+            reporter.write_line(
+                f"\nhypothesis: {total} examples over {len(COUNTS)} properties: "
+                + ", ".join(f"{k} {n}" for k, n in sorted(COUNTS.items()))
+            )
 
 
 U64 = st.integers(0, 2**64 - 1)
-NOT_INT = st.one_of(st.none(), st.text(max_size=8), st.floats(allow_nan=False),
-                    st.lists(st.integers(), max_size=2), st.binary(max_size=4))
+NOT_INT = st.one_of(
+    st.none(),
+    st.text(max_size=8),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=2),
+    st.binary(max_size=4),
+)
 
 
 # --- decoders ----------------------------------------------------------------------------
+
 
 @examples(1000)
 @given(U64)
@@ -100,8 +111,7 @@ def test_feature_control_decodes_every_64_bit_value(v):
     assert d["locked"] == bool(v & 1) and d["vmx_inside_smx"] == bool(v & 2)
     assert d["vmx_outside_smx"] == bool(v & 4)
     assert d["senter_local_functions"] == (v >> 8) & 0x7F
-    assert d["state"] == ("unlocked" if not v & 1 else
-                          "enabled_locked" if v & 4 else "disabled_locked")
+    assert d["state"] == ("unlocked" if not v & 1 else "enabled_locked" if v & 4 else "disabled_locked")
     json.dumps(d)
 
 
@@ -138,8 +148,7 @@ def test_capability_decode_of_an_unknown_index_is_a_value_error(index, v):
 @given(NOT_INT)
 def test_decoders_refuse_what_is_not_an_integer(x):
     seen("decoders on non-integers")
-    for decode in (vmx.decode_vmx_basic, vmx.decode_feature_control,
-                   lambda y: caps.decode(0x481, y)):
+    for decode in (vmx.decode_vmx_basic, vmx.decode_feature_control, lambda y: caps.decode(0x481, y)):
         with pytest.raises((TypeError, ValueError)):
             decode(x)
 
@@ -148,8 +157,7 @@ def test_decoders_refuse_what_is_not_an_integer(x):
 @given(st.one_of(st.integers(max_value=-1), st.integers(min_value=2**64)))
 def test_decoders_refuse_values_outside_64_bits(x):
     seen("decoders outside 64 bits")
-    for decode in (vmx.decode_vmx_basic, vmx.decode_feature_control,
-                   lambda y: caps.decode(0x481, y)):
+    for decode in (vmx.decode_vmx_basic, vmx.decode_feature_control, lambda y: caps.decode(0x481, y)):
         with pytest.raises(ValueError):
             decode(x)
 
@@ -205,11 +213,12 @@ def test_cpumap_parser_takes_any_text(text):
 # --- the fixture loader ------------------------------------------------------------------
 
 JSON = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-              st.text(max_size=10)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-    max_leaves=20)
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=10)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 BASE = hostgen.synthetic(4, 2)
 
@@ -256,9 +265,13 @@ def test_fixture_parse_takes_any_mutation_of_a_valid_fixture(doc):
 
 
 @examples(300)
-@given(st.one_of(st.binary(max_size=300),
-                 st.just(json.dumps(BASE).encode()).map(lambda b: b[: len(b) // 2]),
-                 st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n)))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.just(json.dumps(BASE).encode()).map(lambda b: b[: len(b) // 2]),
+        st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n),
+    )
+)
 def test_fixture_load_takes_any_bytes(data):
     seen("fixture.load on bytes")
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
@@ -272,21 +285,31 @@ def test_fixture_load_takes_any_bytes(data):
 
 # --- scans of generated hosts ------------------------------------------------------------
 
+
 @st.composite
 def hosts(draw):
     n = draw(st.integers(1, 16))
     nodes = draw(st.integers(1, min(n, 4)))
     extra = draw(st.integers(0, 4))
-    doc = hostgen.synthetic(n, nodes, possible=list(range(n + extra)) if extra else None,
-                            feat_ctl=draw(st.sampled_from([0x0, 0x1, 0x3, 0x5, 0x7])),
-                            vmx_basic=draw(st.one_of(st.just(0x00DA040000000004), U64)))
+    doc = hostgen.synthetic(
+        n,
+        nodes,
+        possible=list(range(n + extra)) if extra else None,
+        feat_ctl=draw(st.sampled_from([0x0, 0x1, 0x3, 0x5, 0x7])),
+        vmx_basic=draw(st.one_of(st.just(0x00DA040000000004), U64)),
+    )
     fx = fixture.parse(doc)
     # some CPUs differ, some fail
     for cpu in draw(st.lists(st.integers(0, n - 1), max_size=3)):
         index = draw(st.sampled_from([0x3A, 0x480]))
-        fx.msr[index][cpu] = draw(st.one_of(
-            U64.map(lambda v: MsrReading(value=v)),
-            st.sampled_from(["EIO", "ENOENT", "EPERM", "ENXIO", "SHORT"]).map(lambda e: MsrReading(errno=e))))
+        fx.msr[index][cpu] = draw(
+            st.one_of(
+                U64.map(lambda v: MsrReading(value=v)),
+                st.sampled_from(["EIO", "ENOENT", "EPERM", "ENXIO", "SHORT"]).map(
+                    lambda e: MsrReading(errno=e)
+                ),
+            )
+        )
     return fx
 
 
@@ -300,6 +323,7 @@ def _no_time(report):
 def schema_validator():
     jsonschema = pytest.importorskip("jsonschema")
     from importlib import resources
+
     schema = json.loads((resources.files("vmxprobe.schema") / "report-v1.json").read_text())
     return jsonschema.Draft202012Validator(schema)
 
@@ -357,6 +381,7 @@ FIXTURE_PATHS = [p for p in _paths(BASE) if len(p) <= 3]
 
 # --- the report loader (vmxprobe.fleet.check) --------------------------------------------------
 
+
 def _bundled_report():
     fx = fixture.load("intel-2s-ready")
     return run(FixtureHost(fx), fx)[0]
@@ -385,11 +410,15 @@ def test_report_check_refuses_a_list_where_an_enum_belongs():
 
 
 @examples(500)
-@given(st.one_of(st.binary(max_size=200),
-                 st.integers(1, 5000).map(lambda n: b"[" * n + b"]" * n),
-                 # a valid report with a field changed, and one cut short
-                 st.just(json.dumps(REPORT).encode()).map(lambda b: b.replace(b'"ok"', b'"EIO"', 1)),
-                 st.binary(max_size=64).map(lambda b: json.dumps(REPORT).encode()[:200] + b)))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.integers(1, 5000).map(lambda n: b"[" * n + b"]" * n),
+        # a valid report with a field changed, and one cut short
+        st.just(json.dumps(REPORT).encode()).map(lambda b: b.replace(b'"ok"', b'"EIO"', 1)),
+        st.binary(max_size=64).map(lambda b: json.dumps(REPORT).encode()[:200] + b),
+    )
+)
 def test_report_reading_takes_any_bytes(data):
     seen("fleet.read_report")
     try:

@@ -14,8 +14,19 @@ import pytest
 from tests import REPO, tooling
 
 # Folders that hold no scripts of ours: VCS data, caches, virtualenvs, build output.
-SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis",
-             ".mypy_cache", ".ruff_cache", "build", "dist", "node_modules"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".mypy_cache",
+    ".ruff_cache",
+    "build",
+    "dist",
+    "node_modules",
+}
 SHEBANG = re.compile(rb"#![ \t]*\S*/(?:env[ \t]+(?:-\S+[ \t]+)*)?(?:ba|da|k)?sh(?:[ \t]|$)")
 HINT = "Debian package shellcheck; scripts/ci-lint-setup.sh installs it"
 
@@ -48,9 +59,15 @@ def test_discovery_finds_the_known_scripts():
 
 
 def test_discovery_by_shebang(tmp_path):
-    for name, text in {"a": "#!/bin/sh\n", "b": "#!/usr/bin/env bash\n", "c": "#! /bin/dash -e\n",
-                       "d": "#!/usr/bin/env -S bash -eu\n", "e": "#!/usr/bin/env python3\n",
-                       "f": "#!/bin/bashful\n", "g.sh": "echo\n"}.items():
+    for name, text in {
+        "a": "#!/bin/sh\n",
+        "b": "#!/usr/bin/env bash\n",
+        "c": "#! /bin/dash -e\n",
+        "d": "#!/usr/bin/env -S bash -eu\n",
+        "e": "#!/usr/bin/env python3\n",
+        "f": "#!/bin/bashful\n",
+        "g.sh": "echo\n",
+    }.items():
         (tmp_path / name).write_text(text)
     assert shell_scripts(str(tmp_path)) == ["a", "b", "c", "d", "g.sh"]
 
@@ -60,8 +77,9 @@ def test_shellcheck(script):
     shellcheck = tooling.find("shellcheck", HINT)
     # -x follows `source`/`.` into the files named by `# shellcheck source=` (paths from
     # the repository root), so a sourced helper is checked as its callers use it.
-    r = subprocess.run([shellcheck, "-x", "--format=gcc", script], capture_output=True,
-                       text=True, cwd=REPO, timeout=120)
+    r = subprocess.run(
+        [shellcheck, "-x", "--format=gcc", script], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -13,7 +13,8 @@ import pytest
 # scripts/ci-lint-setup.sh puts ansible-lint and kubernetes-validate in a virtualenv of
 # their own (same default as there), apart from the ansible-core the playbook tests run.
 LINT_VENV = os.environ.get("VMXPROBE_LINT_VENV") or os.path.join(
-    os.path.expanduser("~"), ".cache", "vmxprobe", "lint-venv")
+    os.path.expanduser("~"), ".cache", "vmxprobe", "lint-venv"
+)
 LINT_BIN = os.path.join(LINT_VENV, "bin")
 
 
@@ -25,8 +26,7 @@ def missing(what: str, hint: str):
     """Skip, or under CI fail, because `what` is not installed; `hint` says what installs it."""
     message = f"{what} is not installed ({hint})"
     if required():
-        pytest.fail(f"{message}; CI runs scripts/test-deps.sh first, so its setup is broken",
-                    pytrace=False)
+        pytest.fail(f"{message}; CI runs scripts/test-deps.sh first, so its setup is broken", pytrace=False)
     pytest.skip(message)
 
 
@@ -44,5 +44,6 @@ def find(name: str, hint: str, *, lint_venv: bool = False) -> str:
 def lint_env(**more) -> dict:
     """The environment for a program from the lint virtualenv: its bin first on PATH, as
     an activated virtualenv has it (ansible-lint runs ansible-core's programs from there)."""
-    return dict(os.environ, PATH=LINT_BIN + os.pathsep + os.environ.get("PATH", os.defpath),
-                NO_COLOR="1", **more)
+    return dict(
+        os.environ, PATH=LINT_BIN + os.pathsep + os.environ.get("PATH", os.defpath), NO_COLOR="1", **more
+    )

@@ -26,8 +26,9 @@ def parse_duration(text: str) -> int:
         total += int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         pos = m.end()
     if not s or pos != len(s):
-        raise DurationError(f"{text!r} is not a duration: use a number with a unit, "
-                            "s, m, h, d or w (e.g. 90m, 7d, 1d12h)")
+        raise DurationError(
+            f"{text!r} is not a duration: use a number with a unit, s, m, h, d or w (e.g. 90m, 7d, 1d12h)"
+        )
     if total <= 0:
         raise DurationError(f"{text!r}: the duration must be longer than zero")
     return total

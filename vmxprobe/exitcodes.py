@@ -2,6 +2,6 @@
 
 EXIT_READY = 0
 EXIT_NOT_READY = 1
-EXIT_USAGE = 2      # usage error, or an invalid input file
-EXIT_UNKNOWN = 3    # could not determine
+EXIT_USAGE = 2  # usage error, or an invalid input file
+EXIT_UNKNOWN = 3  # could not determine
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in vmxprobe, never a verdict

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from typing import Iterable, Union
+from collections.abc import Iterable, Iterator
+from typing import Union
 
 # A file name may be at most NAME_MAX bytes (include/uapi/linux/limits.h).
 NAME_MAX = 255
@@ -21,10 +22,11 @@ _SHM = "/dev/shm"  # a tmpfs for files, under /dev by convention only
 _CHUNK = 1 << 16
 
 
-def read_capped(fd: int, limit: int):
+def read_capped(fd: int, limit: int) -> bytes | None:
     """Read fd to its end, or return None once more than `limit` bytes came: a file can
     grow after fstat(), so the cap is enforced on what is read, not on st_size."""
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:
         chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
         if not chunk:
@@ -59,8 +61,7 @@ def read_bounded(path: str, limit: int, what: str) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"{path}: not a regular file")
         if st.st_size > limit:
-            raise InputError(f"{path}: {st.st_size} bytes, over the {_size(limit)} limit "
-                             f"for a {what}")
+            raise InputError(f"{path}: {st.st_size} bytes, over the {_size(limit)} limit for a {what}")
         data = read_capped(fd, limit)
         if data is None:
             raise InputError(f"{path}: over the {_size(limit)} limit for a {what}")
@@ -79,7 +80,7 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 and not n & ((1 << 20) - 1) else f"{n} bytes"
 
 
-def _temp_names() -> Iterable[str]:
+def _temp_names() -> Iterator[str]:
     """Random tokens for temp names; a test replaces this to plant names in advance."""
     while True:
         yield secrets.token_hex(8)
@@ -89,7 +90,7 @@ def _temp_name(base: str, token: str) -> str:
     """`.BASE.TOKEN.tmp`, with BASE cut so the whole name fits NAME_MAX bytes: a target
     whose own name is near the limit must still get a temp file beside it."""
     suffix = f".{token}.tmp"
-    stem = os.fsencode("." + base)[:NAME_MAX - len(suffix)]
+    stem = os.fsencode("." + base)[: NAME_MAX - len(suffix)]
     return os.fsdecode(stem) + suffix
 
 
@@ -123,8 +124,10 @@ def write_atomic(path: str, content: Content, mode: int = 0o644) -> None:
     if any(inside(top) for top in _NEVER) and not inside(_SHM):
         # Replacing /dev/stdout (a symlink) with a regular file would break every
         # process on the host that writes to it; nothing vmxprobe writes belongs there.
-        raise OutputError(f"{path}: vmxprobe writes regular files only, never into "
-                          f"{', '.join(_NEVER)} (leave out -o to write to standard output)")
+        raise OutputError(
+            f"{path}: vmxprobe writes regular files only, never into "
+            f"{', '.join(_NEVER)} (leave out -o to write to standard output)"
+        )
     try:
         dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
@@ -147,7 +150,8 @@ def _write_in(dfd: int, path: str, folder: str, base: str, content: Content, mod
     keep = st if st is not None and stat.S_ISREG(st.st_mode) else None
 
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
-    fd = tmp = None
+    fd: int | None = None
+    tmp = ""
     names = _temp_names()
     for _ in range(_TEMP_TRIES):
         tmp = _temp_name(base, next(names))
@@ -159,11 +163,12 @@ def _write_in(dfd: int, path: str, folder: str, base: str, content: Content, mod
         except OSError as e:
             raise OutputError(f"{path}: cannot create a file in {folder}: {_why(e)}") from None
     if fd is None:
-        raise OutputError(f"{path}: cannot create a file in {folder}: {_TEMP_TRIES} temp "
-                          "names were all taken")
+        raise OutputError(
+            f"{path}: cannot create a file in {folder}: {_TEMP_TRIES} temp names were all taken"
+        )
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            for chunk in ([content] if isinstance(content, str) else content):
+            for chunk in [content] if isinstance(content, str) else content:
                 f.write(chunk)
             f.flush()
             if keep is not None:
@@ -183,8 +188,9 @@ def _write_in(dfd: int, path: str, folder: str, base: str, content: Content, mod
         except OSError:
             pass
         if isinstance(e, OSError):
-            raise OutputError(f"{path}: could not write: {_why(e)}; any previous file there "
-                              "is unchanged") from None
+            raise OutputError(
+                f"{path}: could not write: {_why(e)}; any previous file there is unchanged"
+            ) from None
         raise
     try:
         os.fsync(dfd)

@@ -7,7 +7,7 @@ import functools
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from vmxprobe.host.fixture import Fixture
 from vmxprobe.host.identity import HostIdentity, identify
@@ -24,17 +24,18 @@ Materializer = Callable[[Plan], Materialized]
 @dataclass(frozen=True)
 class ScanResult:
     """Everything one scan found, typed; render/ turns it into text, JSON and exports."""
+
     readings: HostReadings
-    host: HostIdentity                    # what the host is (CPU, hypervisor, kernel)
-    nodes: NodeMap                        # cpu_to_node() and serving nodes, as the kernel has them
+    host: HostIdentity  # what the host is (CPU, hypervisor, kernel)
+    nodes: NodeMap  # cpu_to_node() and serving nodes, as the kernel has them
     verdict: Verdict
     plan: Plan
-    placement: str                        # pages.BOUND | UNBOUND | SIMULATED
-    allocation: Optional[Allocation]      # None when the plan was not materialised
-    verification: Optional[Verification]  # None unless every page was had
-    scanned_at: int = 0                   # when, in whole seconds since the epoch
-    provenance: Optional[dict[str, Any]] = None   # the fixture's, for a replay
-    description: Optional[str] = None
+    placement: str  # pages.BOUND | UNBOUND | SIMULATED
+    allocation: Allocation | None  # None when the plan was not materialised
+    verification: Verification | None  # None unless every page was had
+    scanned_at: int = 0  # when, in whole seconds since the epoch
+    provenance: dict[str, Any] | None = None  # the fixture's, for a replay
+    description: str | None = None
 
     @property
     def generated_at(self) -> str:
@@ -57,9 +58,13 @@ class ScanResult:
         return self.allocation is not None and self.allocation.ok
 
 
-def run(source: Source, fixture: Optional[Fixture] = None,
-        materialize_pages: Optional[Materializer] = None, *,
-        materialize_plan: bool = True) -> ScanResult:
+def run(
+    source: Source,
+    fixture: Fixture | None = None,
+    materialize_pages: Materializer | None = None,
+    *,
+    materialize_plan: bool = True,
+) -> ScanResult:
     """Scan, judge, plan, and materialise the plan.
 
     The plan is materialised on every scan, also when x86_vmx_init() would stop before
@@ -90,6 +95,16 @@ def run(source: Source, fixture: Optional[Fixture] = None,
             verdict = verdict.with_allocation(allocation)
             if allocation.ok:
                 verification = pages.verify(plan, placement, verdict.reaches_allocation)
-    return ScanResult(readings, identify(readings, verdict.boot_cpu), nodes, verdict, plan, placement.mode, allocation, verification,
-                      scanned_at=int(time.time()), provenance=fixture.provenance if fixture else None,
-                      description=fixture.description if fixture else None)
+    return ScanResult(
+        readings,
+        identify(readings, verdict.boot_cpu),
+        nodes,
+        verdict,
+        plan,
+        placement.mode,
+        allocation,
+        verification,
+        scanned_at=int(time.time()),
+        provenance=fixture.provenance if fixture else None,
+        description=fixture.description if fixture else None,
+    )

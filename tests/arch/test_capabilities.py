@@ -1,5 +1,6 @@
-"""Tests for vmxprobe.arch.capabilities and vmxprobe.arch.controls.  Values are built from SDM bit positions (Vol. 3D Appendix A,
-Vol. 3C chapter 25 control tables), not copied from any machine."""
+"""Tests for vmxprobe.arch.capabilities and vmxprobe.arch.controls.  Values are built from SDM
+bit positions (Vol. 3D Appendix A, Vol. 3C chapter 25 control tables), not copied from any
+machine."""
 
 import json
 
@@ -20,15 +21,16 @@ def bits(*positions):
     return sum(1 << b for b in positions)
 
 
-BASIC = (1 << 32) * 0x1000 | 0x4          # VMCS size 4096, revision 4, no TRUE controls
+BASIC = (1 << 32) * 0x1000 | 0x4  # VMCS size 4096, revision 4, no TRUE controls
 BASIC_TRUE = BASIC | caps.VMX_BASIC_TRUE_CTLS
 
 
 # --- tables ---------------------------------------------------------------------------
 
+
 def test_msr_table_covers_0x481_to_0x493_with_kernel_names():
     assert sorted(caps.MSRS) == list(range(0x481, 0x494))
-    for index, m in caps.MSRS.items():
+    for _index, m in caps.MSRS.items():
         assert m.kernel == "MSR_" + m.name
         assert m.name.startswith("IA32_VMX_")
     assert caps.MSRS[0x492].kind == caps.KIND_ALLOWED1
@@ -46,11 +48,12 @@ def test_control_tables_have_unique_bits_and_names():
 
 # --- 32-bit control MSRs ----------------------------------------------------------------
 
+
 def test_pinbased_states_from_allowed0_and_allowed1():
     # bit 0 must be 1, bit 3 must be 0, bit 5 flexible, bit 7 flexible.
     value = ctl(allowed0=[0], allowed1=[0, 5, 7])
     d = caps.decode(0x481, value)
-    assert d["raw"] == "0x%016x" % value
+    assert d["raw"] == f"0x{value:016x}"
     assert d["controls"]["external_interrupt_exiting"] == "always_on"
     assert d["controls"]["nmi_exiting"] == "always_off"
     assert d["controls"]["virtual_nmis"] == "either"
@@ -113,6 +116,7 @@ def test_exit_and_entry_controls():
 
 # --- 64-bit allowed-1 MSRs --------------------------------------------------------------
 
+
 def test_tertiary_controls_are_allowed1_only():
     d = caps.decode(0x492, bits(4, 40))
     assert d["controls"]["ipi_virtualization"] == "either"
@@ -132,8 +136,9 @@ def test_secondary_exit_controls_and_vmfunc():
 
 # --- MISC, EPT/VPID, VMCS_ENUM, CR fixed --------------------------------------------------
 
+
 def test_misc_fields():
-    value = (5 | bits(5, 6, 8, 14, 28, 29) | 4 << 16 | 2 << 25 | 0x12345678 << 32)
+    value = 5 | bits(5, 6, 8, 14, 28, 29) | 4 << 16 | 2 << 25 | 0x12345678 << 32
     f = caps.decode(0x485, value)["fields"]
     assert f["preemption_timer_rate"] == 5
     assert f["store_efer_lma"] is True
@@ -170,11 +175,26 @@ def test_ept_vpid_fields():
     value = bits(0, 6, 7, 8, 14, 16, 17, 20, 21, 22, 23, 25, 26, 32, 40, 41, 42, 43)
     d = caps.decode(0x48C, value)
     f = d["fields"]
-    for name in ("ept_execute_only", "ept_page_walk_length_4", "ept_page_walk_length_5", "ept_memory_type_uc",
-                 "ept_memory_type_wb", "ept_2mb_pages", "ept_1gb_pages", "invept", "ept_accessed_dirty",
-                 "ept_advanced_exit_info", "ept_supervisor_shadow_stack", "invept_single_context",
-                 "invept_all_context", "invvpid", "invvpid_individual_address", "invvpid_single_context",
-                 "invvpid_all_context", "invvpid_single_context_retaining_globals"):
+    for name in (
+        "ept_execute_only",
+        "ept_page_walk_length_4",
+        "ept_page_walk_length_5",
+        "ept_memory_type_uc",
+        "ept_memory_type_wb",
+        "ept_2mb_pages",
+        "ept_1gb_pages",
+        "invept",
+        "ept_accessed_dirty",
+        "ept_advanced_exit_info",
+        "ept_supervisor_shadow_stack",
+        "invept_single_context",
+        "invept_all_context",
+        "invvpid",
+        "invvpid_individual_address",
+        "invvpid_single_context",
+        "invvpid_all_context",
+        "invvpid_single_context_retaining_globals",
+    ):
         assert f[name] is True, name
     assert d["reserved"] == []
     g = caps.decode(0x48C, bits(1, 33))
@@ -231,9 +251,20 @@ def test_decode_rejects_unknown_index():
 
 # --- resolve_msr ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["0x48b", "0X48B", "1163", "IA32_VMX_PROCBASED_CTLS2",
-                                  "MSR_IA32_VMX_PROCBASED_CTLS2", "PROCBASED_CTLS2",
-                                  "procbased_ctls2", " msr_ia32_vmx_procbased_ctls2 "])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0x48b",
+        "0X48B",
+        "1163",
+        "IA32_VMX_PROCBASED_CTLS2",
+        "MSR_IA32_VMX_PROCBASED_CTLS2",
+        "PROCBASED_CTLS2",
+        "procbased_ctls2",
+        " msr_ia32_vmx_procbased_ctls2 ",
+    ],
+)
 def test_resolve_msr_variants(text):
     assert caps.resolve_msr(text) == 0x48B
 
@@ -254,6 +285,7 @@ def test_resolve_msr_errors(text):
 
 
 # --- readable_msrs ----------------------------------------------------------------------
+
 
 def test_readable_base_set_without_true_ctls():
     assert caps.readable_msrs({}, BASIC) == list(range(0x481, 0x48B))

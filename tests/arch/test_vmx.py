@@ -22,21 +22,36 @@ def test_vmx_basic_kvm_nested():
     assert d["vmcs_size"] == 4096
 
 
-@pytest.mark.parametrize("bit,field", [
-    (48, "phys_addr_32bit"), (49, "dual_monitor"), (54, "ins_outs"), (55, "true_controls"),
-    (56, "no_hw_error_code_cc"), (58, "nested_exception"), (60, "no_seamret_invd_vmcs"),
-])
+@pytest.mark.parametrize(
+    "bit,field",
+    [
+        (48, "phys_addr_32bit"),
+        (49, "dual_monitor"),
+        (54, "ins_outs"),
+        (55, "true_controls"),
+        (56, "no_hw_error_code_cc"),
+        (58, "nested_exception"),
+        (60, "no_seamret_invd_vmcs"),
+    ],
+)
 def test_vmx_basic_single_bits(bit, field):
     d = vmx.decode_vmx_basic(1 << bit).fields()
     assert d[field] is True
-    others = {"phys_addr_32bit", "dual_monitor", "ins_outs", "true_controls",
-              "no_hw_error_code_cc", "nested_exception", "no_seamret_invd_vmcs"} - {field}
+    others = {
+        "phys_addr_32bit",
+        "dual_monitor",
+        "ins_outs",
+        "true_controls",
+        "no_hw_error_code_cc",
+        "nested_exception",
+        "no_seamret_invd_vmcs",
+    } - {field}
     assert not any(d[o] for o in others)
 
 
 def test_vmx_basic_field_widths():
     d = vmx.decode_vmx_basic((0x1FFF << 32) | 0x7FFFFFFF | (0xF << 50)).fields()
-    assert d["vmcs_size"] == 8191          # 13-bit field, may exceed a page
+    assert d["vmcs_size"] == 8191  # 13-bit field, may exceed a page
     assert d["revision_id"] == 0x7FFFFFFF  # bits 30:0 only
     assert d["memory_type"] == 15 and d["memory_type_name"] == "reserved"
 
@@ -48,16 +63,25 @@ def test_vmx_basic_reserved_bits_reported_not_dropped():
     assert d["revision_id"] == 0
 
 
-@pytest.mark.parametrize("value,state", [
-    (0x0, "unlocked"), (0x4, "unlocked"), (0x1, "disabled_locked"), (0x3, "disabled_locked"),
-    (0x5, "enabled_locked"), (0x7, "enabled_locked"),
-])
+@pytest.mark.parametrize(
+    "value,state",
+    [
+        (0x0, "unlocked"),
+        (0x4, "unlocked"),
+        (0x1, "disabled_locked"),
+        (0x3, "disabled_locked"),
+        (0x5, "enabled_locked"),
+        (0x7, "enabled_locked"),
+    ],
+)
 def test_feature_control_states(value, state):
     assert vmx.decode_feature_control(value).fields()["state"] == state
 
 
 def test_feature_control_fields():
-    d = vmx.decode_feature_control((1 << 0) | (1 << 1) | (0x7F << 8) | (1 << 15) | (1 << 17) | (1 << 18) | (1 << 20)).fields()
+    d = vmx.decode_feature_control(
+        (1 << 0) | (1 << 1) | (0x7F << 8) | (1 << 15) | (1 << 17) | (1 << 18) | (1 << 20)
+    ).fields()
     assert d["locked"] and d["vmx_inside_smx"] and not d["vmx_outside_smx"]
     assert d["senter_local_functions"] == 0x7F and d["senter_global_enable"]
     assert d["sgx_launch_control"] and d["sgx_enabled"] and d["lmce_enabled"]
@@ -74,7 +98,15 @@ def test_cpuid_vendor_and_signature():
 
 def test_hypervisor_names():
     assert cpuid.hypervisor_name((0x40000001, 0x4B4D564B, 0x564B4D56, 0x4D)) == "KVM"
-    ms = int.from_bytes(b"Micr", "little"), int.from_bytes(b"osof", "little"), int.from_bytes(b"t Hv", "little")
+    ms = (
+        int.from_bytes(b"Micr", "little"),
+        int.from_bytes(b"osof", "little"),
+        int.from_bytes(b"t Hv", "little"),
+    )
     assert cpuid.hypervisor_name((0, *ms)) == "Hyper-V"
-    odd = int.from_bytes(b"Some", "little"), int.from_bytes(b"VMM ", "little"), int.from_bytes(b"here", "little")
+    odd = (
+        int.from_bytes(b"Some", "little"),
+        int.from_bytes(b"VMM ", "little"),
+        int.from_bytes(b"here", "little"),
+    )
     assert cpuid.hypervisor_name((0, *odd)) == "SomeVMM here"

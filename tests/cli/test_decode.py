@@ -13,8 +13,12 @@ from vmxprobe.cli import cli
 
 
 def vmxprobe(*args):
-    return subprocess.run([sys.executable, "-m", "vmxprobe", *args], capture_output=True, text=True,
-                          env={**os.environ, "NO_COLOR": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "vmxprobe", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
 
 
 def invoke(*args):
@@ -25,15 +29,23 @@ def test_skylake_vmx_basic_by_default():
     r = vmxprobe("decode", "0x00da040000000004")
     assert r.returncode == 0 and r.stderr == ""
     first = r.stdout.splitlines()[0]
-    assert first == ("IA32_VMX_BASIC (0x480) = 0x00da040000000004: revision 4 (0x4), "
-                     "VMCS size 1024, memory type WB")
+    assert first == (
+        "IA32_VMX_BASIC (0x480) = 0x00da040000000004: revision 4 (0x4), VMCS size 1024, memory type WB"
+    )
     assert "true_controls                            yes" in r.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ["00da040000000004"], ["0x00DA_0400_0000_0004"], ["00da 0400 0000 0004"],
-    ["00da_0400", "0000_0004"], ["00DA040000000004h"], ["0xda040000000004"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["00da040000000004"],
+        ["0x00DA_0400_0000_0004"],
+        ["00da 0400 0000 0004"],
+        ["00da_0400", "0000_0004"],
+        ["00DA040000000004h"],
+        ["0xda040000000004"],
+    ],
+)
 def test_value_spellings(args):
     r = invoke("decode", *args, "--format", "json")
     assert r.exit_code == 0
@@ -42,13 +54,16 @@ def test_value_spellings(args):
     assert d["memory_type_name"] == "WB"
 
 
-@pytest.mark.parametrize("args,words", [
-    (["decode", "0xzz"], "bad value '0xzz'"),
-    (["decode", ""], "bad value"),
-    (["decode", "0x1_0000_0000_0000_0000"], "more than 64 bits"),
-    (["decode", "1", "--msr", "0x499"], "unknown MSR '0x499'"),
-    (["decode", "1", "--msr", "bogus"], "unknown MSR 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["decode", "0xzz"], "bad value '0xzz'"),
+        (["decode", ""], "bad value"),
+        (["decode", "0x1_0000_0000_0000_0000"], "more than 64 bits"),
+        (["decode", "1", "--msr", "0x499"], "unknown MSR '0x499'"),
+        (["decode", "1", "--msr", "bogus"], "unknown MSR 'bogus'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, words):
     r = vmxprobe(*args)
     assert r.returncode == 2 and r.stdout == ""
@@ -70,7 +85,7 @@ def test_control_msr_by_name_shows_each_state():
     text = r.output
     assert text.startswith("IA32_VMX_PROCBASED_CTLS (0x482) = 0xfff9fffe0401e172")
     assert "hlt_exiting                              either" in text
-    assert "cr3_load_exiting                         always_on" in text     # default1 on the plain MSR
+    assert "cr3_load_exiting                         always_on" in text  # default1 on the plain MSR
     assert "activate_tertiary_controls               always_off" in text
     assert "TRUE_* MSR holds the final word" in text
 
@@ -99,7 +114,7 @@ def test_kvm_nested_revision_and_seamret_bit():
 
 def test_every_capability_msr_decodes_by_name_and_index():
     for index, m in caps.MSRS.items():
-        for spec in ("0x%x" % index, m.name, m.name[len("IA32_VMX_"):].lower()):
+        for spec in (f"0x{index:x}", m.name, m.name[len("IA32_VMX_") :].lower()):
             r = invoke("decode", "0", "--msr", spec, "--format", "json")
             assert r.exit_code == 0, spec
-            assert json.loads(r.output)["index"] == "0x%x" % index
+            assert json.loads(r.output)["index"] == f"0x{index:x}"

@@ -9,18 +9,28 @@ import pytest
 from click.testing import CliRunner
 
 from tests import hostgen
-from vmxprobe.host import fixture
 from vmxprobe.cli import cli
+from vmxprobe.host import fixture
 
 SCHEMA = json.loads((resources.files("vmxprobe.schema") / "report-v1.json").read_text())
-EXPECTED_EXIT = {"intel-2s-ready": 0, "intel-fw-locked-off": 1, "kvm-nested-guest": 0,
-                 "kvm-guest-no-nested": 1, "amd-host": 1, "kvm-guest-no-msr-driver": 1}
+EXPECTED_EXIT = {
+    "intel-2s-ready": 0,
+    "intel-fw-locked-off": 1,
+    "kvm-nested-guest": 0,
+    "kvm-guest-no-nested": 1,
+    "amd-host": 1,
+    "kvm-guest-no-msr-driver": 1,
+}
 
 
 def vmxprobe(*args, env=None):
     """The installed command, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "vmxprobe", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "vmxprobe", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def invoke(*args, **kw):
@@ -32,9 +42,12 @@ def test_every_bundled_fixture_scans_to_a_valid_report(name):
     r = invoke("scan", "--fixture", name, "--format", "json")
     report = json.loads(r.stdout)
     jsonschema.validate(report, SCHEMA)
-    assert report["source"] == {"kind": "fixture", "name": name,
-                                "origin": fixture.load(name).provenance["origin"],
-                                "description": fixture.load(name).description}
+    assert report["source"] == {
+        "kind": "fixture",
+        "name": name,
+        "origin": fixture.load(name).provenance["origin"],
+        "description": fixture.load(name).description,
+    }
     assert report["plan"]["pages"] == len(report["per_cpu"])
     if name in EXPECTED_EXIT:
         assert r.exit_code == EXPECTED_EXIT[name]
@@ -66,6 +79,7 @@ def test_text_report_starts_with_the_verdict():
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
     from vmxprobe.cli.common import use_colour
+
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     monkeypatch.delenv("NO_COLOR", raising=False)
     assert use_colour(None) is True
@@ -85,12 +99,15 @@ def test_help_documents_exit_codes():
         assert line in r.stdout
 
 
-@pytest.mark.parametrize("args,words", [
-    (["scan", "--fixture", "nope"], "no fixture file or bundled fixture named 'nope'"),
-    (["scan", "--root", "/nonexistent"], "--root /nonexistent: not a directory"),
-    (["scan", "--root", "/", "--fixture", "amd-host"], "cannot be used together"),
-    (["scan", "--format", "yaml"], "Invalid value for '--format'"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["scan", "--fixture", "nope"], "no fixture file or bundled fixture named 'nope'"),
+        (["scan", "--root", "/nonexistent"], "--root /nonexistent: not a directory"),
+        (["scan", "--root", "/", "--fixture", "amd-host"], "cannot be used together"),
+        (["scan", "--format", "yaml"], "Invalid value for '--format'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, words):
     r = vmxprobe(*args)
     assert r.returncode == 2
@@ -137,7 +154,7 @@ def test_fixtures_command_lists_bundled_with_descriptions():
     assert r.returncode == 0
     lines = r.stdout.splitlines()
     assert len(lines) == len(fixture.bundled_names())
-    assert any(l.startswith("intel-2s-ready") and "composed" in l and "two-socket" in l for l in lines)
+    assert any(ln.startswith("intel-2s-ready") and "composed" in ln and "two-socket" in ln for ln in lines)
 
 
 def test_record_then_replay(tmp_path, tree):
@@ -182,6 +199,7 @@ def test_cpuid_offers_vmx_but_no_msr_driver_exits_3(tree):
 
 def test_internal_errors_are_one_line(monkeypatch):
     from vmxprobe import cli as c
+
     monkeypatch.setattr("vmxprobe.pipeline.run", lambda *a, **k: 1 / 0)
     monkeypatch.setattr(sys, "argv", ["vmxprobe", "scan", "--fixture", "amd-host"])
     with pytest.raises(SystemExit) as e:
@@ -200,9 +218,13 @@ def test_this_machine_scans_without_a_traceback():
         # This machine's own kernel placed every page on the node the plan names.
         for node in report["plan"]["verified"]["placement"]["nodes"]:
             assert node["verified_on_node"] == node["placed"]
-        assert sum(n["placed"] for n in report["plan"]["verified"]["placement"]["nodes"]) == report["plan"]["pages"]
-    assert r.returncode == {True: 0}.get(report["verdict"]["ready"],
-                                         1 if report["verdict"]["determined"] else 3)
+        assert (
+            sum(n["placed"] for n in report["plan"]["verified"]["placement"]["nodes"])
+            == report["plan"]["pages"]
+        )
+    assert r.returncode == {True: 0}.get(
+        report["verdict"]["ready"], 1 if report["verdict"]["determined"] else 3
+    )
     no_msr = not os.path.exists("/dev/cpu/0/msr")
     if os.path.exists("/dev/cpu/0/cpuid") and no_msr and report["per_cpu"][0].get("cpuid_vmx") is False:
         # A guest whose CPUID hides VMX: settled by CPUID alone, and the missing msr

@@ -19,13 +19,13 @@ from vmxprobe.host.sources import FixtureHost
 SCHEMA = json.loads((resources.files("vmxprobe.schema") / "report-v1.json").read_text())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def validator():
     # Built once: jsonschema.validate() checks the schema itself on every call.
     return jsonschema.Draft202012Validator(SCHEMA)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _report(name):
     fx = fixture.load(name)
     return run(FixtureHost(fx), fx)[0]
@@ -53,8 +53,14 @@ def live(name="intel-2s-ready", when=None, **changes):
 
 def undetermined_doc():
     doc = live()
-    doc["verdict"].update(ready=False, determined=False, x86_vmx_init=None, kvm_intel=None, reasons=[],
-                          undetermined=["IA32_VMX_BASIC could not be read on CPU 0 (ENOENT): load msr"])
+    doc["verdict"].update(
+        ready=False,
+        determined=False,
+        x86_vmx_init=None,
+        kvm_intel=None,
+        reasons=[],
+        undetermined=["IA32_VMX_BASIC could not be read on CPU 0 (ENOENT): load msr"],
+    )
     doc["vmx_basic"] = doc["feature_control"] = None
     doc["plan"].update(revision_id=None, header=None, materialized=False, verified=None)
     return doc
@@ -69,8 +75,6 @@ def write(folder, name, doc):
 
 def invoke(*args, **kw):
     return CliRunner().invoke(cli, [str(a) for a in args], **kw)
-
-
 
 
 def summary_json(*args):

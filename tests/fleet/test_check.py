@@ -1,28 +1,21 @@
 """The fleet's report check (vmxprobe.fleet.check) agrees with the shipped schema."""
 
-import csv
-import io
 import json
-import os
 import random
 import time
-import tracemalloc
 
+import jsonschema
 import pytest
 
 from benchmarks import fleet as bench_fleet
-import jsonschema
-
-from tests.fleet.reports import (SCHEMA, invoke, live, report, summary_json, undetermined_doc,
-                                 validator, write)
-from vmxprobe.host import fixture
+from tests.fleet.reports import live, report, summary_json, validator, write
 from vmxprobe.fleet import check as fleet_check
-from vmxprobe.fleet import diff as fleet_diff
 from vmxprobe.fleet import summary as fleet_summary
+from vmxprobe.host import fixture
 from vmxprobe.render import report as rep
 
-
 # --- the check agrees with the shipped schema ---------------------------------------------
+
 
 def test_rules_come_from_the_shipped_schema():
     r = fleet_check.rules()
@@ -46,6 +39,7 @@ def _mutations():
             for p in path[:-1]:
                 o = o[p]
             del o[path[-1]]
+
         return f
 
     def put(value, *path):
@@ -54,6 +48,7 @@ def _mutations():
             for p in path[:-1]:
                 o = o[p]
             o[path[-1]] = value
+
         return f
 
     return {
@@ -129,11 +124,16 @@ def test_benchmark_reports_are_valid_v1_reports():
     assert {p[2] for p in profiles} == {True, False}
 
 
-
-@pytest.mark.parametrize("path,value", [(("source", "kind"), ["live"]), (("source", "origin"), {}),
-                                        (("feature_control", "state"), ["enabled_locked"]),
-                                        (("verdict", "x86_vmx_init"), {"ok": 1}),
-                                        (("verdict", "kvm_intel"), [])])
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        (("source", "kind"), ["live"]),
+        (("source", "origin"), {}),
+        (("feature_control", "state"), ["enabled_locked"]),
+        (("verdict", "x86_vmx_init"), {"ok": 1}),
+        (("verdict", "kvm_intel"), []),
+    ],
+)
 def test_a_list_or_object_where_an_enum_belongs_is_invalid_not_a_crash(tmp_path, path, value):
     doc = live()
     doc[path[0]][path[1]] = value

@@ -1,28 +1,12 @@
 """`vmxprobe fleet diff` (vmxprobe.fleet.diff)."""
 
-import csv
-import io
 import json
-import os
-import random
-import time
-import tracemalloc
 
-import pytest
-
-from benchmarks import fleet as bench_fleet
-import jsonschema
-
-from tests.fleet.reports import (SCHEMA, invoke, live, report, summary_json, undetermined_doc,
-                                 validator, write)
-from vmxprobe.host import fixture
-from vmxprobe.fleet import check as fleet_check
+from tests.fleet.reports import invoke, live, report, write
 from vmxprobe.fleet import diff as fleet_diff
-from vmxprobe.fleet import summary as fleet_summary
-from vmxprobe.render import report as rep
-
 
 # --- diff --------------------------------------------------------------------------------
+
 
 def diff(tmp_path, old, new, *args):
     a = write(tmp_path, "old.json", old)
@@ -41,8 +25,12 @@ def _locked_off(doc):
     doc["feature_control"].update(raw="0x0000000000000001", vmx_outside_smx=False, state="disabled_locked")
     for e in doc["per_cpu"]:
         e["msr"]["0x3a"] = "0x0000000000000001"
-    doc["verdict"].update(ready=False, x86_vmx_init="EOPNOTSUPP", kvm_intel="EOPNOTSUPP",
-                          reasons=["CPU 0: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000001: locked off"])
+    doc["verdict"].update(
+        ready=False,
+        x86_vmx_init="EOPNOTSUPP",
+        kvm_intel="EOPNOTSUPP",
+        reasons=["CPU 0: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000001: locked off"],
+    )
     return doc
 
 
@@ -51,8 +39,10 @@ def test_diff_firmware_locked_vmx_off(tmp_path):
     assert r.exit_code == 1
     out = r.stdout
     assert "CHANGED: READY -> NOT READY" in out
-    assert "firmware now locks VMX off (IA32_FEATURE_CONTROL enabled_locked (0x0000000000000005) -> " \
-           "disabled_locked (0x0000000000000001)): enable VT-x" in out
+    assert (
+        "firmware now locks VMX off (IA32_FEATURE_CONTROL enabled_locked (0x0000000000000005) -> "
+        "disabled_locked (0x0000000000000001)): enable VT-x" in out
+    )
     assert "x86_vmx_init(): ok -> -EOPNOTSUPP" in out
     assert "IA32_FEATURE_CONTROL on CPU(s) 0-31: 0x0000000000000005 -> 0x0000000000000001" in out
     assert "reason new: CPU 0: IA32_FEATURE_CONTROL" in out
@@ -77,15 +67,20 @@ def test_diff_revision_after_a_cpu_swap(tmp_path):
     new = _revision(live(host__stepping=4, host__model_name="Intel(R) Xeon(R) CPU v2"), 0x14)
     r = diff(tmp_path, live(), new)
     assert r.exit_code == 1
-    assert "the CPU differs: GenuineIntel 6/63/2 (Intel(R) Xeon(R) CPU (composed)) -> " \
-           "GenuineIntel 6/63/4 (Intel(R) Xeon(R) CPU v2)" in r.stdout
+    assert (
+        "the CPU differs: GenuineIntel 6/63/2 (Intel(R) Xeon(R) CPU (composed)) -> "
+        "GenuineIntel 6/63/4 (Intel(R) Xeon(R) CPU v2)" in r.stdout
+    )
     assert "VMCS revision id: 0x00000012 -> 0x00000014, with the CPU change: a CPU swap" in r.stdout
 
 
 def test_diff_revision_after_a_microcode_update(tmp_path):
     r = diff(tmp_path, live(), _revision(live(host__kernel="6.13.0"), 0x14))
     assert r.exit_code == 1
-    assert "on the same CPU model, with a kernel change (6.12.0-composed -> 6.13.0): a microcode update" in r.stdout
+    assert (
+        "on the same CPU model, with a kernel change (6.12.0-composed -> 6.13.0): a microcode update"
+        in r.stdout
+    )
     r = diff(tmp_path, live(), _revision(live(), 0x14))
     assert "on the same CPU model: a microcode update can change it" in r.stdout
 
@@ -130,11 +125,13 @@ def test_diff_bad_input_is_exit_2(tmp_path):
     good = write(tmp_path, "good.json", live())
     bad = write(tmp_path, "bad.json", "{")
     future = write(tmp_path, "future.json", dict(live(), schema_version=2))
-    for args, message in [((good, tmp_path / "missing.json"), "NEW"),
-                          ((bad, good), "OLD"),
-                          ((good, future), "schema version 2"),
-                          ((good, tmp_path), "is a folder"),
-                          (("-", "-"), "both be stdin")]:
+    for args, message in [
+        ((good, tmp_path / "missing.json"), "NEW"),
+        ((bad, good), "OLD"),
+        ((good, future), "schema version 2"),
+        ((good, tmp_path), "is a folder"),
+        (("-", "-"), "both be stdin"),
+    ]:
         r = invoke("fleet", "diff", *args)
         assert r.exit_code == 2, args
         assert message in r.stderr
@@ -155,4 +152,3 @@ def test_diff_per_cpu_groups_are_capped():
     per_cpu = [c for c in changes if c["what"].startswith("per_cpu")]
     assert len(per_cpu) == fleet_diff.MAX_CPU_GROUPS + 1
     assert per_cpu[-1]["text"] == f"... and {32 - fleet_diff.MAX_CPU_GROUPS} more per-CPU change(s)"
-

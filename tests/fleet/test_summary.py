@@ -11,18 +11,13 @@ import tracemalloc
 import pytest
 
 from benchmarks import fleet as bench_fleet
-import jsonschema
-
-from tests.fleet.reports import (SCHEMA, invoke, live, report, summary_json, undetermined_doc,
-                                 validator, write)
-from vmxprobe.host import fixture
+from tests.fleet.reports import invoke, live, report, summary_json, undetermined_doc, write
+from vmxprobe.fleet import bounded as fleet_bounded
 from vmxprobe.fleet import check as fleet_check
-from vmxprobe.fleet import diff as fleet_diff
 from vmxprobe.fleet import summary as fleet_summary
-from vmxprobe.render import report as rep
-
 
 # --- the summary -------------------------------------------------------------------------
+
 
 @pytest.fixture
 def fleet_dir(tmp_path):
@@ -40,8 +35,13 @@ def test_summary_counts_and_groups(fleet_dir):
     code, s, _ = summary_json(fleet_dir)
     assert code == 1
     assert s["kind"] == "vmxprobe-fleet-summary"
-    assert s["reports"] == {"files": 5, "read": 5, "skipped": 0, "oldest": s["reports"]["oldest"],
-                            "newest": s["reports"]["newest"]}
+    assert s["reports"] == {
+        "files": 5,
+        "read": 5,
+        "skipped": 0,
+        "oldest": s["reports"]["oldest"],
+        "newest": s["reports"]["newest"],
+    }
     assert s["readiness"] == {"ready": 2, "not_ready": 2, "undetermined": 1}
     assert s["by_revision_id"] == {"unknown": 2, "0x00000004": 1, "0x00000012": 1, "0x11e57ed0": 1}
     assert s["by_vmcs_size"] == {"1024": 2, "unknown": 2, "4096": 1}
@@ -83,14 +83,17 @@ def test_a_folder_named_diff_is_reachable(tmp_path, monkeypatch):
     assert invoke("fleet", "summary", "diff").exit_code == 0
 
 
-@pytest.mark.parametrize("docs,code", [
-    ([live(), live("kvm-nested-guest")], 0),
-    ([live(), live("intel-fw-locked-off")], 1),
-    ([live(), undetermined_doc()], 3),
-    ([live(), live("amd-host"), undetermined_doc()], 1),
-    ([live(), "{not json"], 3),
-    ([live(), {"schema_version": 2}], 3),
-])
+@pytest.mark.parametrize(
+    "docs,code",
+    [
+        ([live(), live("kvm-nested-guest")], 0),
+        ([live(), live("intel-fw-locked-off")], 1),
+        ([live(), undetermined_doc()], 3),
+        ([live(), live("amd-host"), undetermined_doc()], 1),
+        ([live(), "{not json"], 3),
+        ([live(), {"schema_version": 2}], 3),
+    ],
+)
 def test_summary_exit_codes(tmp_path, docs, code):
     for i, doc in enumerate(docs):
         write(tmp_path, f"h{i}.json", doc)
@@ -161,7 +164,7 @@ def test_stale_reports(tmp_path):
     write(tmp_path, "fresh.json", live(when=now - 3600))
     write(tmp_path, "old.json", live(when=now - 10 * 86400))
     write(tmp_path, "future.json", live(when=now + 3600))
-    assert invoke("fleet", tmp_path).exit_code == 0           # no age limit asked for
+    assert invoke("fleet", tmp_path).exit_code == 0  # no age limit asked for
     code, s, r = summary_json("--stale-after", "7d", tmp_path)
     assert code == 3
     assert s["options"]["stale_after_seconds"] == 7 * 86400
@@ -177,8 +180,9 @@ def test_fixture_reports_are_flagged(tmp_path):
     write(tmp_path, "test.json", report("intel-2s-ready"))
     code, s, _ = summary_json(tmp_path)
     assert code == 0
-    assert s["fixtures"]["hosts"] == [{"host": "test", "file": str(tmp_path / "test.json"),
-                                       "fixture": "intel-2s-ready"}]
+    assert s["fixtures"]["hosts"] == [
+        {"host": "test", "file": str(tmp_path / "test.json"), "fixture": "intel-2s-ready"}
+    ]
 
 
 def test_host_from_source(tmp_path):
@@ -222,14 +226,14 @@ def test_capped_keeps_the_smallest():
     rng = random.Random(5)
     keys = list(range(1000))
     rng.shuffle(keys)
-    c = fleet_summary.Capped(10)
+    c = fleet_bounded.Capped(10)
     for k in keys:
         c.add((f"h{k:04d}",), k)
     assert c.items() == list(range(10)) and c.count == 1000 and c.cut == 990
 
 
 def test_name_set_finds_every_duplicate_and_grows():
-    ns = fleet_summary.NameSet(size=8)
+    ns = fleet_bounded.NameSet(size=8)
     names = [f"node-{i}" for i in range(20000)]
     assert all(ns.add(n) == 0 for n in names)
     assert ns.add("node-5") == 1 and ns.add("node-5") == 2 and ns.add("node-19999") == 1
@@ -237,16 +241,16 @@ def test_name_set_finds_every_duplicate_and_grows():
 
 
 def test_group_keys_are_capped(monkeypatch):
-    monkeypatch.setattr(fleet_summary, "MAX_GROUP_KEYS", 3)
-    c = fleet_summary.Counter()
+    monkeypatch.setattr(fleet_bounded, "MAX_GROUP_KEYS", 3)
+    c = fleet_bounded.Counter()
     for k in "aabcdde":
         c.add(k)
-    assert c.counts == {"a": 2, "b": 1, "c": 1, fleet_summary.OTHER: 3} and c.folded == 3
+    assert c.counts == {"a": 2, "b": 1, "c": 1, fleet_bounded.OTHER: 3} and c.folded == 3
 
 
 def test_directories_dot_files_and_recursion(tmp_path):
     write(tmp_path, "a.json", live())
-    write(tmp_path, ".a.json.1234.tmp", "partial")        # an atomic write in progress
+    write(tmp_path, ".a.json.1234.tmp", "partial")  # an atomic write in progress
     write(tmp_path, ".hidden.json", live("amd-host"))
     write(tmp_path, "notes.txt", "not a report")
     (tmp_path / "old").mkdir()
@@ -279,7 +283,8 @@ def test_csv_is_one_row_per_report(fleet_dir, tmp_path):
     r = invoke("fleet", "--format", "csv", "-o", out, fleet_dir)
     assert r.exit_code == 1 and r.stdout == ""
     assert sorted(out.read_text().splitlines()) == sorted(
-        invoke("fleet", "--format", "csv", fleet_dir).stdout.splitlines())
+        invoke("fleet", "--format", "csv", fleet_dir).stdout.splitlines()
+    )
 
 
 def test_output_file_for_text_and_json(fleet_dir, tmp_path):
@@ -314,6 +319,7 @@ def test_progress_bar_on_a_terminal_goes_to_stderr(tmp_path, monkeypatch):
     for i in range(fleet_summary.PROGRESS_MIN):
         write(tmp_path, f"h{i:04d}.json", live())
     import click
+
     real = click.get_text_stream
 
     class TTY(io.StringIO):
@@ -321,8 +327,9 @@ def test_progress_bar_on_a_terminal_goes_to_stderr(tmp_path, monkeypatch):
             return True
 
     err = TTY()
-    monkeypatch.setattr(click, "get_text_stream",
-                        lambda name, *a, **k: err if name == "stderr" else real(name, *a, **k))
+    monkeypatch.setattr(
+        click, "get_text_stream", lambda name, *a, **k: err if name == "stderr" else real(name, *a, **k)
+    )
     r = invoke("fleet", "--format", "json", tmp_path)
     assert r.exit_code == 0
     assert "Reading reports" in err.getvalue()
@@ -344,4 +351,3 @@ def test_state_does_not_grow_with_the_number_of_reports(tmp_path, monkeypatch):
         assert summary.files == n
         del summary
     assert kept[2000] - kept[200] < 150_000, kept
-

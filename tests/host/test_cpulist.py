@@ -3,11 +3,19 @@ import pytest
 from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist, parse_cpumap
 
 
-@pytest.mark.parametrize("text,cpus", [
-    ("", []), ("\n", []), ("0", [0]), ("0-3\n", [0, 1, 2, 3]),
-    ("0-1,8,10-11", [0, 1, 8, 10, 11]), ("3,1,2", [1, 2, 3]),
-    ("0-62:2", list(range(0, 63, 2))), ("0-7:2/4", [0, 1, 4, 5]),
-])
+@pytest.mark.parametrize(
+    "text,cpus",
+    [
+        ("", []),
+        ("\n", []),
+        ("0", [0]),
+        ("0-3\n", [0, 1, 2, 3]),
+        ("0-1,8,10-11", [0, 1, 8, 10, 11]),
+        ("3,1,2", [1, 2, 3]),
+        ("0-62:2", list(range(0, 63, 2))),
+        ("0-7:2/4", [0, 1, 4, 5]),
+    ],
+)
 def test_parse_cpulist(text, cpus):
     assert parse_cpulist(text) == cpus
 
@@ -23,9 +31,16 @@ def test_parse_cpulist_refuses_absurd_ids():
         parse_cpulist("0-999999999")
 
 
-@pytest.mark.parametrize("cpus,text", [
-    ([], ""), ([0], "0"), ([0, 1, 2, 3], "0-3"), ([0, 2, 4], "0,2,4"), ([5, 1, 2, 3], "1-3,5"),
-])
+@pytest.mark.parametrize(
+    "cpus,text",
+    [
+        ([], ""),
+        ([0], "0"),
+        ([0, 1, 2, 3], "0-3"),
+        ([0, 2, 4], "0,2,4"),
+        ([5, 1, 2, 3], "1-3,5"),
+    ],
+)
 def test_format_cpulist(cpus, text):
     assert format_cpulist(cpus) == text
 

@@ -20,7 +20,7 @@ import pytest
 from tests import hostgen
 from vmxprobe.host.devfs import DevCpuTree, mounted_at
 from vmxprobe.host.fixture import bundled_names, parse
-from vmxprobe.host.sources import LiveHost, MsrReading, CpuidReading
+from vmxprobe.host.sources import CpuidReading, LiveHost, MsrReading
 
 pytestmark = pytest.mark.fuse
 
@@ -29,15 +29,15 @@ VMX = [0x480 + i for i in range(0x14)]  # IA32_VMX_BASIC .. IA32_VMX_VMFUNC, adj
 
 
 def vmxprobe(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "vmxprobe", *args], capture_output=True,
-                          text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "vmxprobe", *args], capture_output=True, text=True, **kw)
 
 
 def set_msr(doc, index, per_cpu):
     """Replace one MSR's groups: per_cpu maps cpu -> int value or errno name."""
     doc["msr"][f"0x{index:x}"] = [
-        {"cpus": str(cpu), "errno": v} if isinstance(v, str) else
-        {"cpus": str(cpu), "value": f"0x{v:016x}"} for cpu, v in sorted(per_cpu.items())]
+        {"cpus": str(cpu), "errno": v} if isinstance(v, str) else {"cpus": str(cpu), "value": f"0x{v:016x}"}
+        for cpu, v in sorted(per_cpu.items())
+    ]
     return doc
 
 
@@ -74,8 +74,11 @@ def mount(tmp_path):
                 json.dump(fx, f)
         mnt = str(tmp_path / f"mnt{n}")
         os.mkdir(mnt)
-        proc = subprocess.Popen([sys.executable, "-m", "vmxprobe", "fixture", "mount", spec,
-                                 mnt, *options], stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vmxprobe", "fixture", "mount", spec, mnt, *options],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         started.append((proc, mnt))
         deadline = time.monotonic() + 30
         while not mounted_at(mnt):
@@ -119,17 +122,21 @@ def reader_maps_gaps(tmp_path_factory):
     """Does the live reader turn the server's ENODATA (a register the fixture does not
     hold) into UNRECORDED, as FixtureHost answers? Asked of LiveHost itself."""
     from unittest import mock
+
     d = tmp_path_factory.mktemp("probe") / "dev" / "cpu" / "0"
     d.mkdir(parents=True)
     (d / "msr").write_bytes(bytes(8))
-    with mock.patch("vmxprobe.host.sources.os.pread",
-                    side_effect=OSError(errno.ENODATA, os.strerror(errno.ENODATA))):
+    with mock.patch(
+        "vmxprobe.host.sources.os.pread", side_effect=OSError(errno.ENODATA, os.strerror(errno.ENODATA))
+    ):
         return LiveHost(str(d.parent.parent.parent)).read_msr(0, 0).errno == "UNRECORDED"
 
 
-GAPS_XFAIL = ("the scan read registers this fixture does not hold: the server answers "
-              "ENODATA, and vmxprobe.sources.LiveHost does not yet report ENODATA from a "
-              "device as UNRECORDED")
+GAPS_XFAIL = (
+    "the scan read registers this fixture does not hold: the server answers "
+    "ENODATA, and vmxprobe.sources.LiveHost does not yet report ENODATA from a "
+    "device as UNRECORDED"
+)
 
 
 def assert_same_scan(mnt, spec, reader_maps_gaps):
@@ -150,12 +157,14 @@ def scan_report(*args):
 
 # --- the bar: every bundled fixture scans the same through the mount ---------------------
 
+
 @pytest.mark.parametrize("name", bundled_names())
 def test_bundled_fixture_scans_the_same_through_the_live_reader(mount, name, reader_maps_gaps):
     assert_same_scan(mount(name), name, reader_maps_gaps)
 
 
 # --- msr: msr_read() / msr_open() -------------------------------------------------------
+
 
 def test_adjacent_vmx_msrs_and_per_cpu_values(mount, fixture_file, reader_maps_gaps):
     doc = vmx_host()
@@ -207,18 +216,21 @@ def test_msr_read_sizes_and_offsets_follow_msr_read(mount):
 def test_recorded_and_unrecorded_failures(mount, fixture_file, reader_maps_gaps):
     doc = vmx_host()
     set_msr(doc, 0x480, {0: 0x00DA040000000012, 1: "SHORT", 2: "EIO", 3: 0x00DA040000000012})
-    set_msr(doc, 0x482, {0: expected(doc, 0x482, 0), 1: "EIO", 2: expected(doc, 0x482, 2),
-                         3: expected(doc, 0x482, 3)})
+    set_msr(
+        doc,
+        0x482,
+        {0: expected(doc, 0x482, 0), 1: "EIO", 2: expected(doc, 0x482, 2), 3: expected(doc, 0x482, 3)},
+    )
     mnt = mount(doc)
     host = LiveHost(mnt)
     try:
-        assert host.read_msr(2, 0x480) == MsrReading(errno="EIO")     # recorded fault
-        assert host.read_msr(1, 0x480) == MsrReading(errno="SHORT")   # recorded short read
-        assert host.read_msr(1, 0x482) == MsrReading(errno="EIO")     # one capability MSR
+        assert host.read_msr(2, 0x480) == MsrReading(errno="EIO")  # recorded fault
+        assert host.read_msr(1, 0x480) == MsrReading(errno="SHORT")  # recorded short read
+        assert host.read_msr(1, 0x482) == MsrReading(errno="EIO")  # one capability MSR
         assert host.read_msr(2, 0x481) == MsrReading(value=expected(doc, 0x481, 2))
     finally:
         host.close()
-    assert pread_err(device(mnt, 2), 16, 0x480) == errno.EIO     # fails on the first chunk
+    assert pread_err(device(mnt, 2), 16, 0x480) == errno.EIO  # fails on the first chunk
     # Not in the fixture: never a value, and not a fault the host never showed either.
     assert pread_err(device(mnt, 0), 8, 0x10) == errno.ENODATA
     assert_same_scan(mnt, fixture_file(doc), reader_maps_gaps)
@@ -262,9 +274,13 @@ def test_devices_and_files_are_read_only(mount):
     with pytest.raises(OSError) as e:
         os.open(cpuinfo, os.O_WRONLY)
     assert e.value.errno == errno.EACCES
-    for change in (lambda: os.mkdir(os.path.join(mnt, "x")), lambda: os.unlink(cpuinfo),
-                   lambda: os.chmod(cpuinfo, 0o666), lambda: os.utime(cpuinfo),
-                   lambda: open(os.path.join(mnt, "new"), "w")):
+    for change in (
+        lambda: os.mkdir(os.path.join(mnt, "x")),
+        lambda: os.unlink(cpuinfo),
+        lambda: os.chmod(cpuinfo, 0o666),
+        lambda: os.utime(cpuinfo),
+        lambda: open(os.path.join(mnt, "new"), "w"),
+    ):
         with pytest.raises(OSError) as e:
             change()
         assert e.value.errno == errno.EROFS
@@ -272,6 +288,7 @@ def test_devices_and_files_are_read_only(mount):
 
 
 # --- cpuid: cpuid_read() ----------------------------------------------------------------
+
 
 def test_cpuid_offsets_and_sizes_follow_cpuid_read(mount):
     doc = hostgen.synthetic(2, 1)
@@ -283,15 +300,15 @@ def test_cpuid_offsets_and_sizes_follow_cpuid_read(mount):
     fd = os.open(device(mnt, 1, "cpuid"), os.O_RDONLY)
     try:
         assert os.pread(fd, 16, 1) == regs(1)
-        assert os.pread(fd, 16, 1 << 32 | 7) == regs(7, 1)      # subleaf in the high half
-        assert os.pread(fd, 32, 0) == regs(0) + regs(1)         # "*ppos = ++pos"
-        assert os.pread(fd, 32, 1) == regs(1)                   # leaf 2 unrecorded: bytes so far
+        assert os.pread(fd, 16, 1 << 32 | 7) == regs(7, 1)  # subleaf in the high half
+        assert os.pread(fd, 32, 0) == regs(0) + regs(1)  # "*ppos = ++pos"
+        assert os.pread(fd, 32, 1) == regs(1)  # leaf 2 unrecorded: bytes so far
         for size in (4, 8, 24):
             with pytest.raises(OSError) as e:
                 os.pread(fd, size, 1)
             assert e.value.errno == errno.EINVAL
         with pytest.raises(OSError) as e:
-            os.pread(fd, 16, 2)                                 # not recorded: no data
+            os.pread(fd, 16, 2)  # not recorded: no data
         assert e.value.errno == errno.ENODATA
     finally:
         os.close(fd)
@@ -299,6 +316,7 @@ def test_cpuid_offsets_and_sizes_follow_cpuid_read(mount):
 
 
 # --- the test hook: a CPU that goes offline mid-scan ------------------------------------
+
 
 def test_cpu_offline_mid_scan(mount):
     # Per CPU the scan reads CPUID 0 and 1, then MSR 0x3a and 0x480: after 3 reads CPU 2
@@ -348,6 +366,7 @@ def test_every_read_reaches_the_server(mount):
 
 # --- the rest of the tree ---------------------------------------------------------------
 
+
 def test_tree_files_dirs_and_node_links(mount):
     doc = hostgen.synthetic(4, 2)
     doc["file_errors"] = {"sys/devices/system/node/node1/meminfo": "EACCES"}
@@ -371,20 +390,25 @@ def test_tree_files_dirs_and_node_links(mount):
 
 def test_file_errors_replay_through_the_live_reader(mount, fixture_file, reader_maps_gaps):
     doc = hostgen.synthetic(4, 2)
-    for path, name in (("sys/devices/system/cpu/kernel_max", "NOTREG"),
-                       ("sys/devices/system/node/node1/distance", "EACCES")):
+    for path, name in (
+        ("sys/devices/system/cpu/kernel_max", "NOTREG"),
+        ("sys/devices/system/node/node1/distance", "EACCES"),
+    ):
         del doc["files"][path]
         doc["file_errors"][path] = name
     mnt = mount(doc)
     host = LiveHost(mnt)
     assert host.read_text("sys/devices/system/cpu/kernel_max") is None
     assert host.read_text("sys/devices/system/node/node1/distance") is None
-    assert host.file_errors == {"sys/devices/system/cpu/kernel_max": "NOTREG",
-                                "sys/devices/system/node/node1/distance": "EACCES"}
+    assert host.file_errors == {
+        "sys/devices/system/cpu/kernel_max": "NOTREG",
+        "sys/devices/system/node/node1/distance": "EACCES",
+    }
     assert_same_scan(mnt, fixture_file(doc), reader_maps_gaps)
 
 
 # --- rdmsr (msr-tools) through a private bind mount over /dev/cpu -----------------------
+
 
 def rdmsr(mnt, *args):
     # The bind mount lives in a new mount namespace only; the host's /dev/cpu is untouched.
@@ -392,8 +416,12 @@ def rdmsr(mnt, *args):
     source = os.path.join(mnt, os.path.relpath(target, "/"))
     unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-m", "-r"]
     script = 'mount --bind "$1" "$2" && shift 2 && exec rdmsr "$@"'
-    return subprocess.run([*unshare, "sh", "-c", script, "sh", source, target, *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*unshare, "sh", "-c", script, "sh", source, target, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_rdmsr_reads_back_recorded_values(mount):
@@ -415,20 +443,21 @@ def test_rdmsr_on_a_bundled_host(mount):
 
 
 def test_rdmsr_fails_where_the_host_failed(mount):
-    mnt = mount("amd-host")                       # IA32_FEATURE_CONTROL faults: EIO
+    mnt = mount("amd-host")  # IA32_FEATURE_CONTROL faults: EIO
     r = rdmsr(mnt, "-a", "0x3a")
     assert r.returncode == 4 and "CPU 0 cannot read MSR 0x0000003a" in r.stderr
     doc = hostgen.synthetic(2, 1)
     set_msr(doc, 0x3A, {0: 5, 1: "ENXIO"})
     set_msr(doc, 0x480, {0: 0x00DA040000000004, 1: "ENXIO"})
     mnt = mount(doc)
-    r = rdmsr(mnt, "-p", "1", "0x3a")                   # recorded offline: open() ENXIO
+    r = rdmsr(mnt, "-p", "1", "0x3a")  # recorded offline: open() ENXIO
     assert r.returncode == 2 and "No CPU 1" in r.stderr
-    r = rdmsr(mnt, "-p", "0", "0x10")                   # not recorded: no data, not a fault
+    r = rdmsr(mnt, "-p", "0", "0x10")  # not recorded: no data, not a fault
     assert r.returncode == 127 and "No data available" in r.stderr
 
 
 # --- the command itself -----------------------------------------------------------------
+
 
 def wait_gone(pid, timeout=15.0):
     deadline = time.monotonic() + timeout
@@ -436,7 +465,7 @@ def wait_gone(pid, timeout=15.0):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True   # exited; only its new parent has yet to reap it
+                    return True  # exited; only its new parent has yet to reap it
         except FileNotFoundError:
             return True
         time.sleep(0.02)
@@ -487,8 +516,11 @@ def test_signal_unmounts_cleanly(tmp_path, sig):
         pytest.skip(NO_FUSE)
     mnt = str(tmp_path / "fg")
     os.mkdir(mnt)
-    proc = subprocess.Popen([sys.executable, "-m", "vmxprobe", "fixture", "mount", "amd-host", mnt],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vmxprobe", "fixture", "mount", "amd-host", mnt],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not mounted_at(mnt) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -507,20 +539,28 @@ def test_refuses_a_second_mount_on_the_same_point(mount):
 
 
 def test_without_the_binding_one_line_and_exit_2(tmp_path):
-    code = ("import sys; sys.modules['mfusepy'] = None; sys.argv[0] = 'vmxprobe'; "
-            "from vmxprobe.cli import main; main()")
-    r = subprocess.run([sys.executable, "-c", code, "fixture", "mount", "amd-host", str(tmp_path)],
-                       capture_output=True, text=True)
+    code = (
+        "import sys; sys.modules['mfusepy'] = None; sys.argv[0] = 'vmxprobe'; "
+        "from vmxprobe.cli import main; main()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, "fixture", "mount", "amd-host", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "pip install 'vmxprobe[fuse]'" in r.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["amd-host", "/nonexistent/mnt"], "not a directory"),
-    (["no-such-fixture", "."], "no fixture file or bundled fixture"),
-    (["amd-host", ".", "--offline-after", "3"], "expected CPU:READS"),
-    (["amd-host", ".", "--offline-after", "99:1"], "no CPU 99"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["amd-host", "/nonexistent/mnt"], "not a directory"),
+        (["no-such-fixture", "."], "no fixture file or bundled fixture"),
+        (["amd-host", ".", "--offline-after", "3"], "expected CPU:READS"),
+        (["amd-host", ".", "--offline-after", "99:1"], "no CPU 99"),
+    ],
+)
 def test_usage_errors_exit_2(tmp_path, args, message):
     r = vmxprobe("fixture", "mount", *args, cwd=str(tmp_path))
     assert r.returncode == 2 and message in r.stderr
@@ -531,6 +571,7 @@ def test_listed_in_help():
 
 
 # --- the tree alone, without FUSE -------------------------------------------------------
+
 
 def test_tree_layout_and_open_errors_without_fuse():
     doc = hostgen.synthetic(4, 2)
@@ -543,6 +584,6 @@ def test_tree_layout_and_open_errors_without_fuse():
     assert tree.links["sys/devices/system/cpu/cpu2/node1"] == "../../node/node1"
     assert tree.read_msr(0, 16, 0x3A) == struct.pack("<Q", 5) * 2
     with pytest.raises(OSError) as e:
-        tree.read_msr(3, 8, 0x3A)                  # EIO is a read-time failure
+        tree.read_msr(3, 8, 0x3A)  # EIO is a read-time failure
     assert e.value.errno == errno.EIO
     assert tree.reads == {0: 2, 3: 1}

@@ -4,11 +4,11 @@ import os
 import pytest
 
 from tests import REPO, hostgen
+from tests.scanning import run
 from vmxprobe.host import fixture
 from vmxprobe.host.fixture import FixtureError
-from tests.scanning import run
-from vmxprobe.host.sources import FixtureHost, LiveHost, MsrReading, CpuidReading, RecordingHost
 from vmxprobe.host.readings import read_host as collect
+from vmxprobe.host.sources import CpuidReading, FixtureHost, LiveHost, MsrReading, RecordingHost
 
 
 def doc():
@@ -17,8 +17,13 @@ def doc():
 
 def test_bundled_fixtures_load_and_describe_themselves():
     names = fixture.bundled_names()
-    assert {"intel-2s-ready", "intel-fw-locked-off", "kvm-nested-guest", "kvm-guest-no-nested",
-            "amd-host"} <= set(names)
+    assert {
+        "intel-2s-ready",
+        "intel-fw-locked-off",
+        "kvm-nested-guest",
+        "kvm-guest-no-nested",
+        "amd-host",
+    } <= set(names)
     for name in names:
         fx = fixture.load(name)
         assert fx.name == name
@@ -37,8 +42,10 @@ def test_grouping_by_cpulist():
     results = {c: MsrReading(value=5) for c in range(512)}
     results[100] = MsrReading(errno="EIO")
     grouped = fixture._group(results, lambda v: f"0x{v:016x}")
-    assert grouped == [{"cpus": "0-99,101-511", "value": "0x0000000000000005"},
-                       {"cpus": "100", "errno": "EIO"}]
+    assert grouped == [
+        {"cpus": "0-99,101-511", "value": "0x0000000000000005"},
+        {"cpus": "100", "errno": "EIO"},
+    ]
 
 
 def test_round_trip_record_load_record(tree):
@@ -77,24 +84,35 @@ def test_replay_never_opens_dev_cpu(mocker):
     assert not [c for c in spy.call_args_list if "/dev/cpu" in str(c.args[0])]
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda d: d.update(format="other"), "not a vmxprobe fixture"),
-    (lambda d: d.update(version=2), "version 2 is not supported"),
-    (lambda d: d.update(name=""), "\"name\""),
-    (lambda d: d["provenance"].update(origin="invented"), "provenance.origin"),
-    (lambda d: d.update(files={"/etc/passwd": "x"}), "relative path"),
-    (lambda d: d.update(files={"a/../../b": "x"}), "relative path"),
-    (lambda d: d.update(files={"a": 3}), "must be a string"),
-    (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "12"}]}), "hex string"),
-    (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "0x1" + "0" * 16}]}), "64 bits"),
-    (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "0x1", "errno": "EIO"}]}), "exactly one"),
-    (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "errno": "bad"}]}), "errno name"),
-    (lambda d: d["msr"].update({"0x480": [{"cpus": "0-1", "errno": "EIO"}, {"cpus": "1", "errno": "EIO"}]}), "twice"),
-    (lambda d: d["msr"].update({"0x480": [{"cpus": "x", "errno": "EIO"}]}), "cpulist"),
-    (lambda d: d["cpuid"].update({"1:0": []}), "cpuid key"),
-    (lambda d: d["cpuid"].update({"0x00000001:0x0": [{"cpus": "0", "value": ["0x1"]}]}), "eax, ebx"),
-    (lambda d: d.update(msr=[]), "\"msr\" must be an object"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d.update(format="other"), "not a vmxprobe fixture"),
+        (lambda d: d.update(version=2), "version 2 is not supported"),
+        (lambda d: d.update(name=""), '"name"'),
+        (lambda d: d["provenance"].update(origin="invented"), "provenance.origin"),
+        (lambda d: d.update(files={"/etc/passwd": "x"}), "relative path"),
+        (lambda d: d.update(files={"a/../../b": "x"}), "relative path"),
+        (lambda d: d.update(files={"a": 3}), "must be a string"),
+        (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "12"}]}), "hex string"),
+        (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "0x1" + "0" * 16}]}), "64 bits"),
+        (
+            lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "0x1", "errno": "EIO"}]}),
+            "exactly one",
+        ),
+        (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "errno": "bad"}]}), "errno name"),
+        (
+            lambda d: d["msr"].update(
+                {"0x480": [{"cpus": "0-1", "errno": "EIO"}, {"cpus": "1", "errno": "EIO"}]}
+            ),
+            "twice",
+        ),
+        (lambda d: d["msr"].update({"0x480": [{"cpus": "x", "errno": "EIO"}]}), "cpulist"),
+        (lambda d: d["cpuid"].update({"1:0": []}), "cpuid key"),
+        (lambda d: d["cpuid"].update({"0x00000001:0x0": [{"cpus": "0", "value": ["0x1"]}]}), "eax, ebx"),
+        (lambda d: d.update(msr=[]), '"msr" must be an object'),
+    ],
+)
 def test_malformed_fixtures_are_rejected_in_one_line(fixture_file, mutate, message):
     d = doc()
     mutate(d)
@@ -135,16 +153,19 @@ def test_published_generations_carry_their_source():
     """At least ten CPU generations with IA32_VMX_BASIC values published on the web, each
     fixture naming the address it came from and the published value unchanged."""
     import json as _json
-    published = _json.load(open(os.path.join(REPO, "tools", "fixtures", "data",
-                                              "published-vmx.json")))
+
+    published = _json.load(open(os.path.join(REPO, "tools", "fixtures", "data", "published-vmx.json")))
     pubs = [n for n in fixture.bundled_names() if n.startswith("pub-")]
     generations = set()
     for name in pubs:
         fx = fixture.load(name)
         assert fx.provenance["origin"] == "composed"
         url = fx.provenance["sources"][0]["url"]
-        [entry] = [e for e in published if e["source_url"] == url
-                   and f": {e['cpu'].split(' (')[0]}, published" in fx.description]
+        [entry] = [
+            e
+            for e in published
+            if e["source_url"] == url and f": {e['cpu'].split(' (')[0]}, published" in fx.description
+        ]
         generations.add(entry["generation"].split(" (")[0])
         for index, value in entry["msrs"].items():
             assert fx.msr[int(index, 16)][0].value == int(value, 16), (name, index)

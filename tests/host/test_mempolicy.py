@@ -23,8 +23,7 @@ _spec.loader.exec_module(numa)
 
 pytestmark = pytest.mark.skipif(
     not numa.numa_available(),
-    reason="NUMA syscalls unavailable here "
-    "(kernel without CONFIG_NUMA, seccomp, or not x86_64 Linux)",
+    reason="NUMA syscalls unavailable here (kernel without CONFIG_NUMA, seccomp, or not x86_64 Linux)",
 )
 
 
@@ -157,7 +156,9 @@ def test_numa_status_says_why_not(monkeypatch):
     def fail(code):
         def syscall(name, *args):
             raise OSError(code, os.strerror(code))
+
         return syscall
+
     monkeypatch.setattr(numa, "_syscall", fail(errno.ENOSYS))
     ok, why = numa.numa_status()
     assert not ok and "CONFIG_NUMA" in why

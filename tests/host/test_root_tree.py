@@ -9,8 +9,11 @@ from tests import hostgen
 
 def test_1024_possible_cpus_on_4_nodes(tree):
     root = tree(hostgen.synthetic(1024, 4))
-    r = subprocess.run([sys.executable, "-m", "vmxprobe", "scan", "--root", root, "--format", "json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vmxprobe", "scan", "--root", root, "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     plan = report["plan"]
@@ -19,7 +22,11 @@ def test_1024_possible_cpus_on_4_nodes(tree):
     assert (ver["pages"], ver["ok"], ver["bad"]) == (1024, 1024, [])
     assert plan["placement"] == "simulated" and ver["placement"]["mode"] == "simulated"
     assert [(n["node"], n["cpus"], n["pages"]) for n in plan["nodes"]] == [
-        (0, "0-255", 256), (1, "256-511", 256), (2, "512-767", 256), (3, "768-1023", 256)]
+        (0, "0-255", 256),
+        (1, "256-511", 256),
+        (2, "512-767", 256),
+        (3, "768-1023", 256),
+    ]
     for entry in report["per_cpu"]:
         assert entry["node"] == entry["cpu"] // 256 and entry["node_source"] == "link"
     assert report["cpus"]["probed"] == "0-1023"
@@ -27,8 +34,11 @@ def test_1024_possible_cpus_on_4_nodes(tree):
 
 def test_possible_beyond_present_are_planned_not_probed(tree):
     root = tree(hostgen.synthetic(6, 2, possible=list(range(10))))
-    r = subprocess.run([sys.executable, "-m", "vmxprobe", "scan", "--root", root, "--format", "json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vmxprobe", "scan", "--root", root, "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
     report = json.loads(r.stdout)
     assert r.returncode == 0
     assert report["plan"]["pages"] == 10

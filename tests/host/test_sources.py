@@ -4,14 +4,13 @@ import errno
 import os
 import re
 import socket
-import stat
 import subprocess
 import sys
 
 import pytest
 
-from tests import hostgen
-from vmxprobe.host.sources import LiveHost, MsrReading, CpuidReading, RecordingHost
+from tests import REPO, hostgen
+from vmxprobe.host.sources import CpuidReading, LiveHost, MsrReading, RecordingHost
 
 
 def write_msr_file(root, cpu, values: dict):
@@ -87,6 +86,7 @@ def test_eperm_at_open(tmp_path, mocker):
         if str(path).endswith("/msr"):
             raise OSError(errno.EPERM, "Operation not permitted")
         return real_open(path, flags, *a)
+
     write_msr_file(str(tmp_path), 0, {0x480: 1})
     mocker.patch("vmxprobe.host.sources.os.open", side_effect=fake_open)
     assert LiveHost(str(tmp_path)).read_msr(0, 0x480) == MsrReading(errno="EPERM")
@@ -98,10 +98,16 @@ def test_unreadable_device_is_eacces_for_a_user(tmp_path):
     os.chmod(path, 0)
     for p in (tmp_path, tmp_path / "dev", tmp_path / "dev" / "cpu", tmp_path / "dev" / "cpu" / "0"):
         os.chmod(p, 0o755)
-    code = ("import sys; sys.path.insert(0, %r); from vmxprobe.host.sources import LiveHost; "
-            "print(LiveHost(%r).read_msr(0, 0x480).errno)") % (os.path.dirname(os.path.dirname(__file__)), str(tmp_path))
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          sys.executable, "-c", code], capture_output=True, text=True)
+    code = (
+        f"import sys; sys.path.insert(0, {REPO!r}); "
+        "from vmxprobe.host.sources import LiveHost; "
+        f"print(LiveHost({str(tmp_path)!r}).read_msr(0, 0x480).errno)"
+    )
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == "EACCES", out.stderr
 
 
@@ -162,11 +168,16 @@ def test_unreadable_sysfs_file_is_reported(tmp_path):
     os.chmod(f, 0)
     os.chmod(tmp_path, 0o755)
     os.chmod(f.parent, 0o755)
-    code = ("import sys; sys.path.insert(0, %r); from vmxprobe.host.sources import LiveHost; "
-            "h = LiveHost(%r); print(h.read_text('sys/x'), h.file_errors)") % (
-        os.path.dirname(os.path.dirname(__file__)), str(tmp_path))
-    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          sys.executable, "-c", code], capture_output=True, text=True)
+    code = (
+        f"import sys; sys.path.insert(0, {REPO!r}); "
+        "from vmxprobe.host.sources import LiveHost; "
+        f"h = LiveHost({str(tmp_path)!r}); print(h.read_text('sys/x'), h.file_errors)"
+    )
+    out = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.strip() == "None {'sys/x': 'EACCES'}", out.stderr
 
 
@@ -176,5 +187,8 @@ def test_recording_keeps_every_answer(tmp_path, tree):
     assert rec.read_msr(2, 0x480).value == 0x00DA040000000004
     assert rec.read_msr(2, 0x481) == MsrReading(errno="SHORT")
     assert rec.read_text("sys/devices/system/cpu/online") == "0-3\n"
-    assert rec.msr == {0x480: {2: MsrReading(value=0x00DA040000000004)}, 0x481: {2: MsrReading(errno="SHORT")}}
+    assert rec.msr == {
+        0x480: {2: MsrReading(value=0x00DA040000000004)},
+        0x481: {2: MsrReading(errno="SHORT")},
+    }
     assert rec.files == {"sys/devices/system/cpu/online": "0-3\n"}

@@ -23,8 +23,15 @@ NODE = "sys/devices/system/node"
 
 def host(files=None, dirs=None):
     """A fixture document holding only the given sysfs files and listings."""
-    prov = {"origin": "composed", "recorded_at": None, "tool_version": None, "kernel": None,
-            "hostname": None, "sources": [], "notes": "test host"}
+    prov = {
+        "origin": "composed",
+        "recorded_at": None,
+        "tool_version": None,
+        "kernel": None,
+        "hostname": None,
+        "sources": [],
+        "notes": "test host",
+    }
     return to_document("t", "test host", prov, files or {}, dirs or {}, {}, {}, {})
 
 
@@ -32,19 +39,33 @@ def topo(doc):
     return read_topology(FixtureHost(fixture.parse(doc)))
 
 
-def numa_host(cpus_of, *, possible=None, links=True, memory=None, normal=None,
-              distance=None, online=None, node_possible=None):
+def numa_host(
+    cpus_of,
+    *,
+    possible=None,
+    links=True,
+    memory=None,
+    normal=None,
+    distance=None,
+    online=None,
+    node_possible=None,
+):
     """cpus_of: node -> CPUs. Files as a current kernel writes them."""
     cpus = sorted(c for cs in cpus_of.values() for c in cs)
     nodes = sorted(cpus_of)
     fmt = format_cpulist
-    files = {f"{CPU}/possible": fmt(possible or cpus) + "\n", f"{CPU}/present": fmt(cpus) + "\n",
-             f"{CPU}/online": fmt(online if online is not None else cpus) + "\n",
-             f"{NODE}/online": fmt(nodes) + "\n",
-             f"{NODE}/possible": fmt(node_possible or nodes) + "\n",
-             f"{NODE}/has_memory": fmt(nodes if memory is None else memory) + "\n",
-             f"{NODE}/has_normal_memory": fmt(normal if normal is not None else
-                                              (nodes if memory is None else memory)) + "\n"}
+    files = {
+        f"{CPU}/possible": fmt(possible or cpus) + "\n",
+        f"{CPU}/present": fmt(cpus) + "\n",
+        f"{CPU}/online": fmt(online if online is not None else cpus) + "\n",
+        f"{NODE}/online": fmt(nodes) + "\n",
+        f"{NODE}/possible": fmt(node_possible or nodes) + "\n",
+        f"{NODE}/has_memory": fmt(nodes if memory is None else memory) + "\n",
+        f"{NODE}/has_normal_memory": fmt(
+            normal if normal is not None else (nodes if memory is None else memory)
+        )
+        + "\n",
+    }
     dirs = {NODE: [f"node{n}" for n in nodes], CPU: [f"cpu{c}" for c in cpus]}
     for n, cs in cpus_of.items():
         files[f"{NODE}/node{n}/cpulist"] = fmt(cs) + "\n"
@@ -59,14 +80,17 @@ def numa_host(cpus_of, *, possible=None, links=True, memory=None, normal=None,
 
 # --- cpu_to_node() where sysfs says it -------------------------------------------------------------------
 
+
 def test_link_wins_over_the_node_lists_and_the_disagreement_is_noted():
     doc = numa_host({0: [0, 1], 1: [2, 3]})
-    doc["dirs"][f"{CPU}/cpu1"] = ["node1"]          # the link says node 1
+    doc["dirs"][f"{CPU}/cpu1"] = ["node1"]  # the link says node 1
     t = topo(doc)
     assert t.node_of == {0: 0, 1: 1, 2: 1, 3: 1} and t.node_source[1] == BY_LINK
-    assert t.notes == ["CPU(s) 1: the cpuN/nodeM links (cpu1 -> node1) disagree with the "
-                       "node lists (cpu1 in node(s) 0); following the links, which are what "
-                       "cpu_to_node() returns"]
+    assert t.notes == [
+        "CPU(s) 1: the cpuN/nodeM links (cpu1 -> node1) disagree with the "
+        "node lists (cpu1 in node(s) 0); following the links, which are what "
+        "cpu_to_node() returns"
+    ]
 
 
 def test_without_links_the_node_lists_decide_split_interleaved_sparse_ids():
@@ -111,6 +135,7 @@ def test_without_cpu_possible_present_and_online_come_from_the_cpu_directories()
 
 # --- record and scan of partial dumps ---------------------------------------------------
 
+
 def partial_tree(root):
     """A dump as util-linux's mk-input.sh makes one of an old host: cpuN directories,
     hex node cpumaps, nothing else (no cpu/possible, no links, no /dev/cpu)."""
@@ -122,26 +147,36 @@ def partial_tree(root):
             f.write(mask + "\n")
     os.makedirs(os.path.join(root, "proc"))
     with open(os.path.join(root, "proc", "cpuinfo"), "w") as f:
-        f.write("".join(f"processor\t: {c}\nvendor_id\t: GenuineIntel\nflags\t\t: vmx\n\n"
-                        for c in range(8)))
+        f.write("".join(f"processor\t: {c}\nvendor_id\t: GenuineIntel\nflags\t\t: vmx\n\n" for c in range(8)))
 
 
 def test_record_of_a_partial_dump_says_what_is_absent_and_scan_still_plans(tmp_path):
     root = tmp_path / "dump"
     partial_tree(str(root))
     out = tmp_path / "partial.json"
-    r = subprocess.run([sys.executable, "-m", "vmxprobe", "record", "--root", str(root), "-o", str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vmxprobe", "record", "--root", str(root), "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
-    for absent in ("/sys/devices/system/cpu/possible", "cpuN/nodeM links",
-                   "read the hex nodeM/cpumap instead", "/sys/devices/system/node/has_memory",
-                   "/dev/cpu/N/msr", "/dev/cpu/N/cpuid"):
+    for absent in (
+        "/sys/devices/system/cpu/possible",
+        "cpuN/nodeM links",
+        "read the hex nodeM/cpumap instead",
+        "/sys/devices/system/node/has_memory",
+        "/dev/cpu/N/msr",
+        "/dev/cpu/N/cpuid",
+    ):
         assert absent in r.stderr
     doc = json.loads(out.read_text())
     assert doc["files"][f"{NODE}/node1/cpumap"] == "000000aa\n"
     assert doc["msr"]["0x3a"] == [{"cpus": "0-7", "errno": "ENOENT"}]
-    r = subprocess.run([sys.executable, "-m", "vmxprobe", "scan", "--fixture", str(out), "--format", "json"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "vmxprobe", "scan", "--fixture", str(out), "--format", "json"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 3, r.stderr
     report = json.loads(r.stdout)
     assert [(n["node"], n["cpus"]) for n in report["plan"]["nodes"]] == [(0, "0,2,4,6"), (1, "1,3,5,7")]
@@ -164,32 +199,38 @@ def test_a_converted_fixture_records_back_to_itself(tree):
 
 # --- tools/fixtures/convert_dumps.py --------------------------------------------------------
 
+
 def test_conversion_is_reproducible_and_leaks_no_local_path(tmp_path):
     import hashlib
+
     from tools.fixtures import convert_dumps
 
     src = tmp_path / "src"
     top = tmp_path / "build" / "x86_64-tiny"
     doc = hostgen.synthetic(4, 2, possible=list(range(6)))
     hostgen.write_tree(doc, str(top))
-    for c in range(4):                                  # no /dev/cpu in a dump
+    for c in range(4):  # no /dev/cpu in a dump
         for kind in ("msr", "cpuid"):
             p = top / "dev" / "cpu" / str(c) / kind
             if p.exists():
                 p.unlink()
-    os.symlink("/etc/passwd", top / "sys" / "escape")   # must not be unpacked
+    os.symlink("/etc/passwd", top / "sys" / "escape")  # must not be unpacked
     (src / "generated").mkdir(parents=True)
     with tarfile.open(src / "x86_64-tiny.tar.gz", "w:gz") as tar:
         tar.add(top, arcname="x86_64-tiny")
     digest = hashlib.sha256((src / "x86_64-tiny.tar.gz").read_bytes()).hexdigest()
     rows = ["# cpu,in_possible,in_present,in_online,nodes_by_node_cpulist,node_by_cpuN_nodeM_link"]
-    rows += [f"{c},1,{int(c < 4)},{int(c < 4)},{c // 2 if c < 4 else ''},{c // 2 if c < 4 else ''}"
-             for c in range(6)]
+    rows += [
+        f"{c},1,{int(c < 4)},{int(c < 4)},{c // 2 if c < 4 else ''},{c // 2 if c < 4 else ''}"
+        for c in range(6)
+    ]
     (src / "generated" / "util-linux_x86_64-tiny.sysfs-cpu-node.csv").write_text("\n".join(rows) + "\n")
     (src / "generated" / "util-linux_x86_64-tiny.lscpu-p.txt").write_text(
-        "# CPU,Node,Socket,Online\n" + "".join(f"{c},{c // 2},0,Y\n" for c in range(4)))
-    d = convert_dumps.Dump("ul-tiny", "util-linux", "x86_64-tiny", digest, "none",
-                           "tiny test host", "a synthetic host")
+        "# CPU,Node,Socket,Online\n" + "".join(f"{c},{c // 2},0,Y\n" for c in range(4))
+    )
+    d = convert_dumps.Dump(
+        "ul-tiny", "util-linux", "x86_64-tiny", digest, "none", "tiny test host", "a synthetic host"
+    )
     first, second = convert_dumps.convert(d, str(src)), convert_dumps.convert(d, str(src))
     assert first == second
     assert str(tmp_path) not in first["fixture"]

@@ -10,13 +10,13 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from vmxprobe.host import fixture
-from vmxprobe.cli import cli
-from vmxprobe.host.cpulist import parse_cpulist
 from tests import TESTS
-from tests.scanning import run
-from vmxprobe.host.sources import FixtureHost
 from tests.placed import Placed
+from tests.scanning import run
+from vmxprobe.cli import cli
+from vmxprobe.host import fixture
+from vmxprobe.host.cpulist import parse_cpulist
+from vmxprobe.host.sources import FixtureHost
 from vmxprobe.host.topology import BY_LINK, read_topology
 from vmxprobe.kernel.numa import BY_ROUND_ROBIN, cpu_to_node
 
@@ -25,14 +25,25 @@ TRUTH = os.path.join(TESTS, "data", "topology")
 # Every x86 dump of the util-linux lscpu suite (6 at HEAD, 3 deleted in 2012) and the 10
 # hwloc dumps that were chosen for their NUMA layouts.
 REAL = [
-    "ul-x86_64-64cpu", "ul-x86_64-epyc_7451", "ul-vmware_fpe", "ul-x86_64-dell_e4310",
-    "ul-x86_64-64cpu-linux6.2", "ul-vbox-win", "ul-x86_64-dellr710",
-    "ul-x86_64-dell_poweredgeR610", "ul-x86_64-hpdl585",
-    "hwloc-40intel64-4n10c+pci-conflicts", "hwloc-32intel64-2p8co2t+8ve",
-    "hwloc-32em64t-2n8c+dax+nvme+mic+dimms", "hwloc-memorysidecaches",
-    "hwloc-offline-cpu0-node0", "hwloc-fakememinitiators-1np2c+1npp+gi",
-    "hwloc-20em64t-hybrid-1p6c2t+2ca4co1t", "hwloc-fakeheteromemtiers",
-    "hwloc-8em64t-2s2ca2c-buggynuma", "hwloc-fakecpuid1f-64intel64-2p4d2n2c2t",
+    "ul-x86_64-64cpu",
+    "ul-x86_64-epyc_7451",
+    "ul-vmware_fpe",
+    "ul-x86_64-dell_e4310",
+    "ul-x86_64-64cpu-linux6.2",
+    "ul-vbox-win",
+    "ul-x86_64-dellr710",
+    "ul-x86_64-dell_poweredgeR610",
+    "ul-x86_64-hpdl585",
+    "hwloc-40intel64-4n10c+pci-conflicts",
+    "hwloc-32intel64-2p8co2t+8ve",
+    "hwloc-32em64t-2n8c+dax+nvme+mic+dimms",
+    "hwloc-memorysidecaches",
+    "hwloc-offline-cpu0-node0",
+    "hwloc-fakememinitiators-1np2c+1npp+gi",
+    "hwloc-20em64t-hybrid-1p6c2t+2ca4co1t",
+    "hwloc-fakeheteromemtiers",
+    "hwloc-8em64t-2s2ca2c-buggynuma",
+    "hwloc-fakecpuid1f-64intel64-2p4d2n2c2t",
 ]
 
 # CPUs where lscpu's node is not cpu_to_node(); each set is explained by a test below.
@@ -47,7 +58,7 @@ def truth(name):
     with open(os.path.join(TRUTH, name + ".csv"), encoding="utf-8") as f:
         lines = f.read().splitlines()
     assert lines[0].startswith("# Ground truth") and "Dump: https://github.com/" in lines[1]
-    return {int(r["cpu"]): r for r in csv.DictReader(l for l in lines if not l.startswith("#"))}
+    return {int(r["cpu"]): r for r in csv.DictReader(ln for ln in lines if not ln.startswith("#"))}
 
 
 def topo(name):
@@ -56,8 +67,7 @@ def topo(name):
 
 
 def test_every_dump_has_a_fixture_and_ground_truth():
-    converted = {n for n in fixture.bundled_names()
-                 if fixture.load(n).provenance["origin"] == "converted"}
+    converted = {n for n in fixture.bundled_names() if fixture.load(n).provenance["origin"] == "converted"}
     assert converted == set(REAL)
     assert {f[:-4] for f in os.listdir(TRUTH) if f.endswith(".csv")} == set(REAL)
 
@@ -68,8 +78,9 @@ def test_provenance_names_project_file_and_commit(name):
     assert prov["origin"] == "converted" and prov["recorded_at"] is None
     assert "root" not in prov and prov["hostname"] is None
     url = prov["sources"][0]["url"]
-    assert url.startswith(("https://github.com/util-linux/util-linux/blob/",
-                           "https://github.com/open-mpi/hwloc/blob/"))
+    assert url.startswith(
+        ("https://github.com/util-linux/util-linux/blob/", "https://github.com/open-mpi/hwloc/blob/")
+    )
     commit = url.split("/blob/")[1].split("/")[0]
     assert len(commit) == 40 and commit in prov["notes"]
     assert "sha256" in prov["sources"][0]["what"] and "ENOENT" in prov["notes"]
@@ -77,8 +88,7 @@ def test_provenance_names_project_file_and_commit(name):
 
 @pytest.mark.parametrize("name", REAL)
 def test_scan_plans_one_page_per_possible_cpu(name):
-    r = CliRunner().invoke(cli, ["scan", "--fixture", name, "--format", "json"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(cli, ["scan", "--fixture", name, "--format", "json"], catch_exceptions=False)
     # No MSR was recorded (the dumps have no /dev/cpu): the verdict is unknown (3), or
     # "not ready" (1) when /proc/cpuinfo alone settles it. The plan is complete anyway.
     assert r.exit_code in (1, 3), r.output
@@ -165,12 +175,14 @@ def test_lscpu_prints_no_node_where_the_node_directory_is_gone():
     name = "hwloc-offline-cpu0-node0"
     t, rows = topo(name), truth(name)
     even_online = list(range(4, 21, 2))
-    assert all(rows[c]["lscpu"] == "" and rows[c]["lists"] == "" and rows[c]["link"] == "0"
-               for c in even_online)
+    assert all(
+        rows[c]["lscpu"] == "" and rows[c]["lists"] == "" and rows[c]["link"] == "0" for c in even_online
+    )
     assert all(t.node_of[c] == 0 for c in even_online)
     assert 0 not in t.nodes
-    assert any(n.startswith("CPU(s) 4,6,8,10,12,14,16,18,20 are online and linked to node(s) 0")
-               for n in t.notes)
+    assert any(
+        n.startswith("CPU(s) 4,6,8,10,12,14,16,18,20 are online and linked to node(s) 0") for n in t.notes
+    )
 
 
 def test_lscpu_never_lists_cpus_that_are_not_present():
@@ -186,9 +198,9 @@ def test_lscpu_never_lists_cpus_that_are_not_present():
 
 def test_not_present_cpus_are_dealt_round_robin_by_cpu_number():
     # numa_init_array(): CPU i on the (i mod k)-th node, counted over all CPU ids.
-    t = topo("ul-x86_64-64cpu")          # nodes 0, 2, 3; memory unknown
+    t = topo("ul-x86_64-64cpu")  # nodes 0, 2, 3; memory unknown
     assert [t.node_of[c] for c in range(64, 70)] == [2, 3, 0, 2, 3, 0]
-    t = topo("ul-vmware_fpe")            # nodes 0-3
+    t = topo("ul-vmware_fpe")  # nodes 0-3
     assert [t.node_of[c] for c in range(16, 24)] == [0, 1, 2, 3, 0, 1, 2, 3]
     t = topo("hwloc-offline-cpu0-node0")  # has_memory 0-1
     assert [t.node_of[c] for c in (24, 25, 190, 191)] == [0, 1, 0, 1]
@@ -219,8 +231,7 @@ def test_memory_a_gfp_kernel_page_cannot_use_does_not_serve():
     assert t.nodes_with_normal_memory == [0, 1]
     assert t.fallback_order[2] == [2, 4, 6, 8, 9, 0, 1]
     assert t.serving_node[2] == 0 and t.serving_node[0] == 0 and t.serving_node[1] == 1
-    assert any(n.startswith("node 2 has memory but none a GFP_KERNEL page may use")
-               for n in t.notes)
+    assert any(n.startswith("node 2 has memory but none a GFP_KERNEL page may use") for n in t.notes)
 
 
 def test_partial_dumps_say_which_facts_were_absent():

@@ -12,12 +12,13 @@ from click.testing import CliRunner
 
 from tests import published
 from tests.published import setreg
-from vmxprobe.arch import capabilities as caps
-from vmxprobe.host import fixture
-from vmxprobe.cli import cli
 from tests.scanning import run
-from vmxprobe.host.readings import CpuReadings as CpuProbe, read_capabilities
 from vmxprobe import pipeline
+from vmxprobe.arch import capabilities as caps
+from vmxprobe.cli import cli
+from vmxprobe.host import fixture
+from vmxprobe.host.readings import CpuReadings as CpuProbe
+from vmxprobe.host.readings import read_capabilities
 from vmxprobe.host.sources import CpuidReading, FixtureHost, MsrReading
 from vmxprobe.kernel import feat_ctl
 from vmxprobe.render.caps import render_text as render_caps_text
@@ -36,6 +37,7 @@ def reasons(report):
 
 # --- reading in rounds ------------------------------------------------------------------
 
+
 class Recorder:
     """A source answering read_msr() from a dict, keeping the order of the reads."""
 
@@ -47,7 +49,7 @@ class Recorder:
         if index in self.faults:
             return MsrReading(errno="EIO")
         if index not in self.values:
-            raise AssertionError("read 0x%x, which the SDM says does not exist here" % index)
+            raise AssertionError(f"read 0x{index:x}, which the SDM says does not exist here")
         return MsrReading(value=self.values[index])
 
 
@@ -74,7 +76,7 @@ def test_raptor_lake_reads_in_rounds():
     p, src = probe_for(values)
     assert sorted(src.reads) == list(range(0x481, 0x494))
     first_round = set(caps.ALWAYS_PRESENT) | set(caps.TRUE_MSRS)
-    assert set(src.reads[:len(first_round)]) == first_round
+    assert set(src.reads[: len(first_round)]) == first_round
     assert src.reads.index(0x48C) > src.reads.index(0x48B)
     assert src.reads.index(0x491) > src.reads.index(0x48B)
 
@@ -97,6 +99,7 @@ def test_a_fault_where_the_msr_should_exist_is_kept():
 
 # --- the consistency check --------------------------------------------------------------
 
+
 def test_ready_host_with_every_capability_compared():
     report, v = scan(published.host("skylake-u"))
     assert v.ready
@@ -109,7 +112,7 @@ def test_ready_host_with_every_capability_compared():
 def test_one_cpu_with_different_secondary_controls_is_named_with_its_bit(fixture_file):
     fx = published.host("skylake-u", 8)
     sec = published.PUBLISHED["skylake-u"]["msrs"][0x48B]
-    setreg(fx, 0x48B, 5, sec & ~(1 << 49))          # CPU 5 cannot enable PML
+    setreg(fx, 0x48B, 5, sec & ~(1 << 49))  # CPU 5 cannot enable PML
     report, v = scan(fx)
     assert v.x86_vmx_init == "ok" and v.kvm_intel == "EIO" and not v.ready
     refusals = [r for r in report["verdict"]["reasons"] if "Inconsistent VMCS config" in r]
@@ -175,11 +178,11 @@ def test_cr4_fixed1_compared_only_with_nested(nested, refused):
 def test_ept_half_of_ept_vpid_cap_is_compared_vpid_half_is_not():
     base = published.PUBLISHED["skylake-u"]["msrs"][0x48C]
     fx = published.host("skylake-u")
-    setreg(fx, 0x48C, 1, base & ~(1 << 40))         # INVVPID individual-address
+    setreg(fx, 0x48C, 1, base & ~(1 << 40))  # INVVPID individual-address
     report, v = scan(fx)
     assert v.ready and "do not reach kvm_intel's vmcs_config" in reasons(report)
     fx = published.host("skylake-u")
-    setreg(fx, 0x48C, 1, base & ~(1 << 21))         # EPT A/D
+    setreg(fx, 0x48C, 1, base & ~(1 << 21))  # EPT A/D
     report, v = scan(fx)
     assert v.kvm_intel == "EIO" and "bit 21 (ept_accessed_dirty)" in reasons(report)
 
@@ -193,7 +196,7 @@ def test_a_fault_where_an_msr_exists_is_reported():
     assert [(x["index"], x["cpus"]) for x in f] == [("0x491", "0-1")]
     assert "IA32_VMX_PROCBASED_CTLS2 bit 45 (A.11)" in f[0]["why"]
     assert "CPU(s) 0-1: IA32_VMX_VMFUNC (0x491) faults (EIO)" in reasons(report)
-    assert v.ready   # KVM does not read IA32_VMX_VMFUNC
+    assert v.ready  # KVM does not read IA32_VMX_VMFUNC
 
 
 def test_boot_cpu_missing_a_control_kvm_requires():
@@ -203,8 +206,10 @@ def test_boot_cpu_missing_a_control_kvm_requires():
         setreg(fx, 0x482, cpu, proc)
     report, v = scan(fx)
     assert v.kvm_intel == "EIO"
-    assert "CPU 0: setup_vmcs_config() fails: IA32_VMX_PROCBASED_CTLS (0x482) cannot set " \
-           "control(s) KVM requires: bit 7 hlt_exiting" in reasons(report)
+    assert (
+        "CPU 0: setup_vmcs_config() fails: IA32_VMX_PROCBASED_CTLS (0x482) cannot set "
+        "control(s) KVM requires: bit 7 hlt_exiting" in reasons(report)
+    )
 
 
 def test_faulting_control_msr_reads_as_zero_for_kvm():
@@ -245,13 +250,21 @@ def test_not_recorded_capabilities_keep_the_old_verdict():
 
 # --- the kernel's view ------------------------------------------------------------------
 
+
 def with_vmx_flags(fx, per_cpu):
     blocks = fx.files["proc/cpuinfo"].strip("\n").split("\n\n")
-    fx.files["proc/cpuinfo"] = "\n\n".join(
-        b + ("vmx flags\t: %s\n" % " ".join(sorted(per_cpu[i])) if per_cpu.get(i) is not None else "")
-        if b.endswith("\n") else b + "\n" + ("vmx flags\t: %s" % " ".join(sorted(per_cpu[i]))
-                                             if per_cpu.get(i) is not None else "")
-        for i, b in enumerate(blocks)) + "\n"
+    fx.files["proc/cpuinfo"] = (
+        "\n\n".join(
+            b
+            + ("vmx flags\t: {}\n".format(" ".join(sorted(per_cpu[i]))) if per_cpu.get(i) is not None else "")
+            if b.endswith("\n")
+            else b
+            + "\n"
+            + ("vmx flags\t: {}".format(" ".join(sorted(per_cpu[i]))) if per_cpu.get(i) is not None else "")
+            for i, b in enumerate(blocks)
+        )
+        + "\n"
+    )
 
 
 def test_vmx_flags_matching_the_registers_say_nothing():
@@ -266,26 +279,30 @@ def test_vmx_flags_matching_the_registers_say_nothing():
 def test_vmx_flags_differences_are_explained_per_cpu_group():
     fx = published.host("skylake-u")
     implied = feat_ctl.implied_vmx_flags(published.PUBLISHED["skylake-u"]["msrs"])
-    with_vmx_flags(fx, {0: implied, 1: implied - {"ept_ad"}, 2: implied | {"ipi_virt", "frobnicate"},
-                        3: implied})
+    with_vmx_flags(
+        fx, {0: implied, 1: implied - {"ept_ad"}, 2: implied | {"ipi_virt", "frobnicate"}, 3: implied}
+    )
     report, v = scan(fx)
     kv = report["capabilities"]["kernel_view"]
     assert [(k["cpus"], k["missing"], k["extra"]) for k in kv] == [
-        ("1", ["ept_ad"], []), ("2", [], ["frobnicate", "ipi_virt"])]
+        ("1", ["ept_ad"], []),
+        ("2", [], ["frobnicate", "ipi_virt"]),
+    ]
     r = reasons(report)
-    assert "\"vmx flags\" in /proc/cpuinfo on CPU(s) 1 disagree with the registers (-ept_ad)" in r
+    assert '"vmx flags" in /proc/cpuinfo on CPU(s) 1 disagree with the registers (-ept_ad)' in r
     assert "predates these names" in r
     assert "changed after boot" in r and "does not decode (frobnicate)" in r
 
 
 def test_no_vmx_flags_line_on_a_new_kernel():
-    report, v = scan(published.host("skylake-u"))   # synthetic cpuinfo, kernel 6.12
+    report, v = scan(published.host("skylake-u"))  # synthetic cpuinfo, kernel 6.12
     kv = report["capabilities"]["kernel_view"]
     assert len(kv) == 1 and kv[0]["cpus"] == "0-3"
     assert "was not written by that kernel" in kv[0]["why"][0]
 
 
 # --- TDX SEAMRET erratum ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bit60", [False, True])
 def test_seamret_erratum_on_a_tdx_host(bit60):
@@ -313,7 +330,7 @@ def test_seamret_not_mentioned_in_reasons_without_tdx():
 
 # --- synthetic VMX ----------------------------------------------------------------------
 
-HYPERV_SIG = (0x4000000B, 0x7263694D, 0x666F736F, 0x76482074)   # "Microsoft Hv"
+HYPERV_SIG = (0x4000000B, 0x7263694D, 0x666F736F, 0x76482074)  # "Microsoft Hv"
 
 
 def hyperv_guest(hint_eax, nested_eax):
@@ -331,7 +348,11 @@ def test_hyperv_guest_with_enlightened_vmcs():
     report, v = scan(hyperv_guest(1 << 14, 0x0101))
     syn = report["capabilities"]["synthetic"]
     assert syn["by"] == "Hyper-V" and syn["evmcs"] == {
-        "recommended": True, "version_low": 1, "version_high": 1, "kvm_uses_evmcs": True}
+        "recommended": True,
+        "version_low": 1,
+        "version_high": 1,
+        "kvm_uses_evmcs": True,
+    }
     assert report["host"]["hypervisor"] == "Hyper-V" and v.emulated == "Hyper-V"
     r = reasons(report)
     assert "uses eVMCS v1" in r and "KVM_EVMCS_VERSION" in r
@@ -362,6 +383,7 @@ def test_bundled_kvm_nested_guest_says_capabilities_were_not_recorded():
 
 
 # --- every bundled fixture --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", fixture.bundled_names())
 def test_capabilities_section_of_every_bundled_fixture_is_valid(name):

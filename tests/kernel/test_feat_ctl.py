@@ -18,6 +18,7 @@ def bits(*positions):
 
 # --- implied_vmx_flags ------------------------------------------------------------------
 
+
 def full_host():
     return {
         0x481: ctl(allowed0=[1, 2, 4], allowed1=[0, 1, 2, 3, 4, 5, 6, 7]),
@@ -31,11 +32,26 @@ def full_host():
 
 def test_implied_vmx_flags_full_set():
     assert feat_ctl.implied_vmx_flags(full_host()) == {
-        "vnmi", "preemption_timer", "posted_intr",              # pin-based 5, 6, 7
-        "invvpid", "ept_x_only", "ept_ad", "ept_1gb", "ept_5level",
-        "flexpriority", "apicv",
-        "tsc_offset", "vtpr", "mtf",                            # primary 3, 21, 27
-        "vapic", "ept", "vpid", "unrestricted_guest", "vapic_reg", "vid", "ept_violation_ve",
+        "vnmi",
+        "preemption_timer",
+        "posted_intr",  # pin-based 5, 6, 7
+        "invvpid",
+        "ept_x_only",
+        "ept_ad",
+        "ept_1gb",
+        "ept_5level",
+        "flexpriority",
+        "apicv",
+        "tsc_offset",
+        "vtpr",
+        "mtf",  # primary 3, 21, 27
+        "vapic",
+        "ept",
+        "vpid",
+        "unrestricted_guest",
+        "vapic_reg",
+        "vid",
+        "ept_violation_ve",
         "ipi_virt",
     }
 
@@ -43,8 +59,15 @@ def test_implied_vmx_flags_full_set():
 def test_implied_vmx_flags_hidden_bits_not_printed():
     flags = feat_ctl.implied_vmx_flags(full_host())
     # Pin 0/3, primary 2/7/17/31, secondary 13/30 have no quoted name in vmxfeatures.h.
-    for hidden in ("intr_exiting", "nmi_exiting", "hlt_exiting", "sec_controls", "vmfunc",
-                   "bus_lock_detection", "tertiary_controls"):
+    for hidden in (
+        "intr_exiting",
+        "nmi_exiting",
+        "hlt_exiting",
+        "sec_controls",
+        "vmfunc",
+        "bus_lock_detection",
+        "tertiary_controls",
+    ):
         assert hidden not in flags
 
 
@@ -58,10 +81,10 @@ def test_implied_eptp_switching_follows_kernel_high_dword():
 
 def test_implied_synthetic_flags_need_all_parts():
     msrs = full_host()
-    msrs[0x481] = ctl(allowed1=[0, 3, 5, 6])             # no posted interrupts
+    msrs[0x481] = ctl(allowed1=[0, 3, 5, 6])  # no posted interrupts
     flags = feat_ctl.implied_vmx_flags(msrs)
     assert "apicv" not in flags and "flexpriority" in flags
-    msrs[0x48B] = ctl(allowed1=[1, 5, 8, 9])             # no virtualize APIC accesses
+    msrs[0x48B] = ctl(allowed1=[1, 5, 8, 9])  # no virtualize APIC accesses
     assert "flexpriority" not in feat_ctl.implied_vmx_flags(msrs)
 
 
@@ -77,5 +100,5 @@ def test_vmx_capability_words_layout():
     words = feat_ctl.vmx_capability_words(full_host())
     assert words[1] == bits(2, 3, 7, 17, 21, 27, 31)
     assert words[3] == bits(4) and words[4] == 0
-    assert words[0] >> 16 & 1 == 1      # INVVPID from EPT_VPID_CAP bit 32
-    assert words[0] >> 24 & 3 == 3      # flexpriority, apicv
+    assert words[0] >> 16 & 1 == 1  # INVVPID from EPT_VPID_CAP bit 32
+    assert words[0] >> 24 & 3 == 3  # flexpriority, apicv

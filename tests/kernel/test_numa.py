@@ -3,9 +3,9 @@ serves a page (vmxprobe.kernel.numa), on small hand-made hosts where each rule d
 the answer."""
 
 from tests.host.test_topology import CPU, NODE, host, numa_host
+from tests.placed import Placed
 from vmxprobe.host import fixture
 from vmxprobe.host.sources import FixtureHost
-from tests.placed import Placed
 from vmxprobe.host.topology import read_topology
 from vmxprobe.kernel.numa import BY_ROUND_ROBIN, BY_SINGLE, cpu_to_node
 from vmxprobe.kernel.root_vmcs import build_plan
@@ -22,6 +22,7 @@ def plan_of(t, revision):
 
 # --- cpu_to_node() where sysfs does not say ---------------------------------------------
 
+
 def test_not_present_cpus_go_round_robin_over_the_nodes_with_memory():
     # Node 1 has CPUs but no memory: at numa_init_array() time it is not online yet
     # (init_cpu_to_node() onlines it later), so it takes no not-present CPU.
@@ -32,8 +33,7 @@ def test_not_present_cpus_go_round_robin_over_the_nodes_with_memory():
     plan = plan_of(t, 1)
     assert len(plan.pages) == 10
     assert [p.present for p in plan.pages[6:]] == [False] * 4
-    assert any("CPU(s) 6-9 are possible but not present" in n and "(i mod 2)-th" in n
-               for n in t.notes)
+    assert any("CPU(s) 6-9 are possible but not present" in n and "(i mod 2)-th" in n for n in t.notes)
 
 
 def test_round_robin_counts_every_cpu_id_not_only_the_unplaced_ones():
@@ -43,8 +43,10 @@ def test_round_robin_counts_every_cpu_id_not_only_the_unplaced_ones():
 
 
 def test_no_numa_information_means_node_zero():
-    doc = host({f"{CPU}/possible": "0-3\n", f"{CPU}/present": "0-1\n", f"{CPU}/online": "0-1\n"},
-               {CPU: ["cpu0", "cpu1"]})
+    doc = host(
+        {f"{CPU}/possible": "0-3\n", f"{CPU}/present": "0-1\n", f"{CPU}/online": "0-1\n"},
+        {CPU: ["cpu0", "cpu1"]},
+    )
     t = topo(doc)
     assert t.node_of == {0: 0, 1: 0, 2: 0, 3: 0}
     assert set(t.node_source.values()) == {BY_SINGLE}
@@ -60,10 +62,11 @@ def test_offline_cpus_are_planned_on_their_linked_node():
 
 # --- the node that serves the page ------------------------------------------------------
 
+
 def test_memoryless_node_takes_the_nearest_node_with_memory():
     dist = {0: [10, 30, 20], 1: [30, 10, 20], 2: [20, 20, 10]}
     t = topo(numa_host({0: [0], 1: [1], 2: [2]}, memory=[0, 1], distance=dist))
-    assert t.serving_node == {0: 0, 1: 1, 2: 0}        # 20 + (0 < 2) = 21 vs 21: id 0
+    assert t.serving_node == {0: 0, 1: 1, 2: 0}  # 20 + (0 < 2) = 21 vs 21: id 0
     plan = plan_of(t, 1)
     assert (plan.pages[2].node, plan.pages[2].serving_node) == (2, 0)
 
@@ -76,8 +79,10 @@ def test_equal_distances_are_dealt_round_robin_by_node_load():
     t = topo(numa_host({0: [0], 1: [1], 2: [2], 3: [3]}, memory=[0, 1]))
     assert t.fallback_order == {0: [0, 1], 1: [1, 0], 2: [0, 1], 3: [1, 0]}
     assert (t.serving_node[2], t.serving_node[3]) == (0, 1)
-    assert any(n.startswith("node 3 has no memory: its pages come from node 1") and "tied with node(s) 0" in n
-               for n in t.notes)
+    assert any(
+        n.startswith("node 3 has no memory: its pages come from node 1") and "tied with node(s) 0" in n
+        for n in t.notes
+    )
 
 
 def test_boot_zonelists_ignore_cpus_and_a_rebuild_would_not():
@@ -125,5 +130,3 @@ def test_a_missing_distance_row_is_said():
     t = topo(doc)
     assert t.serving_node[1] == 0
     assert any(m.startswith("/sys/devices/system/node/node{1}/distance") for m in t.missing)
-
-

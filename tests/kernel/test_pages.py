@@ -1,3 +1,4 @@
+import dataclasses
 import errno
 import mmap
 import os
@@ -6,8 +7,6 @@ import sys
 import textwrap
 
 import pytest
-
-import dataclasses
 
 from tests import REPO, hostgen
 from tests.scanning import scan
@@ -18,9 +17,21 @@ from vmxprobe.host.sources import FixtureHost, LiveHost, RecordingHost
 from vmxprobe.host.topology import read_topology
 from vmxprobe.kernel import pages as plan_mod
 from vmxprobe.kernel.numa import cpu_to_node
-from vmxprobe.kernel.pages import (BOUND, BY_GET_MEMPOLICY, BY_MOVE_PAGES, MAX_MISMATCHES,
-                                   SIMULATED, UNBOUND, BadPage, FallbackCheck, Materialized,
-                                   Mismatch, NodePlacement, Placement, materialize)
+from vmxprobe.kernel.pages import (
+    BOUND,
+    BY_GET_MEMPOLICY,
+    BY_MOVE_PAGES,
+    MAX_MISMATCHES,
+    SIMULATED,
+    UNBOUND,
+    BadPage,
+    FallbackCheck,
+    Materialized,
+    Mismatch,
+    NodePlacement,
+    Placement,
+    materialize,
+)
 from vmxprobe.kernel.root_vmcs import Plan, PlannedPage, build_plan
 
 
@@ -40,7 +51,9 @@ def test_one_page_per_possible_cpu_on_its_node():
     p = plan_of(hostgen.synthetic(8, 2, possible=list(range(12))))
     assert [pg.cpu for pg in p.pages] == list(range(12))
     assert {n: [pg.cpu for pg in pages] for n, pages in p.by_node().items()} == {
-        0: [0, 1, 2, 3, 8, 10], 1: [4, 5, 6, 7, 9, 11]}
+        0: [0, 1, 2, 3, 8, 10],
+        1: [4, 5, 6, 7, 9, 11],
+    }
     absent = [pg for pg in p.pages if not pg.present]
     assert [pg.cpu for pg in absent] == [8, 9, 10, 11]
     assert all(pg.node_source == "round-robin" and not pg.online for pg in absent)
@@ -81,6 +94,7 @@ def test_all_or_nothing_on_allocation_failure():
         buf = mmap.mmap(-1, PAGE_SIZE)
         taken.append(buf)
         return buf
+
     m = materialize(p, allocate=allocate)
     assert not m.ok and m.failed_cpu == 5 and m.pages == {}
     assert all(b.closed for b in taken)
@@ -95,6 +109,7 @@ def test_place_hook_failure_releases_everything():
         seen.append(buf)
         if page.node == 1:
             raise OSError(22, "Invalid argument")
+
     m = materialize(p, place=place)
     assert m.failed_cpu == 2 and not m.pages
     assert all(b.closed for b in seen)
@@ -124,24 +139,29 @@ def test_real_enomem_under_an_address_space_limit():
         print(m.ok, m.failed_cpu is not None and 0 < m.failed_cpu < 4096, len(m.pages),
               v.x86_vmx_init, after - vm < 2 * 1024 * 1024)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.split() == ["False", "True", "0", "ENOMEM", "True"], out.stderr
 
 
 # --- placement: bound, unbound, simulated --------------------------------------------
 
-needs_numa = pytest.mark.skipif(not numa.numa_available(),
-                                reason="this kernel answers no NUMA policy calls")
+needs_numa = pytest.mark.skipif(not numa.numa_available(), reason="this kernel answers no NUMA policy calls")
 
 
 def pages_on(*nodes, serving=None, memory=None, online=True):
     """A plan of one page per CPU; nodes[i] is CPU i's node."""
     serving = serving or {}
-    pages = tuple(PlannedPage(cpu=i, node=n, serving_node=serving.get(n, n), node_source="link",
-                              present=True, online=online) for i, n in enumerate(nodes))
-    return Plan(revision_id=0x12, pages=pages,
-                nodes_with_memory=tuple(sorted(set(nodes)) if memory is None else memory))
+    pages = tuple(
+        PlannedPage(
+            cpu=i, node=n, serving_node=serving.get(n, n), node_source="link", present=True, online=online
+        )
+        for i, n in enumerate(nodes)
+    )
+    return Plan(
+        revision_id=0x12,
+        pages=pages,
+        nodes_with_memory=tuple(sorted(set(nodes)) if memory is None else memory),
+    )
 
 
 def test_simulated_placement_binds_nothing_and_says_why():
@@ -154,8 +174,10 @@ def test_simulated_placement_binds_nothing_and_says_why():
     assert (ver.ok, where.mode, where.method, where.policy) == (4, SIMULATED, None, None)
     assert "another host" in where.why
     assert where.placed == 0 and where.verified_on_node is None
-    assert [(n.node, n.pages, n.placed, n.verified_on_node) for n in where.nodes] == \
-        [(0, 2, 0, None), (1, 2, 0, None)]
+    assert [(n.node, n.pages, n.placed, n.verified_on_node) for n in where.nodes] == [
+        (0, 2, 0, None),
+        (1, 2, 0, None),
+    ]
 
 
 def test_unbound_when_the_kernel_answers_no_numa_call(monkeypatch):
@@ -183,8 +205,11 @@ def test_bound_pages_are_found_on_their_node_by_the_kernel():
     where = ver.placement
     assert (ver.pages, ver.ok, ver.bad) == (4, 4, ())
     assert (where.method, where.placed, where.verified_on_node) == (BY_MOVE_PAGES, 4, 4)
-    assert where.nodes == (NodePlacement(node=0, serving_node=0, pages=4, placed=4,
-                                         verified_on_node=4, elsewhere={}, unanswered={}),)
+    assert where.nodes == (
+        NodePlacement(
+            node=0, serving_node=0, pages=4, placed=4, verified_on_node=4, elsewhere={}, unanswered={}
+        ),
+    )
 
 
 @needs_numa
@@ -198,6 +223,7 @@ def test_binding_to_a_node_this_machine_lacks_fails_with_einval_all_or_nothing()
         buf = plan_mod.anonymous_page()
         taken.append(buf)
         return buf
+
     m = materialize(p, allocate=allocate, place=Placement(BOUND).place)
     assert not m.ok and m.failed_cpu == 2 and m.pages == {}
     assert all(b.closed for b in taken)
@@ -209,10 +235,10 @@ def test_binding_to_a_node_this_machine_lacks_fails_with_einval_all_or_nothing()
 def test_a_genuine_enomem_is_told_apart_from_einval():
     def allocate():
         raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
     m = materialize(pages_on(0), allocate=allocate)
     assert m.errno == "ENOMEM"
-    assert plan_mod.failure_reason(m) == \
-        "mmap(2) of CPU 0's page failed with ENOMEM: Cannot allocate memory"
+    assert plan_mod.failure_reason(m) == "mmap(2) of CPU 0's page failed with ENOMEM: Cannot allocate memory"
     bind = plan_mod.bind_failure(errno.ENOMEM, pages_on(1).pages[0])
     assert bind.endswith("failed with ENOMEM: the kernel is out of memory")
 
@@ -220,7 +246,7 @@ def test_a_genuine_enomem_is_told_apart_from_einval():
 def _fake_bound(monkeypatch, answers):
     """Bound placement whose pages are not really bound, and a kernel that answers
     `answers` (node or -errno per page) to move_pages(2)."""
-    monkeypatch.setattr(numa, "page_status", lambda addrs: list(answers[:len(addrs)]))
+    monkeypatch.setattr(numa, "page_status", lambda addrs: list(answers[: len(addrs)]))
     return Placement(BOUND)
 
 
@@ -231,12 +257,18 @@ def test_pages_off_their_node_are_listed_with_the_kernels_answer(monkeypatch):
         ver = m.verify(p, placement)
     where = ver.placement
     assert ver.ok == 2
-    assert ver.bad == (BadPage(1, ("on node 5, not node 0",)),
-                       BadPage(2, ("the kernel gives no node (ENOENT)",)))
-    assert where.mismatches == (Mismatch(cpu=1, node=0, serving_node=0, kernel=5),
-                                Mismatch(cpu=2, node=1, serving_node=1, kernel="ENOENT"))
-    assert [(n.verified_on_node, n.elsewhere, n.unanswered) for n in where.nodes] == \
-        [(1, {"5": 1}, {}), (1, {}, {"ENOENT": 1})]
+    assert ver.bad == (
+        BadPage(1, ("on node 5, not node 0",)),
+        BadPage(2, ("the kernel gives no node (ENOENT)",)),
+    )
+    assert where.mismatches == (
+        Mismatch(cpu=1, node=0, serving_node=0, kernel=5),
+        Mismatch(cpu=2, node=1, serving_node=1, kernel="ENOENT"),
+    )
+    assert [(n.verified_on_node, n.elsewhere, n.unanswered) for n in where.nodes] == [
+        (1, {"5": 1}, {}),
+        (1, {}, {"ENOENT": 1}),
+    ]
 
 
 def test_mismatches_listed_are_bounded_counts_are_not(monkeypatch):
@@ -253,6 +285,7 @@ def test_mismatches_listed_are_bounded_counts_are_not(monkeypatch):
 def test_get_mempolicy_answers_where_move_pages_cannot(monkeypatch):
     def no_move_pages(addrs):
         raise OSError(errno.ENOSYS, "move_pages: Function not implemented")
+
     monkeypatch.setattr(numa, "page_status", no_move_pages)
     monkeypatch.setattr(numa, "node_of_address", lambda addr: 0)
     p = pages_on(0, 0)
@@ -276,8 +309,7 @@ def test_the_kernels_fallback_probe_runs_on_this_machine():
     cpu = min(os.sched_getaffinity(0))
     here = numa_node_of_cpu(cpu)
     before = os.sched_getaffinity(0)
-    pages = (PlannedPage(cpu=cpu, node=99, serving_node=here, node_source="link",
-                         present=True, online=True),)
+    pages = (PlannedPage(cpu=cpu, node=99, serving_node=here, node_source="link", present=True, online=True),)
     result = plan_mod.fallback_check(Plan(0x12, pages, nodes_with_memory=(here,)), 99, here)
     assert result == FallbackCheck(cpu=cpu, landed_on=here, agrees=True)
     assert os.sched_getaffinity(0) == before
@@ -290,6 +322,7 @@ def numa_node_of_cpu(cpu):
 
 
 # --- the pipeline: materialised on every scan -------------------------------------------
+
 
 def test_plan_is_materialised_even_when_the_kernel_would_not_allocate():
     fx = fixture.parse(hostgen.synthetic(4, 1, feat_ctl=0x1))  # locked, VMX off
@@ -313,31 +346,39 @@ def test_unknown_revision_is_stamped_zero_and_said():
 
 def _failing(errno_code, message):
     def materialize_pages(plan):
-        m = Materialized(failed=plan.pages[1], errno=errno.errorcode[errno_code],
-                         error=message)
+        m = Materialized(failed=plan.pages[1], errno=errno.errorcode[errno_code], error=message)
         return m
+
     return materialize_pages
 
 
 def test_a_failed_page_before_the_allocation_step_stays_in_the_plan_section():
     fx = fixture.parse(hostgen.synthetic(4, 2, feat_ctl=0x1))
-    report, v, text = scan(FixtureHost(fx), fx,
-                           materialize_pages=_failing(errno.ENOMEM, "Cannot allocate memory"))
+    report, v, text = scan(
+        FixtureHost(fx), fx, materialize_pages=_failing(errno.ENOMEM, "Cannot allocate memory")
+    )
     assert v.x86_vmx_init == "EOPNOTSUPP"  # untouched: the kernel never gets there
     assert not any("ENOMEM" in r for r in v.reasons)
     plan = report["plan"]
     assert plan["materialized"] is False and plan["verified"] is None
-    assert plan["failure"] == {"cpu": 1, "node": 0, "serving_node": 0, "errno": "ENOMEM",
-                               "reason": "mmap(2) of CPU 1's page failed with ENOMEM: "
-                                         "Cannot allocate memory",
-                               "released": True, "kernel_allocates": False}
+    assert plan["failure"] == {
+        "cpu": 1,
+        "node": 0,
+        "serving_node": 0,
+        "errno": "ENOMEM",
+        "reason": "mmap(2) of CPU 1's page failed with ENOMEM: Cannot allocate memory",
+        "released": True,
+        "kernel_allocates": False,
+    }
     assert "not materialised: mmap(2) of CPU 1's page failed with ENOMEM" in text
 
 
 def test_a_failed_bind_at_the_allocation_step_is_enomem_and_says_einval():
     fx = fixture.parse(hostgen.synthetic(4, 2))
-    reason = "mbind(2) of CPU 1's page to node 0 failed with EINVAL: node 0 does not exist " \
-             "on this machine, so the plan does not fit it (not a shortage of memory)"
+    reason = (
+        "mbind(2) of CPU 1's page to node 0 failed with EINVAL: node 0 does not exist "
+        "on this machine, so the plan does not fit it (not a shortage of memory)"
+    )
     report, v, _ = scan(FixtureHost(fx), fx, materialize_pages=_failing(errno.EINVAL, reason))
     assert v.x86_vmx_init == "ENOMEM" and not v.ready
     assert any("returns -ENOMEM" in r for r in v.reasons)
@@ -373,6 +414,7 @@ def test_this_machine_is_bound():
 def test_a_sandbox_refusing_mbind_leaves_pages_unbound_not_failed(monkeypatch):
     def refuse(addr, length):
         raise OSError(errno.EPERM, "Operation not permitted")
+
     monkeypatch.setattr(numa, "numa_status", lambda: (True, ""))
     monkeypatch.setattr(numa, "bind_local", refuse)
     placement = Placement.for_source(live_here=True)

@@ -3,9 +3,9 @@
 import pytest
 
 from tests import hostgen
-from vmxprobe.host import fixture
 from tests.scanning import run
-from vmxprobe.host.sources import FixtureHost, MsrReading, CpuidReading
+from vmxprobe.host import fixture
+from vmxprobe.host.sources import CpuidReading, FixtureHost, MsrReading
 
 FC, BASIC = 0x3A, 0x480
 SKYLAKE = 0x00DA040000000004
@@ -94,10 +94,13 @@ def test_vmcs_size_of_exactly_a_page_is_fine():
     assert scan(fx)[1].x86_vmx_init == "ok"
 
 
-@pytest.mark.parametrize("value,words", [
-    (SKYLAKE | 1 << 48, "bit 48 (32-bit physical addresses only)"),
-    (SKYLAKE & ~(0xF << 50), "memory type (bits 53:50) = 0, not 6 (WB)"),
-])
+@pytest.mark.parametrize(
+    "value,words",
+    [
+        (SKYLAKE | 1 << 48, "bit 48 (32-bit physical addresses only)"),
+        (SKYLAKE & ~(0xF << 50), "memory type (bits 53:50) = 0, not 6 (WB)"),
+    ],
+)
 def test_kvm_refusals_of_the_boot_cpu_config(value, words):
     fx = host()
     for cpu in range(4):
@@ -158,9 +161,14 @@ def test_vmx_basic_eio_with_vmx_in_cpuid():
     assert v.kvm_intel == "EIO" and "faults (EIO) although CPUID offers VMX" in reasons(report)
 
 
-@pytest.mark.parametrize("code,hint", [
-    ("ENOENT", "modprobe msr"), ("EPERM", "run as root"), ("EACCES", "run as root"),
-])
+@pytest.mark.parametrize(
+    "code,hint",
+    [
+        ("ENOENT", "modprobe msr"),
+        ("EPERM", "run as root"),
+        ("EACCES", "run as root"),
+    ],
+)
 def test_unreadable_msrs_leave_it_undetermined_with_the_fix(code, hint):
     fx = host(2)
     for cpu in range(2):
@@ -239,7 +247,7 @@ def test_kernel_view_old_kernel_keeps_flag():
     fx = host(2)
     for cpu in range(2):
         setreg(fx, FC, cpu, 0x1)
-    report, v = scan(fx)   # the synthetic cpuinfo still shows vmx
+    report, v = scan(fx)  # the synthetic cpuinfo still shows vmx
     assert "kernels before 5.6 kept the flag" in reasons(report)
 
 

@@ -11,94 +11,50 @@ VMX_VPID_*) name the fields.
 
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any
 
-from vmxprobe.arch.controls import (ALWAYS_OFF, EITHER, ENTRY, EXIT, EXIT2, PINBASED, PROCBASED,
-                                    PROCBASED2, PROCBASED3, VMFUNC, ControlTable, control_state)
-from vmxprobe.arch.vmx import (FEATURE_CONTROL_FIELDS, M32, M64, MSR_IA32_FEAT_CTL,
-                               MSR_IA32_VMX_BASIC, VMX_BASIC_FIELDS, Field, field_bits)
-
-VMX_BASIC_TRUE_CTLS = 1 << 55   # asm/vmx.h VMX_BASIC_TRUE_CTLS; SDM A.1 bit 55
-
-F = Field  # vmx.Field: one field of a register, with its kernel and SDM names
-
-# IA32_VMX_MISC, SDM Vol. 3D A.6.  max_msr_list_size and activity_states are derived.
-MISC_FIELDS = (
-    F("preemption_timer_rate", 0, 4, "vmx_misc_preemption_timer_rate()",
-      "A.6 bits 4:0: the timer counts down by 1 each time this TSC bit changes"),
-    F("store_efer_lma", 5, 5, "VMX_MISC_SAVE_EFER_LMA",
-      "A.6 bit 5: VM exits store IA32_EFER.LMA into the IA-32e mode guest control"),
-    F("activity_hlt", 6, 6, "VMX_MISC_ACTIVITY_HLT", "A.6 bit 6: HLT activity state"),
-    F("activity_shutdown", 7, 7, "VMX_MISC_ACTIVITY_SHUTDOWN", "A.6 bit 7: shutdown activity state"),
-    F("activity_wait_for_sipi", 8, 8, "VMX_MISC_ACTIVITY_WAIT_SIPI", "A.6 bit 8: wait-for-SIPI activity state"),
-    F("intel_pt_in_vmx", 14, 14, "VMX_MISC_INTEL_PT", "A.6 bit 14: Intel PT can be used in VMX operation"),
-    F("rdmsr_smbase_in_smm", 15, 15, "VMX_MISC_RDMSR_IN_SMM", "A.6 bit 15: RDMSR can read IA32_SMBASE in SMM"),
-    F("cr3_target_count", 16, 24, "vmx_misc_cr3_count()", "A.6 bits 24:16: number of CR3-target values"),
-    F("msr_list_size_code", 25, 27, "vmx_misc_max_msr()",
-      "A.6 bits 27:25: N; 512 * (N + 1) is the recommended maximum MSRs per list"),
-    F("smm_monitor_ctl_bit2", 28, 28, "VMX_MISC_VMXOFF_BLOCK_SMI",
-      "A.6 bit 28: IA32_SMM_MONITOR_CTL bit 2 can be set (VMXOFF leaves SMIs blocked)"),
-    F("vmwrite_any_field", 29, 29, "VMX_MISC_VMWRITE_SHADOW_RO_FIELDS",
-      "A.6 bit 29: VMWRITE can write any supported VMCS field, VM-exit information included"),
-    F("inject_zero_length", 30, 30, "VMX_MISC_ZERO_LEN_INS",
-      "A.6 bit 30: VM entry may inject software interrupts/exceptions with instruction length 0"),
-    F("mseg_revision", 32, 63, "vmx_misc_mseg_revid()", "A.6 bits 63:32: MSEG revision identifier"),
+from vmxprobe.arch.controls import (
+    ALWAYS_OFF,
+    EITHER,
+    ENTRY,
+    EXIT,
+    EXIT2,
+    PINBASED,
+    PROCBASED,
+    PROCBASED2,
+    PROCBASED3,
+    VMFUNC,
+    Control,
+    ControlTable,
+    control_state,
 )
-MISC_MSR_LIST_MULTIPLIER = 512  # asm/vmx.h VMX_MISC_MSR_LIST_MULTIPLIER; SDM A.6 bits 27:25
-
-# IA32_VMX_EPT_VPID_CAP, SDM Vol. 3D A.10.  Low dword EPT, high dword VPID (feat_ctl.c
-# reads it as "low for EPT, high for VPID").  Bits 22 and 23 have no Linux name.
-EPT_VPID_FIELDS = (
-    F("ept_execute_only", 0, 0, "VMX_EPT_EXECUTE_ONLY_BIT", "A.10 bit 0: execute-only EPT translations"),
-    F("ept_page_walk_length_4", 6, 6, "VMX_EPT_PAGE_WALK_4_BIT", "A.10 bit 6: page-walk length of 4"),
-    F("ept_page_walk_length_5", 7, 7, "VMX_EPT_PAGE_WALK_5_BIT", "A.10 bit 7: page-walk length of 5"),
-    F("ept_memory_type_uc", 8, 8, "VMX_EPTP_UC_BIT", "A.10 bit 8: EPT paging structures may be UC"),
-    F("ept_memory_type_wb", 14, 14, "VMX_EPTP_WB_BIT", "A.10 bit 14: EPT paging structures may be WB"),
-    F("ept_2mb_pages", 16, 16, "VMX_EPT_2MB_PAGE_BIT", "A.10 bit 16: EPT PDE may map a 2-MByte page"),
-    F("ept_1gb_pages", 17, 17, "VMX_EPT_1GB_PAGE_BIT", "A.10 bit 17: EPT PDPTE may map a 1-GByte page"),
-    F("invept", 20, 20, "VMX_EPT_INVEPT_BIT", "A.10 bit 20: INVEPT is supported"),
-    F("ept_accessed_dirty", 21, 21, "VMX_EPT_AD_BIT", "A.10 bit 21: accessed and dirty flags for EPT"),
-    F("ept_advanced_exit_info", 22, 22, None, "A.10 bit 22: advanced VM-exit information for EPT violations"),
-    F("ept_supervisor_shadow_stack", 23, 23, None, "A.10 bit 23: supervisor shadow-stack control (EPTP bit 7)"),
-    F("invept_single_context", 25, 25, "VMX_EPT_EXTENT_CONTEXT_BIT", "A.10 bit 25: single-context INVEPT"),
-    F("invept_all_context", 26, 26, "VMX_EPT_EXTENT_GLOBAL_BIT", "A.10 bit 26: all-context INVEPT"),
-    F("invvpid", 32, 32, "VMX_VPID_INVVPID_BIT", "A.10 bit 32: INVVPID is supported"),
-    F("invvpid_individual_address", 40, 40, "VMX_VPID_EXTENT_INDIVIDUAL_ADDR_BIT",
-      "A.10 bit 40: individual-address INVVPID"),
-    F("invvpid_single_context", 41, 41, "VMX_VPID_EXTENT_SINGLE_CONTEXT_BIT", "A.10 bit 41: single-context INVVPID"),
-    F("invvpid_all_context", 42, 42, "VMX_VPID_EXTENT_GLOBAL_CONTEXT_BIT", "A.10 bit 42: all-context INVVPID"),
-    F("invvpid_single_context_retaining_globals", 43, 43, "VMX_VPID_EXTENT_SINGLE_NON_GLOBAL_BIT",
-      "A.10 bit 43: single-context-retaining-globals INVVPID"),
+from vmxprobe.arch.fields import (
+    CR_BITS,
+    EPT_VPID_FIELDS,
+    MISC_FIELDS,
+    MISC_MSR_LIST_MULTIPLIER,
+    VMCS_ENUM_FIELDS,
+)
+from vmxprobe.arch.vmx import (
+    FEATURE_CONTROL_FIELDS,
+    M32,
+    M64,
+    MSR_IA32_FEAT_CTL,
+    MSR_IA32_VMX_BASIC,
+    VMX_BASIC_FIELDS,
+    Field,
+    field_bits,
 )
 
-# IA32_VMX_VMCS_ENUM, SDM Vol. 3D A.9.  Bit 0 and bits 63:10 are reserved.
-VMCS_ENUM_FIELDS = (
-    F("highest_index", 1, 9, None, "A.9 bits 9:1: highest index value used in any VMCS encoding"),
-)
+VMX_BASIC_TRUE_CTLS = 1 << 55  # asm/vmx.h VMX_BASIC_TRUE_CTLS; SDM A.1 bit 55
 
-# Control-register bits named for the CR fixed MSRs (A.7, A.8): (bit, SDM name, Linux
-# uapi/asm/processor-flags.h name or None).
-CR0_BITS = (
-    (0, "PE", "X86_CR0_PE"), (1, "MP", "X86_CR0_MP"), (2, "EM", "X86_CR0_EM"), (3, "TS", "X86_CR0_TS"),
-    (4, "ET", "X86_CR0_ET"), (5, "NE", "X86_CR0_NE"), (16, "WP", "X86_CR0_WP"), (18, "AM", "X86_CR0_AM"),
-    (29, "NW", "X86_CR0_NW"), (30, "CD", "X86_CR0_CD"), (31, "PG", "X86_CR0_PG"),
-)
-CR4_BITS = (
-    (0, "VME", "X86_CR4_VME"), (1, "PVI", "X86_CR4_PVI"), (2, "TSD", "X86_CR4_TSD"), (3, "DE", "X86_CR4_DE"),
-    (4, "PSE", "X86_CR4_PSE"), (5, "PAE", "X86_CR4_PAE"), (6, "MCE", "X86_CR4_MCE"), (7, "PGE", "X86_CR4_PGE"),
-    (8, "PCE", "X86_CR4_PCE"), (9, "OSFXSR", "X86_CR4_OSFXSR"), (10, "OSXMMEXCPT", "X86_CR4_OSXMMEXCPT"),
-    (11, "UMIP", "X86_CR4_UMIP"), (12, "LA57", "X86_CR4_LA57"), (13, "VMXE", "X86_CR4_VMXE"),
-    (14, "SMXE", "X86_CR4_SMXE"), (16, "FSGSBASE", "X86_CR4_FSGSBASE"), (17, "PCIDE", "X86_CR4_PCIDE"),
-    (18, "OSXSAVE", "X86_CR4_OSXSAVE"), (19, "KL", None), (20, "SMEP", "X86_CR4_SMEP"),
-    (21, "SMAP", "X86_CR4_SMAP"), (22, "PKE", "X86_CR4_PKE"), (23, "CET", "X86_CR4_CET"),
-    (24, "PKS", None), (25, "UINTR", None), (27, "LASS", "X86_CR4_LASS"), (28, "LAM_SUP", "X86_CR4_LAM_SUP"),
-    (32, "FRED", "X86_CR4_FRED"),
-)
-CR_BITS = {"CR0": CR0_BITS, "CR4": CR4_BITS}
+# A decoded register: field or control name -> value, JSON-ready (see decode()).
+Decoded = dict[str, Any]
 
 # Kinds of capability MSR.
-KIND_CTLS = "controls"              # 32-bit controls: low dword allowed-0, high dword allowed-1
-KIND_ALLOWED1 = "allowed1_64"       # 64-bit field: every bit an allowed-1 setting
+KIND_CTLS = "controls"  # 32-bit controls: low dword allowed-0, high dword allowed-1
+KIND_ALLOWED1 = "allowed1_64"  # 64-bit field: every bit an allowed-1 setting
 KIND_MISC = "misc"
 KIND_FIXED0 = "cr_fixed0"
 KIND_FIXED1 = "cr_fixed1"
@@ -106,42 +62,74 @@ KIND_VMCS_ENUM = "vmcs_enum"
 KIND_EPT_VPID = "ept_vpid_cap"
 
 
-class Msr(NamedTuple):
+@dataclass(frozen=True)
+class Msr:
     index: int
-    name: str                         # SDM name
-    kernel: str                       # msr-index.h macro
+    name: str  # SDM name
+    kernel: str  # msr-index.h macro
     kind: str
     sdm: str
-    table: Optional[ControlTable] = None
-    register: Optional[str] = None    # CR0/CR4 for the fixed MSRs
-    true_of: Optional[int] = None     # TRUE_* MSR: the plain MSR it replaces
+    table: ControlTable | None = None
+    register: str | None = None  # CR0/CR4 for the fixed MSRs
+    true_of: int | None = None  # TRUE_* MSR: the plain MSR it replaces
+
+    @property
+    def controls(self) -> tuple[Control, ...]:
+        """The control table's rows (the control MSRs have one)."""
+        if self.table is None:
+            raise ValueError(f"{self.name} holds no controls")
+        return self.table.controls
+
+    @property
+    def cr(self) -> str:
+        """The control register a CR fixed MSR is about."""
+        if self.register is None:
+            raise ValueError(f"{self.name} is not a CR fixed MSR")
+        return self.register
 
 
-def _m(index, name, kind, sdm, **kw):
+def _m(index: int, name: str, kind: str, sdm: str, **kw: Any) -> Msr:
     return Msr(index, name, "MSR_" + name, kind, sdm, **kw)
 
 
-MSRS: Dict[int, Msr] = {m.index: m for m in (
-    _m(0x481, "IA32_VMX_PINBASED_CTLS", KIND_CTLS, "SDM Vol. 3D A.3.1", table=PINBASED),
-    _m(0x482, "IA32_VMX_PROCBASED_CTLS", KIND_CTLS, "SDM Vol. 3D A.3.2", table=PROCBASED),
-    _m(0x483, "IA32_VMX_EXIT_CTLS", KIND_CTLS, "SDM Vol. 3D A.4.1", table=EXIT),
-    _m(0x484, "IA32_VMX_ENTRY_CTLS", KIND_CTLS, "SDM Vol. 3D A.5", table=ENTRY),
-    _m(0x485, "IA32_VMX_MISC", KIND_MISC, "SDM Vol. 3D A.6"),
-    _m(0x486, "IA32_VMX_CR0_FIXED0", KIND_FIXED0, "SDM Vol. 3D A.7", register="CR0"),
-    _m(0x487, "IA32_VMX_CR0_FIXED1", KIND_FIXED1, "SDM Vol. 3D A.7", register="CR0"),
-    _m(0x488, "IA32_VMX_CR4_FIXED0", KIND_FIXED0, "SDM Vol. 3D A.8", register="CR4"),
-    _m(0x489, "IA32_VMX_CR4_FIXED1", KIND_FIXED1, "SDM Vol. 3D A.8", register="CR4"),
-    _m(0x48A, "IA32_VMX_VMCS_ENUM", KIND_VMCS_ENUM, "SDM Vol. 3D A.9"),
-    _m(0x48B, "IA32_VMX_PROCBASED_CTLS2", KIND_CTLS, "SDM Vol. 3D A.3.3", table=PROCBASED2),
-    _m(0x48C, "IA32_VMX_EPT_VPID_CAP", KIND_EPT_VPID, "SDM Vol. 3D A.10"),
-    _m(0x48D, "IA32_VMX_TRUE_PINBASED_CTLS", KIND_CTLS, "SDM Vol. 3D A.3.1", table=PINBASED, true_of=0x481),
-    _m(0x48E, "IA32_VMX_TRUE_PROCBASED_CTLS", KIND_CTLS, "SDM Vol. 3D A.3.2", table=PROCBASED, true_of=0x482),
-    _m(0x48F, "IA32_VMX_TRUE_EXIT_CTLS", KIND_CTLS, "SDM Vol. 3D A.4.1", table=EXIT, true_of=0x483),
-    _m(0x490, "IA32_VMX_TRUE_ENTRY_CTLS", KIND_CTLS, "SDM Vol. 3D A.5", table=ENTRY, true_of=0x484),
-    _m(0x491, "IA32_VMX_VMFUNC", KIND_ALLOWED1, "SDM Vol. 3D A.11", table=VMFUNC),
-    _m(0x492, "IA32_VMX_PROCBASED_CTLS3", KIND_ALLOWED1, "SDM Vol. 3D A.3.4", table=PROCBASED3),
-    _m(0x493, "IA32_VMX_EXIT_CTLS2", KIND_ALLOWED1, "SDM Vol. 3D A.4.2", table=EXIT2),
-)}
+MSRS: dict[int, Msr] = {
+    m.index: m
+    for m in (
+        _m(0x481, "IA32_VMX_PINBASED_CTLS", KIND_CTLS, "SDM Vol. 3D A.3.1", table=PINBASED),
+        _m(0x482, "IA32_VMX_PROCBASED_CTLS", KIND_CTLS, "SDM Vol. 3D A.3.2", table=PROCBASED),
+        _m(0x483, "IA32_VMX_EXIT_CTLS", KIND_CTLS, "SDM Vol. 3D A.4.1", table=EXIT),
+        _m(0x484, "IA32_VMX_ENTRY_CTLS", KIND_CTLS, "SDM Vol. 3D A.5", table=ENTRY),
+        _m(0x485, "IA32_VMX_MISC", KIND_MISC, "SDM Vol. 3D A.6"),
+        _m(0x486, "IA32_VMX_CR0_FIXED0", KIND_FIXED0, "SDM Vol. 3D A.7", register="CR0"),
+        _m(0x487, "IA32_VMX_CR0_FIXED1", KIND_FIXED1, "SDM Vol. 3D A.7", register="CR0"),
+        _m(0x488, "IA32_VMX_CR4_FIXED0", KIND_FIXED0, "SDM Vol. 3D A.8", register="CR4"),
+        _m(0x489, "IA32_VMX_CR4_FIXED1", KIND_FIXED1, "SDM Vol. 3D A.8", register="CR4"),
+        _m(0x48A, "IA32_VMX_VMCS_ENUM", KIND_VMCS_ENUM, "SDM Vol. 3D A.9"),
+        _m(0x48B, "IA32_VMX_PROCBASED_CTLS2", KIND_CTLS, "SDM Vol. 3D A.3.3", table=PROCBASED2),
+        _m(0x48C, "IA32_VMX_EPT_VPID_CAP", KIND_EPT_VPID, "SDM Vol. 3D A.10"),
+        _m(
+            0x48D,
+            "IA32_VMX_TRUE_PINBASED_CTLS",
+            KIND_CTLS,
+            "SDM Vol. 3D A.3.1",
+            table=PINBASED,
+            true_of=0x481,
+        ),
+        _m(
+            0x48E,
+            "IA32_VMX_TRUE_PROCBASED_CTLS",
+            KIND_CTLS,
+            "SDM Vol. 3D A.3.2",
+            table=PROCBASED,
+            true_of=0x482,
+        ),
+        _m(0x48F, "IA32_VMX_TRUE_EXIT_CTLS", KIND_CTLS, "SDM Vol. 3D A.4.1", table=EXIT, true_of=0x483),
+        _m(0x490, "IA32_VMX_TRUE_ENTRY_CTLS", KIND_CTLS, "SDM Vol. 3D A.5", table=ENTRY, true_of=0x484),
+        _m(0x491, "IA32_VMX_VMFUNC", KIND_ALLOWED1, "SDM Vol. 3D A.11", table=VMFUNC),
+        _m(0x492, "IA32_VMX_PROCBASED_CTLS3", KIND_ALLOWED1, "SDM Vol. 3D A.3.4", table=PROCBASED3),
+        _m(0x493, "IA32_VMX_EXIT_CTLS2", KIND_ALLOWED1, "SDM Vol. 3D A.4.2", table=EXIT2),
+    )
+}
 
 # The MSRs that exist on every processor with VMX (A.1-A.9 state no condition for them).
 ALWAYS_PRESENT = (0x481, 0x482, 0x483, 0x484, 0x485, 0x486, 0x487, 0x488, 0x489, 0x48A)
@@ -151,52 +139,57 @@ TRUE_MSRS = (0x48D, 0x48E, 0x48F, 0x490)
 # ---------------------------------------------------------------------------------------
 
 
-
-
-def set_bits(value: int) -> List[int]:
+def set_bits(value: int) -> list[int]:
     return [b for b in range(64) if value >> b & 1]
 
 
-def _header(m: Msr, value: int) -> dict:
-    return {"msr": m.name, "index": "0x%x" % m.index, "kind": m.kind, "raw": "0x%016x" % value}
+def _header(m: Msr, value: int) -> Decoded:
+    return {"msr": m.name, "index": f"0x{m.index:x}", "kind": m.kind, "raw": f"0x{value:016x}"}
 
 
-def _decode_ctls(m: Msr, value: int) -> dict:
+def _decode_ctls(m: Msr, value: int) -> Decoded:
     # A.3.1 (and alike for A.3.2, A.4.1, A.5): "Bits 31:0 indicate the allowed
     # 0-settings ... Bits 63:32 indicate the allowed 1-settings".
     out = _header(m, value)
     lo, hi = value & M32, value >> 32
-    known = {c.bit for c in m.table.controls}
-    out["allowed0"] = "0x%08x" % lo
-    out["allowed1"] = "0x%08x" % hi
-    out["controls"] = {c.name: control_state(bool(lo >> c.bit & 1), bool(hi >> c.bit & 1))
-                       for c in m.table.controls}
+    known = {c.bit for c in m.controls}
+    out["allowed0"] = f"0x{lo:08x}"
+    out["allowed1"] = f"0x{hi:08x}"
+    out["controls"] = {
+        c.name: control_state(bool(lo >> c.bit & 1), bool(hi >> c.bit & 1)) for c in m.controls
+    }
     # Unknown control bits are kept: on the plain (non-TRUE) MSRs the default1 bits of
     # A.2 show up here as always_on, which is expected, not an error.
     out["reserved"] = [b for b in set_bits(value) if b % 32 not in known]
-    out["reserved_controls"] = {"bit%d" % b: control_state(bool(lo >> b & 1), bool(hi >> b & 1))
-                                for b in range(32) if b not in known and (lo | hi) >> b & 1}
-    names = {c.bit: c.name for c in m.table.controls}
-    out["errors"] = ["bit %d (%s): allowed-0 says must be 1 but allowed-1 says must be 0"
-                     % (b, names.get(b, "reserved")) for b in range(32) if lo >> b & 1 and not hi >> b & 1]
+    out["reserved_controls"] = {
+        f"bit{b}": control_state(bool(lo >> b & 1), bool(hi >> b & 1))
+        for b in range(32)
+        if b not in known and (lo | hi) >> b & 1
+    }
+    names = {c.bit: c.name for c in m.controls}
+    out["errors"] = [
+        f"bit {b} ({names.get(b, 'reserved')}): allowed-0 says must be 1 but allowed-1 says must be 0"
+        for b in range(32)
+        if lo >> b & 1 and not hi >> b & 1
+    ]
     return out
 
 
-def _decode_allowed1(m: Msr, value: int) -> dict:
+def _decode_allowed1(m: Msr, value: int) -> Decoded:
     # A.3.4, A.4.2, A.11: a 64-bit MSR of allowed-1 settings only; a 0-setting is always
     # allowed, so a control is either flexible or must stay 0.
     out = _header(m, value)
-    known = {c.bit for c in m.table.controls}
-    out["controls"] = {c.name: EITHER if value >> c.bit & 1 else ALWAYS_OFF for c in m.table.controls}
+    known = {c.bit for c in m.controls}
+    out["controls"] = {c.name: EITHER if value >> c.bit & 1 else ALWAYS_OFF for c in m.controls}
     out["reserved"] = [b for b in set_bits(value) if b not in known]
     out["errors"] = []
     return out
 
 
-def _decode_fields(m: Msr, value: int, fields: Tuple[Field, ...]) -> dict:
+def _decode_fields(m: Msr, value: int, fields: tuple[Field, ...]) -> Decoded:
     out = _header(m, value)
     known = 0
-    decoded: dict = {}
+    decoded: Decoded = {}
     for f in fields:
         v = field_bits(value, f.lo, f.hi)
         decoded[f.name] = bool(v) if f.lo == f.hi else v
@@ -207,7 +200,7 @@ def _decode_fields(m: Msr, value: int, fields: Tuple[Field, ...]) -> dict:
     return out
 
 
-def _cr_names(register: str, mask: int) -> List[str]:
+def _cr_names(register: str, mask: int) -> list[str]:
     named = {b: n for b, n, _ in CR_BITS[register]}
     return [named[b] for b in sorted(named) if mask >> b & 1]
 
@@ -219,7 +212,7 @@ def _cr_known_mask(register: str) -> int:
     return mask
 
 
-def decode(index: int, value: int) -> dict:
+def decode(index: int, value: int) -> Decoded:
     """Decode one VMX capability MSR value into a JSON-ready dict.
 
     Always present: msr, index, kind, raw ("0x%016x"), reserved (set bits the tables do
@@ -228,11 +221,11 @@ def decode(index: int, value: int) -> dict:
     """
     m = MSRS.get(index)
     if m is None:
-        raise ValueError("0x%x is not a VMX capability MSR decoded here (0x481-0x493)" % index)
+        raise ValueError(f"0x{index:x} is not a VMX capability MSR decoded here (0x481-0x493)")
     if not isinstance(value, int):
-        raise TypeError("a register value is an int, not %s" % type(value).__name__)
+        raise TypeError(f"a register value is an int, not {type(value).__name__}")
     if not 0 <= value <= M64:
-        raise ValueError("%#x is not a 64-bit register value" % value)
+        raise ValueError(f"{value:#x} is not a 64-bit register value")
     if m.kind == KIND_CTLS:
         return _decode_ctls(m, value)
     if m.kind == KIND_ALLOWED1:
@@ -243,8 +236,15 @@ def decode(index: int, value: int) -> dict:
         f["max_msr_list_size"] = MISC_MSR_LIST_MULTIPLIER * (f["msr_list_size_code"] + 1)
         # Activity-state numbers of SDM 25.4.2 (asm/vmx.h GUEST_ACTIVITY_*): 0 active is
         # always supported, bits 6-8 report states 1-3.
-        f["activity_states"] = ["active"] + [n for n, k in (("hlt", "activity_hlt"),
-                                ("shutdown", "activity_shutdown"), ("wait_for_sipi", "activity_wait_for_sipi")) if f[k]]
+        f["activity_states"] = ["active"] + [
+            n
+            for n, k in (
+                ("hlt", "activity_hlt"),
+                ("shutdown", "activity_shutdown"),
+                ("wait_for_sipi", "activity_wait_for_sipi"),
+            )
+            if f[k]
+        ]
         return out
     if m.kind == KIND_EPT_VPID:
         return _decode_fields(m, value, EPT_VPID_FIELDS)
@@ -254,23 +254,23 @@ def decode(index: int, value: int) -> dict:
     # in VMX operation.  Similarly, if bit X is 0 in IA32_VMX_CRn_FIXED1, then that bit
     # of CRn is fixed to 0 in VMX operation."
     out = _header(m, value)
-    known = _cr_known_mask(m.register)
-    out["fields"] = {"register": m.register}
+    known = _cr_known_mask(m.cr)
+    out["fields"] = {"register": m.cr}
     if m.kind == KIND_FIXED0:
-        out["fields"]["fixed_to_1"] = _cr_names(m.register, value)
+        out["fields"]["fixed_to_1"] = _cr_names(m.cr, value)
     else:
         fixed0 = ~value & M64
-        out["fields"]["fixed_to_0"] = _cr_names(m.register, fixed0)
-        out["fields"]["fixed_to_0_mask"] = "0x%016x" % fixed0
-        out["fields"]["may_be_1"] = _cr_names(m.register, value)
+        out["fields"]["fixed_to_0"] = _cr_names(m.cr, fixed0)
+        out["fields"]["fixed_to_0_mask"] = f"0x{fixed0:016x}"
+        out["fields"]["may_be_1"] = _cr_names(m.cr, value)
     out["reserved"] = set_bits(value & ~known)
     out["errors"] = []
     return out
 
 
-def cr_fixed_summary(register: str, fixed0: int, fixed1: int) -> dict:
+def cr_fixed_summary(register: str, fixed0: int, fixed1: int) -> Decoded:
     """Combine a FIXED0/FIXED1 pair (A.7, A.8) into fixed_to_1 / fixed_to_0 / flexible names."""
-    errors = ["bit %d: fixed to 1 by FIXED0 and to 0 by FIXED1" % b for b in set_bits(fixed0 & ~fixed1 & M64)]
+    errors = [f"bit {b}: fixed to 1 by FIXED0 and to 0 by FIXED1" for b in set_bits(fixed0 & ~fixed1 & M64)]
     return {
         "register": register,
         "fixed_to_1": _cr_names(register, fixed0),
@@ -293,7 +293,7 @@ def resolve_msr(name_or_index: str) -> int:
     known = dict(MSRS)
     names = {"IA32_VMX_BASIC": MSR_IA32_VMX_BASIC}
     names.update({m.name: i for i, m in known.items()})
-    index: Optional[int] = None
+    index: int | None = None
     try:
         if s.lower().startswith("0x"):
             index = int(s[2:], 16)
@@ -313,12 +313,14 @@ def resolve_msr(name_or_index: str) -> int:
             key = "IA32_VMX_" + key
         if key in names:
             return names[key]
-    short = ", ".join(n[len("IA32_VMX_"):] for n, _ in sorted(names.items(), key=lambda kv: kv[1]))
-    raise ValueError("unknown MSR %r: give an index (0x3a, 0x480-0x493) or a name, optionally "
-                     "prefixed IA32_VMX_ or MSR_IA32_VMX_: FEATURE_CONTROL, %s" % (s, short))
+    short = ", ".join(n[len("IA32_VMX_") :] for n, _ in sorted(names.items(), key=lambda kv: kv[1]))
+    raise ValueError(
+        f"unknown MSR {s!r}: give an index (0x3a, 0x480-0x493) or a name, optionally "
+        f"prefixed IA32_VMX_ or MSR_IA32_VMX_: FEATURE_CONTROL, {short}"
+    )
 
 
-def effective_controls(msrs: Dict[int, int], true_ctls: bool) -> dict:
+def effective_controls(msrs: dict[int, int], true_ctls: bool) -> dict[str, Decoded]:
     """Decoded controls per group, reading each from the MSR that holds the whole answer.
 
     A.3.1/A.3.2/A.4.1/A.5: "If bit 55 in the IA32_VMX_BASIC MSR is read as 1, all
@@ -327,19 +329,20 @@ def effective_controls(msrs: Dict[int, int], true_ctls: bool) -> dict:
     IA32_VMX_BASIC.  Groups whose MSR is absent from msrs are left out; a missing TRUE
     MSR falls back to the plain one (the result's "index" says which was used).
     """
-    use: Dict[str, int] = {}
+    use: dict[str, int] = {}
     for index, m in MSRS.items():
         if m.table is None or m.true_of is not None:
             continue
         use[m.table.group] = index
     if true_ctls:
         for index in TRUE_MSRS:
-            if index in msrs:
-                use[MSRS[index].table.group] = index
+            table = MSRS[index].table
+            if index in msrs and table is not None:
+                use[table.group] = index
     return {group: decode(index, msrs[index]) for group, index in use.items() if index in msrs}
 
 
-def readable_msrs(msrs_so_far: Dict[int, int], basic: int) -> List[int]:
+def readable_msrs(msrs_so_far: dict[int, int], basic: int) -> list[int]:
     """The capability MSRs (other than IA32_VMX_BASIC) that exist, as far as the values
     read so far can tell.  A dependent MSR is listed once the MSR that announces it is in
     msrs_so_far and says so; call again after reading more to reach the full list.
@@ -401,16 +404,18 @@ def parse_value(text: str) -> int:
     elif s[-1:].lower() == "h" and len(s) > 1:
         s = s[:-1]
     if not s or any(c not in "0123456789abcdefABCDEF" for c in s):
-        raise ValueError("bad value %r: give the register as hex, e.g. 0x00da040000000004 "
-                         "(0x, '_' and spaces optional)" % raw.strip())
+        raise ValueError(
+            f"bad value {raw.strip()!r}: give the register as hex, e.g. 0x00da040000000004 "
+            "(0x, '_' and spaces optional)"
+        )
     value = int(s, 16)
     if value > M64:
-        raise ValueError("bad value %r: more than 64 bits (%d hex digits)" % (raw.strip(), len(s.lstrip("0"))))
+        raise ValueError(f"bad value {raw.strip()!r}: more than 64 bits ({len(s.lstrip('0'))} hex digits)")
     return value
 
 
 def msr_label(index: int) -> str:
-    """"IA32_VMX_PROCBASED_CTLS2 (0x48b)" for any MSR this tool reads."""
+    """ "IA32_VMX_PROCBASED_CTLS2 (0x48b)" for any MSR this tool reads."""
     if index == MSR_IA32_VMX_BASIC:
         name = "IA32_VMX_BASIC"
     elif index == MSR_IA32_FEAT_CTL:
@@ -418,7 +423,7 @@ def msr_label(index: int) -> str:
     else:
         m = MSRS.get(index)
         name = m.name if m else "MSR"
-    return "%s (0x%x)" % (name, index)
+    return f"{name} (0x{index:x})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -431,7 +436,7 @@ def describe_bit(index: int, bit: int) -> str:
     if index == MSR_IA32_VMX_BASIC:
         for f in VMX_BASIC_FIELDS:
             if f.lo <= bit <= f.hi:
-                return f.name if f.lo == f.hi else "%s (bits %d:%d)" % (f.name, f.hi, f.lo)
+                return f.name if f.lo == f.hi else f"{f.name} (bits {f.hi}:{f.lo})"
         return "reserved"
     if index == MSR_IA32_FEAT_CTL:
         for f in FEATURE_CONTROL_FIELDS:
@@ -440,29 +445,33 @@ def describe_bit(index: int, bit: int) -> str:
         return "reserved"
     m = MSRS.get(index)
     if m is None:
-        return "bit %d" % bit
+        return f"bit {bit}"
     if m.kind == KIND_CTLS:
-        names = {c.bit: c.name for c in m.table.controls}
+        names = {c.bit: c.name for c in m.controls}
         b = bit % 32
-        what = names.get(b, "bit %d (no control defined)" % b)
-        return "%s of %s" % ("allowed-1" if bit >= 32 else "allowed-0", what)
+        what = names.get(b, f"bit {b} (no control defined)")
+        return f"{'allowed-1' if bit >= 32 else 'allowed-0'} of {what}"
     if m.kind == KIND_ALLOWED1:
-        names = {c.bit: c.name for c in m.table.controls}
-        return "allowed-1 of %s" % names.get(bit, "bit %d (no control defined)" % bit)
-    fields = {KIND_MISC: MISC_FIELDS, KIND_EPT_VPID: EPT_VPID_FIELDS, KIND_VMCS_ENUM: VMCS_ENUM_FIELDS}.get(m.kind)
+        names = {c.bit: c.name for c in m.controls}
+        return f"allowed-1 of {names.get(bit, f'bit {bit} (no control defined)')}"
+    fields = {KIND_MISC: MISC_FIELDS, KIND_EPT_VPID: EPT_VPID_FIELDS, KIND_VMCS_ENUM: VMCS_ENUM_FIELDS}.get(
+        m.kind
+    )
     if fields is not None:
         for f in fields:
             if f.lo <= bit <= f.hi:
-                return f.name if f.lo == f.hi else "%s (bits %d:%d)" % (f.name, f.hi, f.lo)
+                return f.name if f.lo == f.hi else f"{f.name} (bits {f.hi}:{f.lo})"
         return "reserved"
-    named = {b: n for b, n, _ in CR_BITS[m.register]}
-    return "%s.%s" % (m.register, named.get(bit, "bit%d" % bit))
+    named = {b: n for b, n, _ in CR_BITS[m.cr]}
+    return f"{m.cr}.{named.get(bit, f'bit{bit}')}"
 
 
-def differing_bits(index: int, a: int, b: int) -> List[dict]:
+def differing_bits(index: int, a: int, b: int) -> list[dict[str, Any]]:
     """Bits where a and b differ: [{"bit", "what", "a", "b"}], lowest first."""
-    return [{"bit": n, "what": describe_bit(index, n), "a": int(a >> n & 1), "b": int(b >> n & 1)}
-            for n in set_bits((a ^ b) & M64)]
+    return [
+        {"bit": n, "what": describe_bit(index, n), "a": int(a >> n & 1), "b": int(b >> n & 1)}
+        for n in set_bits((a ^ b) & M64)
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -471,8 +480,7 @@ def differing_bits(index: int, a: int, b: int) -> List[dict]:
 # QEMU's scripts/kvm/vmxcap prints such a control as "default".
 
 
-def default1_controls(plain: int, true: int) -> List[int]:
+def default1_controls(plain: int, true: int) -> list[int]:
     """Control bits (0-31) that the plain MSR forces to 1 but its TRUE MSR lets be 0."""
     p_lo, p_hi, t_lo, t_hi = plain & M32, plain >> 32, true & M32, true >> 32
-    return [b for b in range(32) if p_lo >> b & 1 and p_hi >> b & 1
-            and not t_lo >> b & 1 and t_hi >> b & 1]
+    return [b for b in range(32) if p_lo >> b & 1 and p_hi >> b & 1 and not t_lo >> b & 1 and t_hi >> b & 1]

@@ -3,12 +3,10 @@ whether a CPU has VMX, and the hypervisor signature leaf (Intel SDM Vol. 2A "CPU
 
 from __future__ import annotations
 
-from typing import Optional
-
 # CPUID, SDM Vol. 2A "CPUID": leaf 0 vendor; leaf 1 signature and feature bits;
 # leaf 0x40000000 the hypervisor's vendor signature (reserved range for hypervisors).
-CPUID_VMX_BIT = 5          # CPUID.01H:ECX[5] VMX (X86_FEATURE_VMX)
-CPUID_SMX_BIT = 6          # CPUID.01H:ECX[6] SMX
+CPUID_VMX_BIT = 5  # CPUID.01H:ECX[5] VMX (X86_FEATURE_VMX)
+CPUID_SMX_BIT = 6  # CPUID.01H:ECX[6] SMX
 CPUID_HYPERVISOR_BIT = 31  # CPUID.01H:ECX[31] "hypervisor present" (X86_FEATURE_HYPERVISOR)
 CPUID_HV_LEAF = 0x40000000
 EAX, EBX, ECX, EDX = 0, 1, 2, 3  # positions in a CPUID result
@@ -40,12 +38,12 @@ def _regs_text(*regs: int) -> str:
     return b"".join(r.to_bytes(4, "little") for r in regs).decode("latin-1")
 
 
-def cpuid_vendor(leaf0) -> str:
+def cpuid_vendor(leaf0: tuple[int, int, int, int]) -> str:
     _, ebx, ecx, edx = leaf0
     return _regs_text(ebx, edx, ecx).rstrip("\0")
 
 
-def cpuid_signature(eax: int) -> dict:
+def cpuid_signature(eax: int) -> dict[str, int]:
     """Display family/model/stepping from CPUID.01H:EAX (SDM Vol. 2A Figure 3-6)."""
     stepping = eax & 0xF
     model = (eax >> 4) & 0xF
@@ -57,7 +55,7 @@ def cpuid_signature(eax: int) -> dict:
     return {"family": display_family, "model": display_model, "stepping": stepping}
 
 
-def hypervisor_name(leaf) -> Optional[str]:
+def hypervisor_name(leaf: tuple[int, int, int, int]) -> str | None:
     _, ebx, ecx, edx = leaf
     sig = _regs_text(ebx, ecx, edx)
     return HYPERVISOR_SIGNATURES.get(sig) or (sig.rstrip("\0").strip() or None)

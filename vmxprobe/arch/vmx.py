@@ -5,23 +5,23 @@ asm/vmx.h, msr-index.h)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
-MSR_IA32_FEAT_CTL = 0x3A       # SDM Vol. 4 Table 2-2 "IA32_FEATURE_CONTROL"
-MSR_IA32_VMX_BASIC = 0x480     # SDM Vol. 3D A.1 "Basic VMX Information"
+MSR_IA32_FEAT_CTL = 0x3A  # SDM Vol. 4 Table 2-2 "IA32_FEATURE_CONTROL"
+MSR_IA32_VMX_BASIC = 0x480  # SDM Vol. 3D A.1 "Basic VMX Information"
 
-M32 = (1 << 32) - 1           # a register's low or high dword
-M64 = (1 << 64) - 1           # a 64-bit MSR
-PAGE_SIZE = 4096               # x86 PAGE_SIZE: the root VMCS is one order-0 page
-VMX_BASIC_MEM_TYPE_WB = 6      # asm/vmx.h VMX_BASIC_MEM_TYPE_WB (SDM Vol. 3A Table 12-8 / A.1)
+M32 = (1 << 32) - 1  # a register's low or high dword
+M64 = (1 << 64) - 1  # a 64-bit MSR
+PAGE_SIZE = 4096  # x86 PAGE_SIZE: the root VMCS is one order-0 page
+VMX_BASIC_MEM_TYPE_WB = 6  # asm/vmx.h VMX_BASIC_MEM_TYPE_WB (SDM Vol. 3A Table 12-8 / A.1)
 
 
 class Field(NamedTuple):
-    name: str       # report key
+    name: str  # report key
     lo: int
     hi: int
-    kernel: Optional[str]  # Linux name (None where Linux has none)
-    sdm: str        # where the SDM defines it
+    kernel: str | None  # Linux name (None where Linux has none)
+    sdm: str  # where the SDM defines it
 
 
 def field_bits(value: int, lo: int, hi: int) -> int:
@@ -32,18 +32,53 @@ def field_bits(value: int, lo: int, hi: int) -> int:
 # IA32_VMX_BASIC, SDM Vol. 3D A.1. Bit 31 is always 0; 45-47, 57, 59, 61-63 reserved.
 VMX_BASIC_FIELDS = (
     Field("revision_id", 0, 30, "vmx_basic_vmcs_revision_id()", "A.1 bits 30:0 VMCS revision identifier"),
-    Field("vmcs_size", 32, 44, "vmx_basic_vmcs_size()", "A.1 bits 44:32 bytes for the VMXON region and a VMCS"),
-    Field("phys_addr_32bit", 48, 48, "VMX_BASIC_32BIT_PHYS_ADDR_ONLY", "A.1 bit 48 VMXON/VMCS addresses limited to 32 bits"),
-    Field("dual_monitor", 49, 49, "VMX_BASIC_DUAL_MONITOR_TREATMENT", "A.1 bit 49 dual-monitor treatment of SMI and SMM"),
+    Field(
+        "vmcs_size", 32, 44, "vmx_basic_vmcs_size()", "A.1 bits 44:32 bytes for the VMXON region and a VMCS"
+    ),
+    Field(
+        "phys_addr_32bit",
+        48,
+        48,
+        "VMX_BASIC_32BIT_PHYS_ADDR_ONLY",
+        "A.1 bit 48 VMXON/VMCS addresses limited to 32 bits",
+    ),
+    Field(
+        "dual_monitor",
+        49,
+        49,
+        "VMX_BASIC_DUAL_MONITOR_TREATMENT",
+        "A.1 bit 49 dual-monitor treatment of SMI and SMM",
+    ),
     Field("memory_type", 50, 53, "vmx_basic_vmcs_mem_type()", "A.1 bits 53:50 memory type for VMCS access"),
     Field("ins_outs", 54, 54, "VMX_BASIC_INOUT", "A.1 bit 54 VM-exit information for INS/OUTS"),
     Field("true_controls", 55, 55, "VMX_BASIC_TRUE_CTLS", "A.1 bit 55 IA32_VMX_TRUE_*_CTLS exist"),
-    Field("no_hw_error_code_cc", 56, 56, "VMX_BASIC_NO_HW_ERROR_CODE_CC", "A.1 bit 56 VM entry may deliver a HW exception without error code"),
-    Field("nested_exception", 58, 58, "VMX_BASIC_NESTED_EXCEPTION", "A.1 bit 58 nested-exception support (FRED)"),
-    Field("no_seamret_invd_vmcs", 60, 60, "(TDX: seamret_invd_vmcs erratum when clear)", "A.1 bit 60 SEAMRET from P-SEAMLDR keeps the current VMCS"),
+    Field(
+        "no_hw_error_code_cc",
+        56,
+        56,
+        "VMX_BASIC_NO_HW_ERROR_CODE_CC",
+        "A.1 bit 56 VM entry may deliver a HW exception without error code",
+    ),
+    Field(
+        "nested_exception", 58, 58, "VMX_BASIC_NESTED_EXCEPTION", "A.1 bit 58 nested-exception support (FRED)"
+    ),
+    Field(
+        "no_seamret_invd_vmcs",
+        60,
+        60,
+        "(TDX: seamret_invd_vmcs erratum when clear)",
+        "A.1 bit 60 SEAMRET from P-SEAMLDR keeps the current VMCS",
+    ),
 )
-_BOOL_FIELDS = {"phys_addr_32bit", "dual_monitor", "ins_outs", "true_controls",
-                "no_hw_error_code_cc", "nested_exception", "no_seamret_invd_vmcs"}
+_BOOL_FIELDS = {
+    "phys_addr_32bit",
+    "dual_monitor",
+    "ins_outs",
+    "true_controls",
+    "no_hw_error_code_cc",
+    "nested_exception",
+    "no_seamret_invd_vmcs",
+}
 VMX_BASIC_RESERVED_MASK = (1 << 31) | (0x7 << 45) | (1 << 57) | (1 << 59) | (0x7 << 61)
 
 MEMORY_TYPES = {0: "UC", 6: "WB"}  # SDM A.1: "The values 1-5 and 7-15 are not used"
@@ -61,6 +96,7 @@ def _u64(value: int) -> int:
 @dataclass(frozen=True)
 class VmxBasic:
     """IA32_VMX_BASIC decoded: one attribute per field of VMX_BASIC_FIELDS."""
+
     value: int
     revision_id: int
     vmcs_size: int
@@ -97,8 +133,14 @@ class VmxBasic:
 
 def decode_vmx_basic(value: int) -> VmxBasic:
     value = _u64(value)
-    return VmxBasic(value, **{f.name: (bool if f.name in _BOOL_FIELDS else int)(
-        field_bits(value, f.lo, f.hi)) for f in VMX_BASIC_FIELDS})
+    fields: dict[str, Any] = {
+        f.name: (bool if f.name in _BOOL_FIELDS else int)(field_bits(value, f.lo, f.hi))
+        for f in VMX_BASIC_FIELDS
+    }
+    return VmxBasic(
+        value,
+        **fields,
+    )
 
 
 # IA32_FEATURE_CONTROL, SDM Vol. 4 Table 2-2; Linux FEAT_CTL_* in msr-index.h.
@@ -108,7 +150,9 @@ FEAT_CTL_VMX_ENABLED_OUTSIDE_SMX = 1 << 2
 FEATURE_CONTROL_FIELDS = (
     Field("locked", 0, 0, "FEAT_CTL_LOCKED", "bit 0 lock"),
     Field("vmx_inside_smx", 1, 1, "FEAT_CTL_VMX_ENABLED_INSIDE_SMX", "bit 1 enable VMX inside SMX operation"),
-    Field("vmx_outside_smx", 2, 2, "FEAT_CTL_VMX_ENABLED_OUTSIDE_SMX", "bit 2 enable VMX outside SMX operation"),
+    Field(
+        "vmx_outside_smx", 2, 2, "FEAT_CTL_VMX_ENABLED_OUTSIDE_SMX", "bit 2 enable VMX outside SMX operation"
+    ),
     Field("senter_local_functions", 8, 14, "(none)", "bits 14:8 SENTER local function enables"),
     Field("senter_global_enable", 15, 15, "(none)", "bit 15 SENTER global enable"),
     Field("sgx_launch_control", 17, 17, "FEAT_CTL_SGX_LC_ENABLED", "bit 17 SGX launch control enable"),
@@ -117,14 +161,15 @@ FEATURE_CONTROL_FIELDS = (
 )
 
 # States of the VMX enable as init_ia32_feat_ctl() (arch/x86/kernel/cpu/feat_ctl.c) sees it.
-FC_ENABLED = "enabled_locked"     # locked with VMX on outside SMX
-FC_DISABLED = "disabled_locked"   # locked with VMX off: firmware, or a kernel without KVM_INTEL
-FC_UNLOCKED = "unlocked"          # the kernel locks it at boot, with VMX on if built with KVM_INTEL
+FC_ENABLED = "enabled_locked"  # locked with VMX on outside SMX
+FC_DISABLED = "disabled_locked"  # locked with VMX off: firmware, or a kernel without KVM_INTEL
+FC_UNLOCKED = "unlocked"  # the kernel locks it at boot, with VMX on if built with KVM_INTEL
 
 
 @dataclass(frozen=True)
 class FeatureControl:
     """IA32_FEATURE_CONTROL decoded: one attribute per field of FEATURE_CONTROL_FIELDS."""
+
     value: int
     locked: bool
     vmx_inside_smx: bool
@@ -155,5 +200,7 @@ class FeatureControl:
 
 def decode_feature_control(value: int) -> FeatureControl:
     value = _u64(value)
-    return FeatureControl(value, **{f.name: (int if f.hi > f.lo else bool)(
-        field_bits(value, f.lo, f.hi)) for f in FEATURE_CONTROL_FIELDS})
+    fields: dict[str, Any] = {
+        f.name: (int if f.hi > f.lo else bool)(field_bits(value, f.lo, f.hi)) for f in FEATURE_CONTROL_FIELDS
+    }
+    return FeatureControl(value, **fields)

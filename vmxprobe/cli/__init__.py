@@ -7,13 +7,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import click
 
 from vmxprobe import __version__
 from vmxprobe.cli.common import EXIT_CODES_HELP
 from vmxprobe.exitcodes import EXIT_INTERNAL
+
 
 class LazyGroup(click.Group):
     """Each command lives in its own module, imported only when it is invoked, so
@@ -33,7 +34,7 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
 
-    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.LAZY:
             module, _, attr = self.LAZY[name].partition(":")
             command: click.Command = getattr(importlib.import_module(module), attr)
@@ -41,8 +42,7 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             epilog=EXIT_CODES_HELP)
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, "-V", "--version", prog_name="vmxprobe")
 def cli() -> None:
     """Will Linux bring up VMX on every CPU of this host?
@@ -53,7 +53,7 @@ def cli() -> None:
     """
 
 
-def main(argv: Optional[list[str]] = None) -> Any:
+def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="vmxprobe")
     except KeyboardInterrupt:
@@ -62,6 +62,9 @@ def main(argv: Optional[list[str]] = None) -> Any:
     except Exception as e:  # a bug: one line, not a traceback, unless asked for
         if os.environ.get("VMXPROBE_DEBUG"):
             raise
-        click.echo(f"vmxprobe: internal error: {type(e).__name__}: {e} (set VMXPROBE_DEBUG=1 "
-                   "for the traceback, and please report it)", err=True)
+        click.echo(
+            f"vmxprobe: internal error: {type(e).__name__}: {e} (set VMXPROBE_DEBUG=1 "
+            "for the traceback, and please report it)",
+            err=True,
+        )
         sys.exit(EXIT_INTERNAL)

@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import click
 
-from vmxprobe.cli.common import (EXIT_CODES_HELP, Fail, emit, exit_with_verdict, open_source,
-                                 output_option, source_options)
+from vmxprobe.cli.common import (
+    EXIT_CODES_HELP,
+    Fail,
+    emit,
+    exit_with_verdict,
+    open_source,
+    output_option,
+    source_options,
+)
 
 DECODE_EXIT_HELP = """\b
 Exit codes:
@@ -21,7 +27,7 @@ Exit codes:
 @source_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @output_option("table")
-def caps(root: Optional[str], fixture: Optional[str], fmt: str, output: Optional[str]) -> None:
+def caps(root: str | None, fixture: str | None, fmt: str, output: str | None) -> None:
     """Decode every VMX capability MSR and show which CPUs differ from the boot CPU.
 
     The boot CPU's IA32_VMX_BASIC and 0x481-0x493 are decoded (control MSRs as always
@@ -36,12 +42,15 @@ def caps(root: Optional[str], fixture: Optional[str], fmt: str, output: Optional
     result = run(source, fx)
     if fmt == "json":
         from vmxprobe.render.report import render_caps_json
+
         text = render_caps_json(result)
     else:
         from vmxprobe.render.caps import render_text
         from vmxprobe.render.text import headline
-        text = headline(result.verdict, len(result.plan.pages)) + "\n" + \
-            render_text(result.verdict.capabilities)
+
+        text = (
+            headline(result.verdict, len(result.plan.pages)) + "\n" + render_text(result.verdict.capabilities)
+        )
     emit(text, output, what="table")
     v = result.verdict
     exit_with_verdict(v.ready, v.determined, v.undetermined, more_hint=False)
@@ -49,9 +58,15 @@ def caps(root: Optional[str], fixture: Optional[str], fmt: str, output: Optional
 
 @click.command("decode", epilog=DECODE_EXIT_HELP)
 @click.argument("value", nargs=-1, required=True)
-@click.option("--msr", "msr", metavar="INDEX|NAME", default="0x480", show_default=True,
-              help="Which register VALUE came from: 0x3a, 0x480-0x493, or a name such as "
-                   "PROCBASED_CTLS2 or IA32_VMX_EPT_VPID_CAP.")
+@click.option(
+    "--msr",
+    "msr",
+    metavar="INDEX|NAME",
+    default="0x480",
+    show_default=True,
+    help="Which register VALUE came from: 0x3a, 0x480-0x493, or a name such as "
+    "PROCBASED_CTLS2 or IA32_VMX_EPT_VPID_CAP.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def decode(value: tuple[str, ...], msr: str, fmt: str) -> None:
     """Decode a register VALUE pasted from a bug report, rdmsr or vmxcap.
@@ -75,12 +90,20 @@ def decode(value: tuple[str, ...], msr: str, fmt: str) -> None:
         return
     lines = [f"{caps.msr_label(index)} = {d['raw']}"]
     if d["kind"] == "basic":
-        lines[0] += (f": revision {d['revision_id']} (0x{d['revision_id']:x}), VMCS size "
-                     f"{d['vmcs_size']}, memory type {d['memory_type_name']}")
+        lines[0] += (
+            f": revision {d['revision_id']} (0x{d['revision_id']:x}), VMCS size "
+            f"{d['vmcs_size']}, memory type {d['memory_type_name']}"
+        )
     lines += decoded_lines(d)
     m = caps.MSRS.get(index)
-    if m is not None and m.true_of is None and m.kind == caps.KIND_CTLS and \
-            any(t.true_of == index for t in caps.MSRS.values()):
-        lines.append("  note: when IA32_VMX_BASIC bit 55 is set, the TRUE_* MSR holds the "
-                     "final word on the default1 controls shown as always_on here (SDM A.2)")
+    if (
+        m is not None
+        and m.true_of is None
+        and m.kind == caps.KIND_CTLS
+        and any(t.true_of == index for t in caps.MSRS.values())
+    ):
+        lines.append(
+            "  note: when IA32_VMX_BASIC bit 55 is set, the TRUE_* MSR holds the "
+            "final word on the default1 controls shown as always_on here (SDM A.2)"
+        )
     click.echo("\n".join(lines))

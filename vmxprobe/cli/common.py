@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 
@@ -41,16 +41,16 @@ class Fail(click.ClickException):
         click.echo(f"vmxprobe: error: {self.format_message()}", err=True)
 
 
-def use_colour(output_path: Optional[str]) -> bool:
+def use_colour(output_path: str | None) -> bool:
     return output_path is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
-def style_for(output_path: Optional[str]) -> Callable[..., str]:
+def style_for(output_path: str | None) -> Callable[..., str]:
     """click.style where colour is wanted (a terminal, no NO_COLOR), else plain text."""
     return click.style if use_colour(output_path) else (lambda text, **kw: text)
 
 
-def emit(text: str, output_path: Optional[str], what: str = "report") -> None:
+def emit(text: str, output_path: str | None, what: str = "report") -> None:
     """The result to stdout, or atomically to a file."""
     if output_path is None:
         click.echo(text, nl=False)
@@ -63,15 +63,17 @@ def emit(text: str, output_path: Optional[str], what: str = "report") -> None:
 
 def load_fixture(spec: str) -> Fixture:
     from vmxprobe.host.fixture import FixtureError, load
+
     try:
         return load(spec)
     except FixtureError as e:
         raise Fail(f"invalid fixture: {e}") from None
 
 
-def open_source(root: Optional[str], fixture: Optional[str]) -> tuple[Source, Optional[Fixture]]:
+def open_source(root: str | None, fixture: str | None) -> tuple[Source, Fixture | None]:
     """The host --root or --fixture names (the live host at / by default)."""
     from vmxprobe.host.sources import FixtureHost, LiveHost
+
     if root is not None and fixture is not None:
         raise Fail("--root and --fixture cannot be used together: pick one source")
     if fixture is not None:
@@ -85,20 +87,24 @@ def open_source(root: Optional[str], fixture: Optional[str]) -> tuple[Source, Op
 
 def source_options(f: F) -> F:
     """--root DIR and --fixture PATH|NAME: the host to read."""
-    f = click.option("--fixture", metavar="PATH|NAME",
-                     help="Replay a recorded fixture file, or a bundled one by name.")(f)
-    return click.option("--root", metavar="DIR",
-                        help="Read the host tree under DIR instead of / (like lscpu --sysroot).")(f)
+    f = click.option(
+        "--fixture", metavar="PATH|NAME", help="Replay a recorded fixture file, or a bundled one by name."
+    )(f)
+    return click.option(
+        "--root", metavar="DIR", help="Read the host tree under DIR instead of / (like lscpu --sysroot)."
+    )(f)
 
 
 def output_option(what: str) -> Callable[[F], F]:
     """-o FILE: write atomically instead of to stdout."""
-    return click.option("-o", "--output", metavar="FILE",
-                        help=f"Write the {what} to FILE (atomically) instead of stdout.")
+    return click.option(
+        "-o", "--output", metavar="FILE", help=f"Write the {what} to FILE (atomically) instead of stdout."
+    )
 
 
-def exit_with_verdict(ready: bool, determined: bool, undetermined: tuple[str, ...],
-                      more_hint: bool = True) -> None:
+def exit_with_verdict(
+    ready: bool, determined: bool, undetermined: tuple[str, ...], more_hint: bool = True
+) -> None:
     """The exit code of a scan: 0 ready, 1 not ready, 3 could not determine (with the
     first cause on stderr)."""
     if ready:
@@ -106,8 +112,10 @@ def exit_with_verdict(ready: bool, determined: bool, undetermined: tuple[str, ..
     if not determined:
         first = undetermined[0] if undetermined else "the registers could not be read"
         more = len(undetermined) - 1
-        click.echo(f"vmxprobe: could not determine: {first}"
-                   + (f" (and {more} more; see the report)" if more > 0 and more_hint else ""),
-                   err=True)
+        click.echo(
+            f"vmxprobe: could not determine: {first}"
+            + (f" (and {more} more; see the report)" if more > 0 and more_hint else ""),
+            err=True,
+        )
         sys.exit(EXIT_UNKNOWN)
     sys.exit(EXIT_NOT_READY)

@@ -31,14 +31,21 @@ def fixture_group():
 @fixture_group.command("mount")
 @click.argument("fixture", metavar="FIXTURE")
 @click.argument("mountpoint", metavar="MOUNTPOINT")
-@click.option("--background", is_flag=True,
-              help="Return once mounted, leaving the server running; it prints its pid.")
-@click.option("--allow-other", is_flag=True,
-              help="Let other users (root included) use the mount (FUSE allow_other).")
-@click.option("--offline-after", "offline_after", metavar="CPU:READS", multiple=True,
-              callback=_offline_spec,
-              help="Test hook: once CPU's devices have served READS register reads, the "
-                   "CPU is offline: reads and opens fail with ENXIO. Repeatable.")
+@click.option(
+    "--background", is_flag=True, help="Return once mounted, leaving the server running; it prints its pid."
+)
+@click.option(
+    "--allow-other", is_flag=True, help="Let other users (root included) use the mount (FUSE allow_other)."
+)
+@click.option(
+    "--offline-after",
+    "offline_after",
+    metavar="CPU:READS",
+    multiple=True,
+    callback=_offline_spec,
+    help="Test hook: once CPU's devices have served READS register reads, the "
+    "CPU is offline: reads and opens fail with ENXIO. Repeatable.",
+)
 @click.option("--detached-child", is_flag=True, hidden=True)
 def mount_cmd(fixture, mountpoint, background, allow_other, offline_after, detached_child):
     """Serve FIXTURE (a file or a bundled name) as a host root tree at MOUNTPOINT.
@@ -64,24 +71,38 @@ def mount_cmd(fixture, mountpoint, background, allow_other, offline_after, detac
     except devfs.MountError as e:
         raise Fail(str(e)) from None
     if not os.path.exists("/dev/fuse"):
-        raise Fail("/dev/fuse is missing: load the fuse module (modprobe fuse), or give "
-                   "the container the device (--device /dev/fuse)")
+        raise Fail(
+            "/dev/fuse is missing: load the fuse module (modprobe fuse), or give "
+            "the container the device (--device /dev/fuse)"
+        )
     if devfs.mounted_at(mountpoint):
-        raise Fail(f"{mountpoint}: a fixture is already mounted there; unmount it first "
-                   f"(fusermount3 -u {mountpoint})")
+        raise Fail(
+            f"{mountpoint}: a fixture is already mounted there; unmount it first "
+            f"(fusermount3 -u {mountpoint})"
+        )
     mountpoint = os.path.abspath(mountpoint)
 
     if background:
         spec = os.path.abspath(fixture) if os.path.exists(fixture) else fixture
-        argv = [sys.executable, "-m", "vmxprobe", "fixture", "mount", spec, mountpoint,
-                "--detached-child"] + (["--allow-other"] if allow_other else [])
+        argv = [
+            sys.executable,
+            "-m",
+            "vmxprobe",
+            "fixture",
+            "mount",
+            spec,
+            mountpoint,
+            "--detached-child",
+        ] + (["--allow-other"] if allow_other else [])
         argv += [f"--offline-after={cpu}:{n}" for cpu, n in offline_after.items()]
         try:
             pid = devfs.start_in_background(argv, mountpoint)
         except devfs.MountError as e:
             raise Fail(str(e)) from None
-        click.echo(f"vmxprobe: mounted {fx.name} at {mountpoint} (server pid {pid}); "
-                   f"unmount with: fusermount3 -u {mountpoint}")
+        click.echo(
+            f"vmxprobe: mounted {fx.name} at {mountpoint} (server pid {pid}); "
+            f"unmount with: fusermount3 -u {mountpoint}"
+        )
         return
 
     def ready():
@@ -90,8 +111,12 @@ def mount_cmd(fixture, mountpoint, background, allow_other, offline_after, detac
             os.dup2(null, 2)  # closes the pipe: tells the parent we are mounted
             os.close(null)
         else:
-            click.echo(f"vmxprobe: serving {fx.name} at {mountpoint} ({len(tree.cpus())} "
-                       "CPUs); Ctrl-C or SIGTERM unmounts", err=True)
+            click.echo(
+                f"vmxprobe: serving {fx.name} at {mountpoint} ({len(tree.cpus())} "
+                "CPUs); Ctrl-C or SIGTERM unmounts",
+                err=True,
+            )
+
     tree.on_ready = ready
     try:
         devfs.serve(tree, mountpoint, allow_other=allow_other)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -16,8 +16,16 @@ from vmxprobe.exitcodes import EXIT_NOT_READY, EXIT_READY
 from vmxprobe.files import OutputError
 from vmxprobe.fleet.check import Invalid, Unreadable, read_report
 from vmxprobe.fleet.diff import DIFF_KIND, OUTPUT_VERSION, compare, render_diff_text
-from vmxprobe.fleet.summary import (DEFAULT_LIMIT, HOST_FROM, PROGRESS_MIN, check_paths, count_files,
-                                    iter_paths, plain, summarise)
+from vmxprobe.fleet.summary import (
+    DEFAULT_LIMIT,
+    HOST_FROM,
+    PROGRESS_MIN,
+    check_paths,
+    count_files,
+    iter_paths,
+    plain,
+    summarise,
+)
 
 FLEET_EXIT_HELP = """\b
 Exit codes of `fleet` / `fleet summary`:
@@ -42,8 +50,10 @@ class FleetGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write(f"Usage: {ctx.command_path} [summary] [OPTIONS] REPORT...|DIR\n"
-                        f"       {ctx.command_path} diff [OPTIONS] OLD NEW\n")
+        formatter.write(
+            f"Usage: {ctx.command_path} [summary] [OPTIONS] REPORT...|DIR\n"
+            f"       {ctx.command_path} diff [OPTIONS] OLD NEW\n"
+        )
 
 
 @click.group(cls=FleetGroup, epilog=FLEET_EXIT_HELP)
@@ -56,13 +66,13 @@ def fleet() -> None:
     """
 
 
-def _parse_limit(ctx: click.Context, param: click.Parameter, value: int) -> Optional[int]:
+def _parse_limit(ctx: click.Context, param: click.Parameter, value: int) -> int | None:
     if value < 0:
         raise click.BadParameter("must be 0 (list all) or more")
     return None if value == 0 else value
 
 
-def _parse_stale(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[int]:
+def _parse_stale(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
     try:
@@ -73,39 +83,79 @@ def _parse_stale(ctx: click.Context, param: click.Parameter, value: Optional[str
 
 @fleet.command("summary", epilog=FLEET_EXIT_HELP)
 @click.argument("paths", nargs=-1, required=True, metavar="REPORT...|DIR")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True,
-              help="text and json summarise; csv is one row per report (the full inventory, streamed).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="text and json summarise; csv is one row per report (the full inventory, streamed).",
+)
 @click.option("-o", "--output", metavar="FILE", help="Write to FILE (atomically) instead of stdout.")
-@click.option("--stale-after", metavar="AGE", callback=_parse_stale,
-              help="List reports scanned longer than AGE ago (90m, 36h, 7d, 2w) and exit 3 for them.")
-@click.option("--host-from", type=click.Choice(HOST_FROM), default="filename", show_default=True,
-              help="Host name: the file name without .json (web01.json -> web01), or the report's "
-                   "source.name (meaningful for fixture replays only: a live scan's is its root, /).")
-@click.option("--limit", type=int, default=DEFAULT_LIMIT, show_default=True, callback=_parse_limit,
-              help="Hosts listed per problem (first by name); 0 lists all, with memory to match.")
+@click.option(
+    "--stale-after",
+    metavar="AGE",
+    callback=_parse_stale,
+    help="List reports scanned longer than AGE ago (90m, 36h, 7d, 2w) and exit 3 for them.",
+)
+@click.option(
+    "--host-from",
+    type=click.Choice(HOST_FROM),
+    default="filename",
+    show_default=True,
+    help="Host name: the file name without .json (web01.json -> web01), or the report's "
+    "source.name (meaningful for fixture replays only: a live scan's is its root, /).",
+)
+@click.option(
+    "--limit",
+    type=int,
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    callback=_parse_limit,
+    help="Hosts listed per problem (first by name); 0 lists all, with memory to match.",
+)
 @click.option("-r", "--recursive", is_flag=True, help="Read *.json in the folders below each DIR too.")
-def summary_cmd(paths: tuple[str, ...], fmt: str, output: Optional[str], stale_after: Optional[int],
-                host_from: str, limit: Optional[int], recursive: bool) -> None:
+def summary_cmd(
+    paths: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    stale_after: int | None,
+    host_from: str,
+    limit: int | None,
+    recursive: bool,
+) -> None:
     """Summarise scan reports: files, or folders of *.json (dot-files skipped)."""
     missing = check_paths(paths)
     if missing:
         raise Fail(f"no such file or folder: {', '.join(missing)}")
     if next(iter_paths(paths, recursive, []), None) is None:
-        raise Fail(f"no report files (*.json) in {', '.join(paths)}"
-                   + ("" if recursive else " (-r reads the folders below too)"))
+        raise Fail(
+            f"no report files (*.json) in {', '.join(paths)}"
+            + ("" if recursive else " (-r reads the folders below too)")
+        )
     progress = None
     stderr = click.get_text_stream("stderr")
     if stderr.isatty():
         total = count_files(paths, recursive)
         if total >= PROGRESS_MIN:
+
             def progress(files: Any) -> Any:
                 return click.progressbar(files, length=total, label="Reading reports", file=stderr)
+
     style = click.style if fmt == "text" and use_colour(output) else plain
     try:
-        text, summary = summarise(paths, fmt=fmt, output=output if fmt == "csv" else None, limit=limit,
-                                  stale_after=stale_after, host_from=host_from, recursive=recursive,
-                                  style=style, progress=progress,
-                                  stdout=click.get_text_stream("stdout"))
+        text, summary = summarise(
+            paths,
+            fmt=fmt,
+            output=output if fmt == "csv" else None,
+            limit=limit,
+            stale_after=stale_after,
+            host_from=host_from,
+            recursive=recursive,
+            style=style,
+            progress=progress,
+            stdout=click.get_text_stream("stdout"),
+        )
     except OutputError as e:
         raise Fail(f"cannot write the inventory: {e}") from None
     if text is not None:
@@ -136,13 +186,29 @@ def diff_cmd(old: str, new: str, fmt: str) -> None:
     b = _load_for_diff(new, "NEW")
     result = compare(a, b)
     if fmt == "json":
+
         def meta(doc: dict[str, Any], path: str) -> dict[str, Any]:
-            return {"file": path, "generated_at": doc["generated_at"], "tool_version": doc["tool"]["version"],
-                    "source": {"kind": doc["source"]["kind"], "name": doc["source"]["name"]}}
-        text = json.dumps({"kind": DIFF_KIND, "version": OUTPUT_VERSION, "old": meta(a, old),
-                           "new": meta(b, new), **result}, indent=2) + "\n"
+            return {
+                "file": path,
+                "generated_at": doc["generated_at"],
+                "tool_version": doc["tool"]["version"],
+                "source": {"kind": doc["source"]["kind"], "name": doc["source"]["name"]},
+            }
+
+        text = (
+            json.dumps(
+                {
+                    "kind": DIFF_KIND,
+                    "version": OUTPUT_VERSION,
+                    "old": meta(a, old),
+                    "new": meta(b, new),
+                    **result,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     else:
         text = render_diff_text(result, old, new, a, b)
     click.echo(text, nl=False)
     sys.exit(EXIT_NOT_READY if result["changed"] else EXIT_READY)
-

@@ -6,21 +6,34 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Optional
 
 import click
 
-from vmxprobe.cli.common import (EXIT_CODES_HELP, Fail, emit, exit_with_verdict, open_source,
-                                 output_option, source_options, style_for)
+from vmxprobe.cli.common import (
+    EXIT_CODES_HELP,
+    Fail,
+    emit,
+    exit_with_verdict,
+    open_source,
+    output_option,
+    source_options,
+    style_for,
+)
 
 
 @click.command(epilog=EXIT_CODES_HELP)
 @source_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus", "nfd"]), default="text",
-              show_default=True, help="prometheus: node_exporter textfile (*.prom); nfd: a node-feature-"
-              "discovery features.d file (see docs/fleet.md).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "prometheus", "nfd"]),
+    default="text",
+    show_default=True,
+    help="prometheus: node_exporter textfile (*.prom); nfd: a node-feature-"
+    "discovery features.d file (see docs/fleet.md).",
+)
 @output_option("report")
-def scan(root: Optional[str], fixture: Optional[str], fmt: str, output: Optional[str]) -> None:
+def scan(root: str | None, fixture: str | None, fmt: str, output: str | None) -> None:
     """Read every CPU, judge, and build the root-VMCS plan."""
     from vmxprobe.pipeline import run
 
@@ -29,13 +42,16 @@ def scan(root: Optional[str], fixture: Optional[str], fmt: str, output: Optional
     note = None
     if fmt == "json":
         from vmxprobe.render.report import render_json
+
         text = render_json(result)
     elif fmt == "prometheus":
         from vmxprobe.render import prometheus
+
         text = prometheus.render_prometheus(result)
         note = prometheus.output_note(output) if output else None
     elif fmt == "nfd":
         from vmxprobe.render import nfd
+
         try:
             text = nfd.render_nfd(result)
         except nfd.ExportError as e:
@@ -43,6 +59,7 @@ def scan(root: Optional[str], fixture: Optional[str], fmt: str, output: Optional
         note = nfd.output_note(output) if output else None
     else:
         from vmxprobe.render.text import render_text
+
         text = render_text(result, style=style_for(output))
     if note:
         click.echo(f"vmxprobe: note: {note}", err=True)
@@ -52,14 +69,19 @@ def scan(root: Optional[str], fixture: Optional[str], fmt: str, output: Optional
 
 
 @click.command()
-@click.option("--root", metavar="DIR", default="/", show_default=True, help="Root of the host tree to record.")
+@click.option(
+    "--root", metavar="DIR", default="/", show_default=True, help="Root of the host tree to record."
+)
 @output_option("fixture")
 @click.option("--name", metavar="NAME", help="Fixture name (default: from the output file name).")
 @click.option("--description", metavar="TEXT", default="", help="One line saying what this host is.")
-@click.option("--hostname/--no-hostname", default=False, show_default=True,
-              help="Store this machine's host name in the provenance.")
-def record(root: str, output: Optional[str], name: Optional[str], description: str,
-           hostname: bool) -> None:
+@click.option(
+    "--hostname/--no-hostname",
+    default=False,
+    show_default=True,
+    help="Store this machine's host name in the provenance.",
+)
+def record(root: str, output: str | None, name: str | None, description: str, hostname: bool) -> None:
     """Record what a scan reads from a host into a fixture (JSON)."""
     from vmxprobe.host import fixture
     from vmxprobe.host.readings import read_host
@@ -71,12 +93,15 @@ def record(root: str, output: Optional[str], name: Optional[str], description: s
     readings = read_host(rec)
     if name is None:
         name = os.path.splitext(os.path.basename(output))[0] if output else "recorded-host"
-    doc = fixture.from_recording(rec, name, description, readings.kernel,
-                                 hostname=socket.gethostname() if hostname else None)
+    doc = fixture.from_recording(
+        rec, name, description, readings.kernel, hostname=socket.gethostname() if hostname else None
+    )
     emit(json.dumps(doc, indent=1) + "\n", output, what="fixture")
     missing = list(readings.topology.missing)
-    for kind, seen in (("msr", [r.errno for d in rec.msr.values() for r in d.values()]),
-                       ("cpuid", [r.errno for d in rec.cpuid.values() for r in d.values()])):
+    for kind, seen in (
+        ("msr", [r.errno for d in rec.msr.values() for r in d.values()]),
+        ("cpuid", [r.errno for d in rec.cpuid.values() for r in d.values()]),
+    ):
         if seen and all(e == "ENOENT" for e in seen):
             missing.append(f"/dev/cpu/N/{kind}")
     if missing:
@@ -87,6 +112,7 @@ def record(root: str, output: Optional[str], name: Optional[str], description: s
 def fixtures_cmd() -> None:
     """List the bundled fixtures, one line each."""
     from vmxprobe.host import fixture
+
     for name in fixture.bundled_names():
         try:
             fx = fixture.load(name)

@@ -10,7 +10,7 @@ import os
 import re
 import stat
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO
 
 from vmxprobe import __version__
 
@@ -39,9 +39,10 @@ class Rules:
 
         self.version = props["schema_version"]["const"]
         self.required = tuple(schema["required"])
-        self.required_in = {name: tuple(obj(name).get("required", ()))
-                            for name in ("tool", "source", "host", "cpus", "vmx_basic",
-                                         "feature_control", "verdict", "plan")}
+        self.required_in = {
+            name: tuple(obj(name).get("required", ()))
+            for name in ("tool", "source", "host", "cpus", "vmx_basic", "feature_control", "verdict", "plan")
+        }
         self.tool_name = props["tool"]["properties"]["name"]["const"]
         self.generated_at = re.compile(props["generated_at"]["pattern"])
         self.cpulist = re.compile(props["cpus"]["properties"]["possible"]["pattern"])
@@ -60,9 +61,10 @@ class Rules:
         self.tool_name_text = repr(self.tool_name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rules() -> Rules:
     from importlib import resources
+
     return Rules(json.loads((resources.files("vmxprobe.schema") / "report-v1.json").read_text()))
 
 
@@ -76,8 +78,10 @@ class Invalid(Exception):
 
 class UnknownSchema(Invalid):
     def __init__(self, version):
-        super().__init__(f"schema version {version}; this vmxprobe {__version__} reads "
-                         f"{', '.join(map(str, sorted(known_schema_versions())))}")
+        super().__init__(
+            f"schema version {version}; this vmxprobe {__version__} reads "
+            f"{', '.join(map(str, sorted(known_schema_versions())))}"
+        )
         self.version = version
 
 
@@ -184,8 +188,12 @@ def check(doc) -> None:
     _want(isinstance(det, bool), "verdict.determined", "a boolean", det)
     if v["ready"] and not det:
         raise Invalid("verdict: ready but not determined")
-    _want(_in(v["x86_vmx_init"], r.x86_vmx_init), "verdict.x86_vmx_init", "ok, an errno or null",
-          v["x86_vmx_init"])
+    _want(
+        _in(v["x86_vmx_init"], r.x86_vmx_init),
+        "verdict.x86_vmx_init",
+        "ok, an errno or null",
+        v["x86_vmx_init"],
+    )
     _want(_in(v["kvm_intel"], r.kvm_intel), "verdict.kvm_intel", "ok, an errno or null", v["kvm_intel"])
     for key in ("reasons", "undetermined"):
         items = v.get(key, [])
@@ -200,8 +208,15 @@ def check(doc) -> None:
 def parse_timestamp(text: str) -> float:
     """generated_at ('2026-11-26T14:04:02Z', already pattern-checked) -> epoch seconds."""
     try:
-        return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]),
-                        int(text[14:16]), int(text[17:19]), tzinfo=timezone.utc).timestamp()
+        return datetime(
+            int(text[0:4]),
+            int(text[5:7]),
+            int(text[8:10]),
+            int(text[11:13]),
+            int(text[14:16]),
+            int(text[17:19]),
+            tzinfo=timezone.utc,
+        ).timestamp()
     except ValueError as e:
         raise Invalid(f"generated_at: {text}: {e}") from None
 
@@ -210,7 +225,7 @@ class Unreadable(Exception):
     pass
 
 
-def read_report(path: str, stream: Optional[BinaryIO] = None) -> dict[str, Any]:
+def read_report(path: str, stream: BinaryIO | None = None) -> dict[str, Any]:
     """Read and parse one report; Unreadable, Invalid or UnknownSchema if it is not one."""
     try:
         if stream is not None:

@@ -1,6 +1,6 @@
 """Two scans of one host compared: what changed, with the likely cause.
 
-    vmxprobe fleet diff OLD NEW
+vmxprobe fleet diff OLD NEW
 """
 
 from __future__ import annotations
@@ -53,8 +53,12 @@ def compare(old: dict, new: dict) -> dict:
         change("readiness", so, sn, text)
     for key, name in (("x86_vmx_init", "x86_vmx_init()"), ("kvm_intel", "kvm_intel")):
         if vo[key] != vn[key]:
-            change(f"verdict.{key}", vo[key], vn[key],
-                   f"{name}: {_errno_text(vo[key])} -> {_errno_text(vn[key])}")
+            change(
+                f"verdict.{key}",
+                vo[key],
+                vn[key],
+                f"{name}: {_errno_text(vo[key])} -> {_errno_text(vn[key])}",
+            )
     if vo.get("emulated") != vn.get("emulated"):
         a, b = (v.get("emulated") or "none (hardware)" for v in (vo, vn))
         change("verdict.emulated", vo.get("emulated"), vn.get("emulated"), f"VMX emulation: {a} -> {b}")
@@ -75,27 +79,47 @@ def compare(old: dict, new: dict) -> dict:
             why = "IA32_FEATURE_CONTROL can now be read"
         else:
             why = "IA32_FEATURE_CONTROL changed"
-        change("feature_control.state", so_fc, sn_fc,
-               f"{why} (IA32_FEATURE_CONTROL {_fc_text(fo)} -> {_fc_text(fn)}){advice}")
+        change(
+            "feature_control.state",
+            so_fc,
+            sn_fc,
+            f"{why} (IA32_FEATURE_CONTROL {_fc_text(fo)} -> {_fc_text(fn)}){advice}",
+        )
     elif fo is not None and fn is not None and fo["raw"] != fn["raw"]:
-        change("feature_control.raw", fo["raw"], fn["raw"],
-               f"IA32_FEATURE_CONTROL value changed, VMX state still {sn_fc}: {fo['raw']} -> {fn['raw']}")
+        change(
+            "feature_control.raw",
+            fo["raw"],
+            fn["raw"],
+            f"IA32_FEATURE_CONTROL value changed, VMX state still {sn_fc}: {fo['raw']} -> {fn['raw']}",
+        )
 
     ho, hn = old["host"], new["host"]
     cpu_changed = _sig(ho) != _sig(hn) or ho.get("model_name") != hn.get("model_name")
     if cpu_changed:
-        change("host.cpu", _cpu_text(ho), _cpu_text(hn), f"the CPU differs: {_cpu_text(ho)} -> {_cpu_text(hn)}")
+        change(
+            "host.cpu", _cpu_text(ho), _cpu_text(hn), f"the CPU differs: {_cpu_text(ho)} -> {_cpu_text(hn)}"
+        )
     hv_changed = ho["hypervisor"] != hn["hypervisor"]
     if hv_changed:
-        change("host.hypervisor", ho["hypervisor"], hn["hypervisor"],
-               f"hypervisor: {ho['hypervisor'] or 'none (bare metal)'} -> {hn['hypervisor'] or 'none (bare metal)'}")
+        change(
+            "host.hypervisor",
+            ho["hypervisor"],
+            hn["hypervisor"],
+            f"hypervisor: {ho['hypervisor'] or 'none (bare metal)'} -> "
+            f"{hn['hypervisor'] or 'none (bare metal)'}",
+        )
     kernel_changed = ho["kernel"] != hn["kernel"]
 
     bo, bn = old["vmx_basic"], new["vmx_basic"]
     if (bo is None) != (bn is None):
-        change("vmx_basic", None if bo is None else bo["raw"], None if bn is None else bn["raw"],
-               "IA32_VMX_BASIC " + ("can now be read" if bo is None else "can no longer be read")
-               + f": {'unreadable' if bo is None else bo['raw']} -> {'unreadable' if bn is None else bn['raw']}")
+        change(
+            "vmx_basic",
+            None if bo is None else bo["raw"],
+            None if bn is None else bn["raw"],
+            "IA32_VMX_BASIC "
+            + ("can now be read" if bo is None else "can no longer be read")
+            + f": {'unreadable' if bo is None else bo['raw']} -> {'unreadable' if bn is None else bn['raw']}",
+        )
     elif bo is not None:
         if bo["revision_id"] != bn["revision_id"]:
             if cpu_changed:
@@ -103,22 +127,40 @@ def compare(old: dict, new: dict) -> dict:
             elif hv_changed:
                 cause = "with the hypervisor change"
             elif kernel_changed:
-                cause = (f"on the same CPU model, with a kernel change ({ho['kernel']} -> {hn['kernel']}): "
-                         "a microcode update (packaged with or loaded by the new boot) can change it")
+                cause = (
+                    f"on the same CPU model, with a kernel change ({ho['kernel']} -> {hn['kernel']}): "
+                    "a microcode update (packaged with or loaded by the new boot) can change it"
+                )
             else:
                 cause = "on the same CPU model: a microcode update can change it"
-            change("vmx_basic.revision_id", bo["revision_id"], bn["revision_id"],
-                   f"VMCS revision id: {revision_text(bo['revision_id'])} -> "
-                   f"{revision_text(bn['revision_id'])}, {cause}")
+            change(
+                "vmx_basic.revision_id",
+                bo["revision_id"],
+                bn["revision_id"],
+                f"VMCS revision id: {revision_text(bo['revision_id'])} -> "
+                f"{revision_text(bn['revision_id'])}, {cause}",
+            )
         if bo["vmcs_size"] != bn["vmcs_size"]:
-            change("vmx_basic.vmcs_size", bo["vmcs_size"], bn["vmcs_size"],
-                   f"VMCS size: {bo['vmcs_size']} -> {bn['vmcs_size']} bytes")
+            change(
+                "vmx_basic.vmcs_size",
+                bo["vmcs_size"],
+                bn["vmcs_size"],
+                f"VMCS size: {bo['vmcs_size']} -> {bn['vmcs_size']} bytes",
+            )
         if bo.get("memory_type") != bn.get("memory_type"):
-            change("vmx_basic.memory_type", bo.get("memory_type"), bn.get("memory_type"),
-                   f"VMCS memory type: {bo.get('memory_type_name', bo.get('memory_type'))} -> "
-                   f"{bn.get('memory_type_name', bn.get('memory_type'))}")
-        if (bo["raw"] != bn["raw"] and bo["revision_id"] == bn["revision_id"]
-                and bo["vmcs_size"] == bn["vmcs_size"] and bo.get("memory_type") == bn.get("memory_type")):
+            change(
+                "vmx_basic.memory_type",
+                bo.get("memory_type"),
+                bn.get("memory_type"),
+                f"VMCS memory type: {bo.get('memory_type_name', bo.get('memory_type'))} -> "
+                f"{bn.get('memory_type_name', bn.get('memory_type'))}",
+            )
+        if (
+            bo["raw"] != bn["raw"]
+            and bo["revision_id"] == bn["revision_id"]
+            and bo["vmcs_size"] == bn["vmcs_size"]
+            and bo.get("memory_type") == bn.get("memory_type")
+        ):
             change("vmx_basic.raw", bo["raw"], bn["raw"], f"IA32_VMX_BASIC value: {bo['raw']} -> {bn['raw']}")
 
     for key in ("possible", "present", "online", "probed"):
@@ -126,20 +168,29 @@ def compare(old: dict, new: dict) -> dict:
         if a != b:
             change(f"cpus.{key}", a, b, f"{key} CPUs: {a or 'none'} -> {b or 'none'}")
     if old["plan"]["pages"] != new["plan"]["pages"]:
-        change("plan.pages", old["plan"]["pages"], new["plan"]["pages"],
-               f"root VMCS pages: {old['plan']['pages']} -> {new['plan']['pages']}")
+        change(
+            "plan.pages",
+            old["plan"]["pages"],
+            new["plan"]["pages"],
+            f"root VMCS pages: {old['plan']['pages']} -> {new['plan']['pages']}",
+        )
     if kernel_changed:
         change("host.kernel", ho["kernel"], hn["kernel"], f"kernel: {ho['kernel']} -> {hn['kernel']}")
     changes += _per_cpu_changes(old["per_cpu"], new["per_cpu"])
 
     if old["source"]["kind"] != new["source"]["kind"] or (
-            old["source"]["kind"] == "fixture" and old["source"]["name"] != new["source"]["name"]):
+        old["source"]["kind"] == "fixture" and old["source"]["name"] != new["source"]["name"]
+    ):
         notes.append(f"OLD is {_source_text(old)}, NEW is {_source_text(new)}: are they the same host?")
     if parse_timestamp(new["generated_at"]) < parse_timestamp(old["generated_at"]):
-        notes.append(f"NEW ({new['generated_at']}) was scanned before OLD ({old['generated_at']}): "
-                     "are the arguments swapped?")
+        notes.append(
+            f"NEW ({new['generated_at']}) was scanned before OLD ({old['generated_at']}): "
+            "are the arguments swapped?"
+        )
     if old["tool"]["version"] != new["tool"]["version"]:
-        notes.append(f"scanned by different vmxprobe versions: {old['tool']['version']} -> {new['tool']['version']}")
+        notes.append(
+            f"scanned by different vmxprobe versions: {old['tool']['version']} -> {new['tool']['version']}"
+        )
     ro, rn = vo["reasons"], vn["reasons"]
     notes += [f"reason gone: {r}" for r in ro if r not in rn]
     notes += [f"reason new: {r}" for r in rn if r not in ro]
@@ -166,23 +217,38 @@ def _per_cpu_changes(old_cpus: list, new_cpus: list) -> list[dict]:
         if not (isinstance(e, dict) and is_int(e.get("cpu"))) or e["cpu"] not in before:
             continue
         o = before[e["cpu"]]
-        mo = o.get("msr") if isinstance(o.get("msr"), dict) else {}
-        mn = e.get("msr") if isinstance(e.get("msr"), dict) else {}
-        for index in sorted(set(mo) | set(mn), key=lambda k: int(k, 16) if re.fullmatch(r"0x[0-9a-f]+", k) else -1):
+        mo: dict[str, Any] = o["msr"] if isinstance(o.get("msr"), dict) else {}
+        mn: dict[str, Any] = e["msr"] if isinstance(e.get("msr"), dict) else {}
+        for index in sorted(
+            set(mo) | set(mn), key=lambda k: int(k, 16) if re.fullmatch(r"0x[0-9a-f]+", k) else -1
+        ):
             a, b = mo.get(index), mn.get(index)
             if a != b:
                 groups.setdefault((MSR_NAMES.get(index, f"MSR {index}"), a, b), []).append(e["cpu"])
         for key, label in (("cpuid_vmx", "CPUID VMX bit"), ("vmx_flag", "vmx flag in /proc/cpuinfo")):
             if o.get(key) != e.get(key):
                 groups.setdefault((label, o.get(key), e.get(key)), []).append(e["cpu"])
-    out = []
+    out: list[dict[str, Any]] = []
     for (label, a, b), cpus in sorted(groups.items(), key=lambda kv: (kv[1][0], kv[0][0])):
         if len(out) == MAX_CPU_GROUPS:
-            out.append({"what": "per_cpu", "old": None, "new": None,
-                        "text": f"... and {len(groups) - MAX_CPU_GROUPS} more per-CPU change(s)"})
+            out.append(
+                {
+                    "what": "per_cpu",
+                    "old": None,
+                    "new": None,
+                    "text": f"... and {len(groups) - MAX_CPU_GROUPS} more per-CPU change(s)",
+                }
+            )
             break
-        out.append({"what": f"per_cpu.{label}", "old": a, "new": b, "cpus": format_cpulist(cpus),
-                    "text": f"{label} on CPU(s) {format_cpulist(cpus)}: {_show(a)} -> {_show(b)}"})
+        out.append(
+            {
+                "what": f"per_cpu.{label}",
+                "old": a,
+                "new": b,
+                "cpus": format_cpulist(cpus),
+                "text": f"{label} on CPU(s) {format_cpulist(cpus)}: {_show(a)} -> {_show(b)}",
+            }
+        )
     return out
 
 
@@ -196,18 +262,24 @@ def _show(v) -> str:
 
 def render_diff_text(result: dict, old_path: str, new_path: str, old: dict, new: dict) -> str:
     gap = parse_timestamp(new["generated_at"]) - parse_timestamp(old["generated_at"])
-    out = [f"OLD {old_path}: scanned {old['generated_at']} by vmxprobe {old['tool']['version']}",
-           f"NEW {new_path}: scanned {new['generated_at']} by vmxprobe {new['tool']['version']}"
-           + (f" ({format_duration(gap)} later)" if gap > 0 else "")]
+    out = [
+        f"OLD {old_path}: scanned {old['generated_at']} by vmxprobe {old['tool']['version']}",
+        f"NEW {new_path}: scanned {new['generated_at']} by vmxprobe {new['tool']['version']}"
+        + (f" ({format_duration(gap)} later)" if gap > 0 else ""),
+    ]
     r = result["readiness"]
     if result["changed"]:
-        head = (f"CHANGED: {STATUS_TEXT[r['old']]} -> {STATUS_TEXT[r['new']]}" if r["old"] != r["new"]
-                else f"CHANGED, still {STATUS_TEXT[r['new']]}")
+        head = (
+            f"CHANGED: {STATUS_TEXT[r['old']]} -> {STATUS_TEXT[r['new']]}"
+            if r["old"] != r["new"]
+            else f"CHANGED, still {STATUS_TEXT[r['new']]}"
+        )
         out.append(head)
         out += [f"  - {c['text']}" for c in result["changes"]]
     else:
-        out.append(f"UNCHANGED: {STATUS_TEXT[r['new']]}; the same readiness, CPU, VMX registers, "
-                   "CPUs and kernel")
+        out.append(
+            f"UNCHANGED: {STATUS_TEXT[r['new']]}; the same readiness, CPU, VMX registers, CPUs and kernel"
+        )
     if result["notes"]:
         out.append("Notes:")
         out += [f"  - {n}" for n in result["notes"]]

@@ -11,28 +11,31 @@ is the user's guide.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
 import json
 import os
 import sys
 import time
-from array import array
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Optional, TextIO
+from typing import Any, Callable, TextIO
 
 from vmxprobe import __version__
 from vmxprobe.exitcodes import EXIT_NOT_READY, EXIT_READY, EXIT_UNKNOWN
 from vmxprobe.files import write_atomic
-from vmxprobe.fleet.check import (SUMMARY_KIND, Invalid, UnknownSchema, Unreadable, parse_timestamp,
-                                  read_report)
+from vmxprobe.fleet import bounded
+from vmxprobe.fleet.bounded import OTHER, Capped, Counter, NameSet
+from vmxprobe.fleet.check import (
+    SUMMARY_KIND,
+    Invalid,
+    UnknownSchema,
+    Unreadable,
+    parse_timestamp,
+    read_report,
+)
 
 DEFAULT_LIMIT = 20
-# Distinct values kept per grouping; the rest are counted under OTHER. Real fleets have
-# a handful of revisions and CPU models; a cap keeps a hostile input from growing them.
-MAX_GROUP_KEYS = 1000
-OTHER = "(other)"
 # Below this many reports a progress bar is noise.
 PROGRESS_MIN = 200
 
@@ -48,11 +51,10 @@ def plain(text: str, **kw: Any) -> str:
     return text
 
 
-
 HOST_FROM = ("filename", "source")
 
 
-def host_name(path: str, doc: Optional[dict], host_from: str) -> str:
+def host_name(path: str, doc: dict | None, host_from: str) -> str:
     """The host a report is about. The report itself does not name the machine (a live
     scan's source.name is the root it read, "/"), so by default the file name says it:
     `web01.json` is web01, which is how the Ansible playbook names what it fetches."""
@@ -75,14 +77,14 @@ def first_reason(doc: dict) -> str:
     return items[0] if items else ""
 
 
-def revision_of(doc: dict) -> Optional[int]:
+def revision_of(doc: dict) -> int | None:
     basic = doc["vmx_basic"]
     if basic is not None:
         return basic["revision_id"]
     return doc["plan"].get("revision_id")
 
 
-def revision_text(rid: Optional[int]) -> str:
+def revision_text(rid: int | None) -> str:
     return "unknown" if rid is None else f"0x{rid:08x}"
 
 
@@ -99,115 +101,8 @@ def cpu_model(host: dict) -> str:
     return name or sig or "unknown"
 
 
-# --- bounded state -----------------------------------------------------------------------
-
-class Capped:
-    """The first `limit` items by key, plus how many were offered (limit None: all)."""
-
-    def __init__(self, limit: Optional[int]):
-        self.limit = limit
-        self.count = 0
-        self._items: list = []
-        self._seq = 0
-
-    def add(self, key, item) -> None:
-        self.count += 1
-        self._seq += 1
-        entry = (key, self._seq, item)
-        if self.limit is None:
-            self._items.append(entry)
-            return
-        if len(self._items) >= self.limit:
-            if not self._items or entry >= self._items[-1]:
-                return
-            bisect.insort(self._items, entry)
-            self._items.pop()
-        else:
-            bisect.insort(self._items, entry)
-
-    def items(self) -> list:
-        if self.limit is None:
-            self._items.sort(key=lambda e: (e[0], e[1]))
-        return [e[2] for e in self._items]
-
-    @property
-    def cut(self) -> int:
-        return self.count - len(self._items)
-
-    def as_json(self, key="hosts") -> dict:
-        return {"count": self.count, key: self.items(), "cut": self.cut}
-
-
-class Counter:
-    """Counts by key, at most MAX_GROUP_KEYS distinct keys (the rest under OTHER)."""
-
-    def __init__(self):
-        self.counts: dict[str, int] = {}
-        self.folded = 0  # distinct keys that went to OTHER (counted once each time seen)
-
-    def add(self, key: str) -> None:
-        counts = self.counts
-        if key in counts:
-            counts[key] += 1
-        elif len(counts) < MAX_GROUP_KEYS:
-            counts[key] = 1
-        else:
-            counts[OTHER] = counts.get(OTHER, 0) + 1
-            self.folded += 1
-
-    def ordered(self) -> list[tuple[str, int]]:
-        return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-class NameSet:
-    """Exact-enough duplicate detection in 8 bytes a name: an open-addressing table of
-    63-bit hashes (collision odds at 10^6 names: ~1 in 10^7), the top bit marking a
-    name already reported as a duplicate. A Python set of the names would cost ~100
-    bytes each and make peak memory follow the fleet size."""
-
-    _MARK = 1 << 63
-    _LOW = _MARK - 1
-
-    def __init__(self, size: int = 1 << 12):
-        self._table = array("Q", bytes(8 * size))
-        self._mask = size - 1
-        self._used = 0
-
-    def add(self, name: str) -> int:
-        """0: first time; 1: seen once before (a new duplicate); 2: seen more often."""
-        h = (hash(name) & self._LOW) or 1
-        t, mask = self._table, self._mask
-        i = h & mask
-        while True:
-            slot = t[i]
-            if not slot:
-                break
-            if slot & self._LOW == h:
-                if slot & self._MARK:
-                    return 2
-                t[i] = slot | self._MARK
-                return 1
-            i = (i + 1) & mask
-        t[i] = h
-        self._used += 1
-        if self._used * 2 > len(t):
-            self._grow()
-        return 0
-
-    def _grow(self):
-        old = self._table
-        self._table = array("Q", bytes(16 * len(old)))
-        self._mask = len(self._table) - 1
-        t, mask, low = self._table, self._mask, self._LOW
-        for slot in old:
-            if slot:
-                i = (slot & low) & mask
-                while t[i]:
-                    i = (i + 1) & mask
-                t[i] = slot
-
-
 # --- walking the inputs ------------------------------------------------------------------
+
 
 def check_paths(paths) -> list[str]:
     return [p for p in paths if not os.path.exists(p)]
@@ -249,33 +144,69 @@ def _iter_dir(path, recursive, errors):
 
 # --- the summary -------------------------------------------------------------------------
 
-CSV_COLUMNS = ("host", "file", "status", "ready", "determined", "x86_vmx_init", "kvm_intel",
-               "revision_id", "vmcs_size", "feature_control", "cpu_vendor", "cpu_signature",
-               "cpu_model_name", "hypervisor", "emulated", "possible_cpus", "kernel",
-               "tool_version", "generated_at", "source_kind", "source_name", "stale",
-               "duplicate", "reason")
+CSV_COLUMNS = (
+    "host",
+    "file",
+    "status",
+    "ready",
+    "determined",
+    "x86_vmx_init",
+    "kvm_intel",
+    "revision_id",
+    "vmcs_size",
+    "feature_control",
+    "cpu_vendor",
+    "cpu_signature",
+    "cpu_model_name",
+    "hypervisor",
+    "emulated",
+    "possible_cpus",
+    "kernel",
+    "tool_version",
+    "generated_at",
+    "source_kind",
+    "source_name",
+    "stale",
+    "duplicate",
+    "reason",
+)
 
 
 class Summary:
     """Folds reports in one at a time; holds counters and capped lists only."""
 
-    def __init__(self, limit: Optional[int] = DEFAULT_LIMIT, stale_after: Optional[int] = None,
-                 host_from: str = "filename", now: Optional[float] = None):
+    def __init__(
+        self,
+        limit: int | None = DEFAULT_LIMIT,
+        stale_after: int | None = None,
+        host_from: str = "filename",
+        now: float | None = None,
+    ):
         self.limit = limit
         self.stale_after = stale_after
         self.host_from = host_from
         self.now = time.time() if now is None else now
         self.files = 0
         self.readiness = dict.fromkeys(STATUSES, 0)
-        self.groups = {name: Counter() for name in
-                       ("revision_id", "vmcs_size", "cpu_model", "hypervisor", "feature_control",
-                        "tool_version")}
-        self.lists = {name: Capped(limit) for name in
-                      ("not_ready", "undetermined", "stale", "fixtures", "duplicates") + SKIPPED}
+        self.groups = {
+            name: Counter()
+            for name in (
+                "revision_id",
+                "vmcs_size",
+                "cpu_model",
+                "hypervisor",
+                "feature_control",
+                "tool_version",
+            )
+        }
+        self.lists = {
+            name: Capped(limit)
+            for name in ("not_ready", "undetermined", "stale", "fixtures", "duplicates") + SKIPPED
+        }
         self.names = NameSet()
         self.duplicate_reports = 0
-        self.oldest: Optional[tuple[float, str]] = None
-        self.newest: Optional[tuple[float, str]] = None
+        self.oldest: tuple[float, str] | None = None
+        self.newest: tuple[float, str] | None = None
 
     def add_path(self, path: str) -> dict:
         """Read, check and count one file; returns its CSV row."""
@@ -303,8 +234,13 @@ class Summary:
         host = host_name(path, doc, self.host_from)
         status = status_of(doc)
         self.readiness[status] += 1
-        v, hostinfo, basic, fc, src = (doc["verdict"], doc["host"], doc["vmx_basic"],
-                                       doc["feature_control"], doc["source"])
+        v, hostinfo, basic, fc, src = (
+            doc["verdict"],
+            doc["host"],
+            doc["vmx_basic"],
+            doc["feature_control"],
+            doc["source"],
+        )
         rid = revision_of(doc)
         g = self.groups
         g["revision_id"].add(revision_text(rid))
@@ -316,8 +252,16 @@ class Summary:
         key = (host, path)
         reason = first_reason(doc) if status != "ready" else ""
         if status != "ready":
-            self.lists[status].add(key, {"host": host, "file": path, "reason": reason,
-                                         "x86_vmx_init": v["x86_vmx_init"], "kvm_intel": v["kvm_intel"]})
+            self.lists[status].add(
+                key,
+                {
+                    "host": host,
+                    "file": path,
+                    "reason": reason,
+                    "x86_vmx_init": v["x86_vmx_init"],
+                    "kvm_intel": v["kvm_intel"],
+                },
+            )
         when = parse_timestamp(doc["generated_at"])
         if self.oldest is None or when < self.oldest[0]:
             self.oldest = (when, doc["generated_at"])
@@ -326,8 +270,10 @@ class Summary:
         age = self.now - when
         stale = self.stale_after is not None and age > self.stale_after
         if stale:
-            self.lists["stale"].add(key, {"host": host, "file": path, "generated_at": doc["generated_at"],
-                                          "age_seconds": int(age)})
+            self.lists["stale"].add(
+                key,
+                {"host": host, "file": path, "generated_at": doc["generated_at"], "age_seconds": int(age)},
+            )
         if src["kind"] == "fixture":
             self.lists["fixtures"].add(key, {"host": host, "file": path, "fixture": src["name"]})
         seen = self.names.add(host)
@@ -336,17 +282,30 @@ class Summary:
             if seen == 1:
                 self.lists["duplicates"].add((host,), {"host": host})
         return {
-            "host": host, "file": path, "status": status, "ready": v["ready"],
-            "determined": v.get("determined", True), "x86_vmx_init": v["x86_vmx_init"] or "",
-            "kvm_intel": v["kvm_intel"] or "", "revision_id": "" if rid is None else revision_text(rid),
+            "host": host,
+            "file": path,
+            "status": status,
+            "ready": v["ready"],
+            "determined": v.get("determined", True),
+            "x86_vmx_init": v["x86_vmx_init"] or "",
+            "kvm_intel": v["kvm_intel"] or "",
+            "revision_id": "" if rid is None else revision_text(rid),
             "vmcs_size": "" if basic is None else basic["vmcs_size"],
             "feature_control": "" if fc is None else fc["state"],
-            "cpu_vendor": hostinfo["vendor"] or "", "cpu_signature": cpu_signature(hostinfo),
-            "cpu_model_name": hostinfo.get("model_name") or "", "hypervisor": hostinfo["hypervisor"] or "",
-            "emulated": v.get("emulated") or "", "possible_cpus": doc["plan"]["pages"],
-            "kernel": hostinfo["kernel"] or "", "tool_version": doc["tool"]["version"],
-            "generated_at": doc["generated_at"], "source_kind": src["kind"], "source_name": src["name"],
-            "stale": stale, "duplicate": bool(seen), "reason": reason,
+            "cpu_vendor": hostinfo["vendor"] or "",
+            "cpu_signature": cpu_signature(hostinfo),
+            "cpu_model_name": hostinfo.get("model_name") or "",
+            "hypervisor": hostinfo["hypervisor"] or "",
+            "emulated": v.get("emulated") or "",
+            "possible_cpus": doc["plan"]["pages"],
+            "kernel": hostinfo["kernel"] or "",
+            "tool_version": doc["tool"]["version"],
+            "generated_at": doc["generated_at"],
+            "source_kind": src["kind"],
+            "source_name": src["name"],
+            "stale": stale,
+            "duplicate": bool(seen),
+            "reason": reason,
         }
 
     # -- results --
@@ -370,13 +329,22 @@ class Summary:
         lists = {name: c.as_json() for name, c in self.lists.items()}
         lists["duplicates"]["extra_reports"] = self.duplicate_reports
         return {
-            "kind": SUMMARY_KIND, "version": OUTPUT_VERSION,
+            "kind": SUMMARY_KIND,
+            "version": OUTPUT_VERSION,
             "tool": {"name": "vmxprobe", "version": __version__},
             "generated_at": datetime.fromtimestamp(self.now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "options": {"host_from": self.host_from, "stale_after_seconds": self.stale_after,
-                        "limit": self.limit},
-            "reports": {"files": self.files, "read": self.read, "skipped": self.skipped,
-                        "oldest": self.oldest and self.oldest[1], "newest": self.newest and self.newest[1]},
+            "options": {
+                "host_from": self.host_from,
+                "stale_after_seconds": self.stale_after,
+                "limit": self.limit,
+            },
+            "reports": {
+                "files": self.files,
+                "read": self.read,
+                "skipped": self.skipped,
+                "oldest": self.oldest and self.oldest[1],
+                "newest": self.newest and self.newest[1],
+            },
             "readiness": dict(self.readiness),
             **{f"by_{name}": dict(c.ordered()) for name, c in self.groups.items()},
             **lists,
@@ -385,21 +353,39 @@ class Summary:
 
     def render_text(self, style: Style = plain) -> str:
         n = self.read
-        out = [f"vmxprobe fleet: {self.files} report file(s): {n} read, {self.skipped} skipped"
-               + (f"; scanned {self.oldest[1]} .. {self.newest[1]}" if self.oldest else "")]
+        out = [
+            f"vmxprobe fleet: {self.files} report file(s): {n} read, {self.skipped} skipped"
+            + (f"; scanned {self.oldest[1]} .. {self.newest[1]}" if self.oldest and self.newest else "")
+        ]
 
         def pct(k):
             return f" ({100 * k / n:.1f}%)" if n else ""
 
         r = self.readiness
-        out.append("Readiness: " + ", ".join([
-            style(f"{r['ready']} ready{pct(r['ready'])}", fg="green"),
-            style(f"{r['not_ready']} not ready{pct(r['not_ready'])}", fg="red" if r["not_ready"] else None),
-            style(f"{r['undetermined']} could not be determined{pct(r['undetermined'])}",
-                  fg="yellow" if r["undetermined"] else None)]))
-        titles = {"revision_id": "VMCS revision id", "vmcs_size": "VMCS size (bytes)",
-                  "cpu_model": "CPU model (family/model/stepping)", "hypervisor": "Hypervisor",
-                  "feature_control": "IA32_FEATURE_CONTROL", "tool_version": "vmxprobe version"}
+        out.append(
+            "Readiness: "
+            + ", ".join(
+                [
+                    style(f"{r['ready']} ready{pct(r['ready'])}", fg="green"),
+                    style(
+                        f"{r['not_ready']} not ready{pct(r['not_ready'])}",
+                        fg="red" if r["not_ready"] else None,
+                    ),
+                    style(
+                        f"{r['undetermined']} could not be determined{pct(r['undetermined'])}",
+                        fg="yellow" if r["undetermined"] else None,
+                    ),
+                ]
+            )
+        )
+        titles = {
+            "revision_id": "VMCS revision id",
+            "vmcs_size": "VMCS size (bytes)",
+            "cpu_model": "CPU model (family/model/stepping)",
+            "hypervisor": "Hypervisor",
+            "feature_control": "IA32_FEATURE_CONTROL",
+            "tool_version": "vmxprobe version",
+        }
         for name, title in titles.items():
             c = self.groups[name]
             if not c.counts:
@@ -408,8 +394,10 @@ class Summary:
             out.append(f"{title}:")
             out += [f"  {count:>8}  {shown.get(key, key)}" for key, count in c.ordered()]
             if c.folded:
-                out.append(f"  ({c.folded} report(s) with values past the first {MAX_GROUP_KEYS} "
-                           f"are under {OTHER})")
+                out.append(
+                    f"  ({c.folded} report(s) with values past the first "
+                    f"{bounded.MAX_GROUP_KEYS} are under {OTHER})"
+                )
 
         def section(name, title, line):
             c = self.lists[name]
@@ -423,12 +411,19 @@ class Summary:
         section("not_ready", "Not ready", lambda i: f"{i['host']}: {i['reason']}")
         section("undetermined", "Could not be determined", lambda i: f"{i['host']}: {i['reason']}")
         if self.stale_after is not None:
-            section("stale", f"Stale (scanned more than {format_duration(self.stale_after)} ago)",
-                    lambda i: f"{i['host']}: scanned {i['generated_at']} ({format_duration(i['age_seconds'])} ago)")
-        section("fixtures", "From fixtures, not hosts",
-                lambda i: f"{i['host']}: fixture {i['fixture']} ({i['file']})")
-        section("duplicates", "Host names in more than one report",
-                lambda i: f"{i['host']}")
+            section(
+                "stale",
+                f"Stale (scanned more than {format_duration(self.stale_after)} ago)",
+                lambda i: (
+                    f"{i['host']}: scanned {i['generated_at']} ({format_duration(i['age_seconds'])} ago)"
+                ),
+            )
+        section(
+            "fixtures",
+            "From fixtures, not hosts",
+            lambda i: f"{i['host']}: fixture {i['fixture']} ({i['file']})",
+        )
+        section("duplicates", "Host names in more than one report", lambda i: f"{i['host']}")
         section("unknown_schema", "Skipped, unknown schema version", lambda i: f"{i['file']}: {i['error']}")
         section("invalid", "Skipped, not a valid scan report", lambda i: f"{i['file']}: {i['error']}")
         section("unreadable", "Skipped, unreadable", lambda i: f"{i['file']}: {i['error']}")
@@ -453,9 +448,20 @@ def _csv_value(v) -> str:
     return "" if v is None else str(v)
 
 
-def summarise(paths, *, fmt="text", output=None, limit=DEFAULT_LIMIT, stale_after=None,
-              host_from="filename", recursive=False, style: Style = plain, progress=None,
-              now=None, stdout: Optional[TextIO] = None) -> tuple[Optional[str], Summary]:
+def summarise(
+    paths,
+    *,
+    fmt="text",
+    output=None,
+    limit=DEFAULT_LIMIT,
+    stale_after=None,
+    host_from="filename",
+    recursive=False,
+    style: Style = plain,
+    progress=None,
+    now=None,
+    stdout: TextIO | None = None,
+) -> tuple[str | None, Summary]:
     """Run the summary. For text and json returns (text, summary). For csv the rows go
     out as they come, to `stdout` or through write_atomic into `output`, and text is None.
     `progress`, if given, wraps the iterator of paths (a progress bar's context manager)."""

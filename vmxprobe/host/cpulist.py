@@ -9,6 +9,7 @@ Both parsers take any text and either return a sorted list of unique CPU ids in
 """
 
 import re
+from collections.abc import Iterable
 
 # Upper bound on a CPU id we accept from text: the kernel's NR_CPUS is at most 8192 on
 # x86 today; four times that leaves room while keeping a hostile "0-999999999" from
@@ -72,14 +73,16 @@ def parse_cpulist(text: str, limit: int = MAX_CPU_ID) -> list[int]:
         span = hi - lo + 1
         named += (span // group) * used + min(used, span % group)
         if named > MAX_OVERLAP * (limit + 1):
-            raise CpulistError(f"cpulist names more than {MAX_OVERLAP} times the "
-                               f"{limit + 1} possible CPU ids (overlapping ranges)")
+            raise CpulistError(
+                f"cpulist names more than {MAX_OVERLAP} times the "
+                f"{limit + 1} possible CPU ids (overlapping ranges)"
+            )
         for start in range(lo, hi + 1, group):
             cpus.update(range(start, min(start + used, hi + 1)))
     return sorted(cpus)
 
 
-def format_cpulist(cpus) -> str:
+def format_cpulist(cpus: Iterable[int]) -> str:
     """Format CPU ids as the kernel does: ascending, runs collapsed ("0-3,8")."""
     out = []
     run_start = prev = None

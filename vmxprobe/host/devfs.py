@@ -25,18 +25,23 @@ import select
 import stat
 import struct
 import subprocess
-import sys
 import time
 from collections import Counter
+from typing import Any, Callable, NoReturn
 
 from vmxprobe.host.cpulist import CpulistError, parse_cpulist
-from vmxprobe.host.sources import CPU_DIR, NOTREG, SHORT
+from vmxprobe.host.fixture import Fixture
+from vmxprobe.host.sources import CPU_DIR, NOTREG, SHORT, Reading
+
+# For the i-th chunk of a read: the recorded reading, and how to pack its value.
+ReadingAt = Callable[[int], "tuple[Reading | None, Callable[[Any], bytes]]"]
 
 INSTALL_HINT = "pip install 'vmxprobe[fuse]' (and libfuse3: apt-get install fuse3)"
 
 
 class MountError(Exception):
     """A mount that could not be made or served; the message is one line."""
+
 
 # Recorded failures that the drivers give at open(), not at read(): no device node
 # (driver not loaded), no CAP_SYS_RAWIO (msr_open), permission bits, and a CPU that
@@ -57,13 +62,12 @@ def _code(name: str) -> int:
     return value if isinstance(value, int) else errno.EIO
 
 
-def _open_error(readings) -> str | None:
+def _open_error(readings: list[Reading]) -> str | None:
     """The errno open() gives for a device whose every recorded read failed the same
     way at open time; None when the device opens and each read answers for itself."""
     names = {r.errno for r in readings}
-    if len(names) == 1 and readings and next(iter(names)) in OPEN_ERRORS:
-        return next(iter(names))
-    return None
+    (name,) = names if len(names) == 1 else (None,)
+    return name if readings and name in OPEN_ERRORS else None
 
 
 class DevCpuTree:
@@ -72,17 +76,17 @@ class DevCpuTree:
 
     use_ns = True  # mfusepy: timestamps are integer nanoseconds
 
-    def __init__(self, fx, offline_after: dict[int, int] | None = None):
+    def __init__(self, fx: Fixture, offline_after: dict[int, int] | None = None):
         self.fx = fx
-        self.kids: dict[str, set[str]] = {"": set()}   # directory -> entry names
+        self.kids: dict[str, set[str]] = {"": set()}  # directory -> entry names
         self.files: dict[str, bytes] = {}
-        self.fifos: set[str] = set()   # recorded NOTREG: not a regular file on the host
+        self.fifos: set[str] = set()  # recorded NOTREG: not a regular file on the host
         self.links: dict[str, str] = {}
         self.devices: dict[str, tuple[int, str]] = {}  # path -> (cpu, "msr" | "cpuid")
         self.open_errors: dict[str, int] = {}
         self.offline_after = dict(offline_after or {})
-        self.reads: Counter = Counter()                # register reads served, per CPU
-        self.on_ready = None
+        self.reads: Counter[int] = Counter()  # register reads served, per CPU
+        self.on_ready: Callable[[], None] | None = None
         self.served = False  # set once the kernel's FUSE_INIT reached us: mounted
         self.stamp = time.time_ns()
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -128,8 +132,9 @@ class DevCpuTree:
 
     def cpus(self) -> list[int]:
         """The fixture's online CPUs, and any CPU it recorded a register read for."""
-        cpus = {cpu for table in (self.fx.msr, self.fx.cpuid)
-                for results in table.values() for cpu in results}
+        cpus = {
+            cpu for table in (self.fx.msr, self.fx.cpuid) for results in table.values() for cpu in results
+        }
         try:
             cpus.update(parse_cpulist(self.fx.files.get(f"{CPU_DIR}/online", "")))
         except CpulistError:
@@ -151,7 +156,7 @@ class DevCpuTree:
     def offline(self, cpu: int) -> bool:
         return cpu in self.offline_after and self.reads[cpu] >= self.offline_after[cpu]
 
-    def _register(self, cpu: int, reading, pack):
+    def _register(self, cpu: int, reading: Reading | None, pack: Callable[[Any], bytes]) -> bytes | int:
         """One register read: bytes, b"" for a recorded short read, or an errno."""
         if self.offline(cpu):
             # smp_call_function_single() on a CPU that went offline after open().
@@ -162,10 +167,10 @@ class DevCpuTree:
             # "the replay has no data" from a fault (EIO) that the host never showed.
             return errno.ENODATA
         if not reading.ok:
-            return b"" if reading.errno == SHORT else _code(reading.errno)
+            return b"" if reading.errno == SHORT else _code(reading.errno or "EIO")
         return pack(reading.value)
 
-    def _chunks(self, cpu: int, size: int, width: int, reading_at) -> bytes:
+    def _chunks(self, cpu: int, size: int, width: int, reading_at: ReadingAt) -> bytes:
         # msr_read()/cpuid_read(): a count that is not a whole number of chunks is
         # EINVAL; a failure after the first chunk returns the bytes read so far
         # ("return bytes ? bytes : err").
@@ -193,15 +198,16 @@ class DevCpuTree:
     def read_cpuid(self, cpu: int, size: int, offset: int) -> bytes:
         # cpuid_read(): eax = pos, ecx = pos >> 32, and pos advances by one per 16-byte
         # chunk ("*ppos = ++pos"), so a 32-byte read returns leaf L then leaf L+1.
-        def at(i):
+        def at(i: int) -> tuple[Reading | None, Callable[[Any], bytes]]:
             pos = (offset + i) & 0xFFFFFFFFFFFFFFFF
             key = (pos & 0xFFFFFFFF, pos >> 32)
             return self.fx.cpuid.get(key, {}).get(cpu), lambda v: struct.pack("<4I", *v)
+
         return self._chunks(cpu, size, 16, at)
 
     # --- filesystem operations (mfusepy calls these with "/"-rooted paths) --------------
 
-    def getattr(self, path, fh=None):
+    def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
         rel = path.strip("/")
         if rel in self.kids:
             mode, size = stat.S_IFDIR | 0o555, 0
@@ -215,11 +221,18 @@ class DevCpuTree:
             mode, size = stat.S_IFIFO | 0o444, 0
         else:
             raise _err(errno.ENOENT)
-        return {"st_mode": mode, "st_nlink": 2 if rel in self.kids else 1, "st_size": size,
-                "st_uid": self.uid, "st_gid": self.gid,
-                "st_atime": self.stamp, "st_mtime": self.stamp, "st_ctime": self.stamp}
+        return {
+            "st_mode": mode,
+            "st_nlink": 2 if rel in self.kids else 1,
+            "st_size": size,
+            "st_uid": self.uid,
+            "st_gid": self.gid,
+            "st_atime": self.stamp,
+            "st_mtime": self.stamp,
+            "st_ctime": self.stamp,
+        }
 
-    def readdir(self, path, fh):
+    def readdir(self, path: str, fh: Any) -> list[str]:
         rel = path.strip("/")
         names = sorted(self.kids[rel])
         if rel == "dev/cpu":
@@ -228,22 +241,22 @@ class DevCpuTree:
             names.sort(key=int, reverse=True)
         return [".", ".."] + names
 
-    def opendir(self, path):
+    def opendir(self, path: str) -> int:
         rel = path.strip("/")
         if rel in self.open_errors:
             raise _err(self.open_errors[rel])
         return 0
 
-    def readlink(self, path):
+    def readlink(self, path: str) -> str:
         return self.links[path.strip("/")]
 
-    def access(self, path, amode):
+    def access(self, path: str, amode: int) -> int:
         self.getattr(path)
         if amode & os.W_OK:
             raise _err(errno.EROFS)
         return 0
 
-    def open(self, path, fi):
+    def open(self, path: str, fi: Any) -> int:
         rel = path.strip("/")
         writing = (fi.flags & os.O_ACCMODE) != os.O_RDONLY
         if rel in self.devices:
@@ -265,19 +278,19 @@ class DevCpuTree:
             raise _err(errno.EACCES)  # kernfs_fop_open(): no write op -> EACCES
         return 0
 
-    def read(self, path, size, offset, fi):
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
         rel = path.strip("/")
         if rel in self.devices:
             cpu, kind = self.devices[rel]
             return (self.read_msr if kind == "msr" else self.read_cpuid)(cpu, size, offset)
-        return self.files[rel][offset:offset + size]
+        return self.files[rel][offset : offset + size]
 
-    def init(self, path):
+    def init(self, path: str) -> None:
         self.served = True
         if self.on_ready:
             self.on_ready()
 
-    def _read_only(self, *args):
+    def _read_only(self, *args: Any) -> NoReturn:
         raise _err(errno.EROFS)
 
     chmod = chown = create = link = mkdir = mknod = rename = rmdir = _read_only
@@ -288,10 +301,11 @@ def serve(tree: DevCpuTree, mountpoint: str, allow_other: bool = False) -> None:
     """Mount and serve until unmounted, SIGINT or SIGTERM (libfuse's handlers end the
     loop and unmount); then return. RuntimeError if the mount could not be made."""
     import mfusepy
+
     name = re.sub(r"[^A-Za-z0-9_.+-]", "_", tree.fx.name)
     # No auto_unmount: its fusermount3 watcher outlives this process. A server killed
     # with SIGKILL leaves a dead mount that `fusermount3 -u` removes.
-    options = {"fsname": f"vmxprobe:{name}", "subtype": "vmxprobe"}
+    options: dict[str, Any] = {"fsname": f"vmxprobe:{name}", "subtype": "vmxprobe"}
     if allow_other:
         options["allow_other"] = True
     # One thread: reads are answered in order, and the test hook's counters need no lock.
@@ -332,17 +346,25 @@ def load_binding() -> None:
     except ImportError:
         raise MountError(f"`vmxprobe fixture mount` needs the FUSE extra: {INSTALL_HINT}") from None
     except (OSError, AttributeError) as e:
-        raise MountError(f"`vmxprobe fixture mount` cannot load libfuse3 ({e}): install it with "
-                   "apt-get install fuse3") from None
+        raise MountError(
+            f"`vmxprobe fixture mount` cannot load libfuse3 ({e}): install it with apt-get install fuse3"
+        ) from None
 
 
 def start_in_background(argv: list[str], mountpoint: str, timeout: float = 30.0) -> int:
     """Start the server detached and return its pid once the mount answers. The child's
     stderr is a pipe until its init callback points it at /dev/null: EOF with the child
     alive means mounted; EOF with the child gone means it failed, and the pipe holds why."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, cwd="/", start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd="/",
+        start_new_session=True,
+    )
     message, deadline = b"", time.monotonic() + timeout
+    assert proc.stderr is not None  # stderr=PIPE
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([proc.stderr], [], [], left)[0]:
@@ -360,5 +382,6 @@ def start_in_background(argv: list[str], mountpoint: str, timeout: float = 30.0)
     lines = [ln.strip() for ln in message.decode("utf-8", "replace").splitlines() if ln.strip()]
     # libfuse's own lines say why a mount failed; ours say so when libfuse did not.
     why = [ln for ln in lines if not ln.startswith("vmxprobe:")] or [
-        ln.removeprefix("vmxprobe: error: ") for ln in lines[-1:]]
+        ln.removeprefix("vmxprobe: error: ") for ln in lines[-1:]
+    ]
     raise MountError("; ".join(why) or f"the FUSE server exited with status {proc.returncode}")

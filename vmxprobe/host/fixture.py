@@ -8,12 +8,18 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 
 from vmxprobe import __version__
 from vmxprobe.files import InputError, read_bounded
 from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist
-from vmxprobe.host.sources import NOTREG, CpuidReading, MsrReading
+from vmxprobe.host.sources import NOTREG, CpuidReading, MsrReading, RecordingHost
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+Json = dict[str, Any]
+R = TypeVar("R", MsrReading, CpuidReading)
 
 FORMAT = "vmxprobe-fixture"
 VERSION = 1
@@ -37,10 +43,10 @@ class FixtureError(ValueError):
     """A fixture that cannot be used; the message is one line, naming what is wrong."""
 
 
-def _strict_pairs(pairs):
+def _strict_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # JSON allows repeated keys and json keeps the last; in a data file that is two
     # answers to one question, so it is refused.
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
             raise FixtureError(f"key {k[:60]!r} appears twice in one object")
@@ -48,16 +54,15 @@ def _strict_pairs(pairs):
     return out
 
 
-def _no_constant(name):
+def _no_constant(name: str) -> NoReturn:
     raise FixtureError(f"{name} is not JSON")
 
 
-def decode_json(raw: bytes, where: str):
+def decode_json(raw: bytes, where: str) -> Any:
     """Strict JSON from bytes: UTF-8, no NaN/Infinity, no repeated keys; FixtureError
     (one line) for anything else, including nesting deep enough to exhaust the stack."""
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_strict_pairs,
-                          parse_constant=_no_constant)
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_strict_pairs, parse_constant=_no_constant)
     except FixtureError as e:
         raise FixtureError(f"{where}: not valid JSON ({e})") from None
     except (UnicodeDecodeError, ValueError) as e:
@@ -70,7 +75,7 @@ def decode_json(raw: bytes, where: str):
 class Fixture:
     name: str
     description: str
-    provenance: dict
+    provenance: dict[str, Any]
     files: dict[str, str]
     dirs: dict[str, list[str]]
     file_errors: dict[str, str] = field(default_factory=dict)
@@ -78,7 +83,7 @@ class Fixture:
     cpuid: dict[tuple[int, int], dict[int, CpuidReading]] = field(default_factory=dict)
 
 
-def bundled_dir():
+def bundled_dir() -> Traversable:
     return resources.files("vmxprobe.fixtures")
 
 
@@ -86,7 +91,7 @@ def bundled_names() -> list[str]:
     return sorted(p.name[:-5] for p in bundled_dir().iterdir() if p.name.endswith(".json"))
 
 
-def resolve(spec: str):
+def resolve(spec: str) -> str | Traversable:
     """A path to a fixture file, or the name of a bundled fixture -> a readable path object."""
     if not isinstance(spec, str) or not spec or "\0" in spec:
         raise FixtureError(f"{spec!r} is not a fixture file or name")
@@ -96,8 +101,9 @@ def resolve(spec: str):
         candidate = bundled_dir() / f"{spec}.json"
         if candidate.is_file():
             return candidate
-    raise FixtureError(f"no fixture file or bundled fixture named {spec!r}; "
-                       "`vmxprobe fixtures` lists the bundled ones")
+    raise FixtureError(
+        f"no fixture file or bundled fixture named {spec!r}; `vmxprobe fixtures` lists the bundled ones"
+    )
 
 
 def load(spec: str) -> Fixture:
@@ -119,127 +125,185 @@ def load(spec: str) -> Fixture:
     return parse(decode_json(raw, where), where)
 
 
-def _expect(cond, where, what):
+def _expect(cond: object, where: str, what: str) -> None:
     if not cond:
         raise FixtureError(f"{where}: {what}")
 
 
-def _groups(groups, where, key, convert, budget, kind):
+def _groups(
+    groups: Any,
+    where: str,
+    key: str,
+    convert: Callable[[Any, str], Any],
+    budget: list[int],
+    kind: type[R],
+) -> dict[int, R]:
     _expect(isinstance(groups, list), where, f"{key}: expected a list of groups")
-    out = {}
+    out: dict[int, R] = {}
     for g in groups:
-        _expect(isinstance(g, dict) and isinstance(g.get("cpus"), str), where,
-                f"{key}: each group needs a \"cpus\" cpulist string")
+        _expect(
+            isinstance(g, dict) and isinstance(g.get("cpus"), str),
+            where,
+            f'{key}: each group needs a "cpus" cpulist string',
+        )
         try:
             cpus = parse_cpulist(g["cpus"])
         except CpulistError as e:
             raise FixtureError(f"{where}: {key}: {e}") from None
-        _expect(("value" in g) != ("errno" in g), where,
-                f"{key}: each group holds exactly one of \"value\" or \"errno\"")
+        _expect(
+            ("value" in g) != ("errno" in g),
+            where,
+            f'{key}: each group holds exactly one of "value" or "errno"',
+        )
         if "errno" in g:
-            _expect(isinstance(g["errno"], str) and _ERRNO.fullmatch(g["errno"]), where,
-                    f"{key}: errno must be an errno name such as \"EIO\"")
+            _expect(
+                isinstance(g["errno"], str) and _ERRNO.fullmatch(g["errno"]),
+                where,
+                f'{key}: errno must be an errno name such as "EIO"',
+            )
             reading = kind(errno=g["errno"])
         else:
             reading = kind(value=convert(g["value"], f"{key}"))
         budget[0] -= len(cpus)
-        _expect(budget[0] >= 0, where, f"more than {MAX_READINGS} per-CPU register results; "
-                "not a fixture of a real host")
+        _expect(
+            budget[0] >= 0,
+            where,
+            f"more than {MAX_READINGS} per-CPU register results; not a fixture of a real host",
+        )
         for cpu in cpus:
             _expect(cpu not in out, where, f"{key}: CPU {cpu} appears twice")
             out[cpu] = reading
     return out
 
 
-def _hex_int(text, where, what, bits):
-    _expect(isinstance(text, str) and _HEX.fullmatch(text), where,
-            f"{what}: expected a lower-case \"0x...\" hex string")
+def _hex_int(text: Any, where: str, what: str, bits: int) -> int:
+    _expect(
+        isinstance(text, str) and _HEX.fullmatch(text),
+        where,
+        f'{what}: expected a lower-case "0x..." hex string',
+    )
     value = int(text, 16)
     _expect(value < (1 << bits), where, f"{what}: {text} does not fit in {bits} bits")
     return value
 
 
-def parse(doc, where="fixture") -> Fixture:
+def parse(doc: Any, where: str = "fixture") -> Fixture:
     _expect(isinstance(doc, dict), where, "top level must be a JSON object")
-    _expect(doc.get("format") == FORMAT, where,
-            f"not a vmxprobe fixture (format is {doc.get('format')!r}, expected {FORMAT!r})")
+    _expect(
+        doc.get("format") == FORMAT,
+        where,
+        f"not a vmxprobe fixture (format is {doc.get('format')!r}, expected {FORMAT!r})",
+    )
     version = doc.get("version")
-    _expect(type(version) is int and version == VERSION, where,
-            f"fixture version {version!r} is not supported (this vmxprobe reads version "
-            f"{VERSION}); upgrade vmxprobe or re-record the fixture")
+    _expect(
+        type(version) is int and version == VERSION,
+        where,
+        f"fixture version {version!r} is not supported (this vmxprobe reads version "
+        f"{VERSION}); upgrade vmxprobe or re-record the fixture",
+    )
     name = doc.get("name")
-    _expect(isinstance(name, str) and name and len(name) <= 255 and not _CONTROL.search(name),
-            where, "\"name\" must be a non-empty string of at most 255 characters, without "
-            "control characters")
+    _expect(
+        isinstance(name, str) and name and len(name) <= 255 and not _CONTROL.search(name),
+        where,
+        '"name" must be a non-empty string of at most 255 characters, without control characters',
+    )
     desc = doc.get("description", "")
-    _expect(isinstance(desc, str) and not _CONTROL.search(desc), where,
-            "\"description\" must be one line of text, without control characters")
+    _expect(
+        isinstance(desc, str) and not _CONTROL.search(desc),
+        where,
+        '"description" must be one line of text, without control characters',
+    )
     prov = doc.get("provenance")
-    _expect(isinstance(prov, dict), where, "\"provenance\" must be an object")
-    _expect(prov.get("origin") in ORIGINS, where,
-            f"provenance.origin must be one of {', '.join(ORIGINS)}")
+    _expect(isinstance(prov, dict), where, '"provenance" must be an object')
+    _expect(prov.get("origin") in ORIGINS, where, f"provenance.origin must be one of {', '.join(ORIGINS)}")
 
-    def str_map(key, value_ok, what):
-        m = doc.get(key, {})
-        _expect(isinstance(m, dict), where, f"\"{key}\" must be an object")
+    def str_map(key: str, value_ok: Callable[[Any], object], what: str) -> dict[str, Any]:
+        m: dict[str, Any] = doc.get(key, {})
+        _expect(isinstance(m, dict), where, f'"{key}" must be an object')
         for k, v in m.items():
-            _expect(isinstance(k, str) and not k.startswith("/") and ".." not in k.split("/"),
-                    where, f"{key}: {k!r} must be a relative path without '..'")
+            _expect(
+                isinstance(k, str) and not k.startswith("/") and ".." not in k.split("/"),
+                where,
+                f"{key}: {k!r} must be a relative path without '..'",
+            )
             _expect(value_ok(v), where, f"{key}[{k!r}] must be {what}")
         return m
 
     files = str_map("files", lambda v: isinstance(v, str), "a string")
-    dirs = str_map("dirs", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-                   "a list of names")
-    file_errors = str_map("file_errors", lambda v: isinstance(v, str) and _FILE_ERRNO.fullmatch(v),
-                          "an errno name such as \"EACCES\"")
+    dirs = str_map(
+        "dirs", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of names"
+    )
+    file_errors = str_map(
+        "file_errors",
+        lambda v: isinstance(v, str) and _FILE_ERRNO.fullmatch(v),
+        'an errno name such as "EACCES"',
+    )
     both = sorted(set(files) & set(file_errors))
-    _expect(not both, where, f"{both[0]!r} is in both \"files\" and \"file_errors\""
-            if both else "")
+    _expect(not both, where, f'{both[0]!r} is in both "files" and "file_errors"' if both else "")
 
     msr_doc = doc.get("msr", {})
-    _expect(isinstance(msr_doc, dict), where, "\"msr\" must be an object")
-    msr = {}
+    _expect(isinstance(msr_doc, dict), where, '"msr" must be an object')
+    msr: dict[int, dict[int, MsrReading]] = {}
     budget = [MAX_READINGS]
     for key, groups in msr_doc.items():
         index = _hex_int(key, where, f"msr key {key!r}", 32)
         _expect(key == f"0x{index:x}", where, f"msr key {key!r} must be written 0x{index:x}")
-        msr[index] = _groups(groups, where, f"msr {key}",
-                             lambda v, what: _hex_int(v, where, what, 64), budget, MsrReading)
+        msr[index] = _groups(
+            groups, where, f"msr {key}", lambda v, what: _hex_int(v, where, what, 64), budget, MsrReading
+        )
     cpuid_doc = doc.get("cpuid", {})
-    _expect(isinstance(cpuid_doc, dict), where, "\"cpuid\" must be an object")
-    cpuid = {}
+    _expect(isinstance(cpuid_doc, dict), where, '"cpuid" must be an object')
+    cpuid: dict[tuple[int, int], dict[int, CpuidReading]] = {}
     for key, groups in cpuid_doc.items():
         m = _CPUID_KEY.fullmatch(key) if isinstance(key, str) else None
-        _expect(m, where, f"cpuid key {key!r} must look like \"0x00000001:0x0\"")
+        if m is None:
+            raise FixtureError(f'{where}: cpuid key {key!r} must look like "0x00000001:0x0"')
 
-        def regs(v, what):
-            _expect(isinstance(v, list) and len(v) == 4, where,
-                    f"{what}: value must be [eax, ebx, ecx, edx]")
+        def regs(v: Any, what: str) -> tuple[int, ...]:
+            _expect(isinstance(v, list) and len(v) == 4, where, f"{what}: value must be [eax, ebx, ecx, edx]")
             return tuple(_hex_int(x, where, what, 32) for x in v)
 
         leaf_sub = (int(m.group(1), 16), int(m.group(2), 16))
         canonical = f"0x{leaf_sub[0]:08x}:0x{leaf_sub[1]:x}"
         _expect(key == canonical, where, f"cpuid key {key!r} must be written {canonical}")
         cpuid[leaf_sub] = _groups(groups, where, f"cpuid {key}", regs, budget, CpuidReading)
-    return Fixture(name=name, description=desc, provenance=prov, files=files, dirs=dirs,
-                   file_errors=file_errors, msr=msr, cpuid=cpuid)
+    return Fixture(
+        name=name,
+        description=desc,
+        provenance=prov,
+        files=files,
+        dirs=dirs,
+        file_errors=file_errors,
+        msr=msr,
+        cpuid=cpuid,
+    )
 
 
-def _group(results, render) -> list[dict]:
+def _group(
+    results: dict[int, MsrReading] | dict[int, CpuidReading], render: Callable[[Any], Any]
+) -> list[Json]:
     """Group identical per-CPU results by cpulist, so a 512-CPU host stays small."""
-    by_result: dict = {}
+    by_result: dict[tuple[str, Any], list[int]] = {}
     for cpu, r in results.items():
         key = ("errno", r.errno) if not r.ok else ("value", json.dumps(render(r.value)))
         by_result.setdefault(key, []).append(cpu)
-    groups = [{"cpus": format_cpulist(cpus), kind: val if kind == "errno" else json.loads(val)}
-              for (kind, val), cpus in by_result.items()]
+    groups = [
+        {"cpus": format_cpulist(cpus), kind: val if kind == "errno" else json.loads(val)}
+        for (kind, val), cpus in by_result.items()
+    ]
     return sorted(groups, key=lambda g: parse_cpulist(g["cpus"])[0])
 
 
-def to_document(name: str, description: str, provenance: dict, files, dirs, file_errors,
-                msr: dict[int, dict[int, MsrReading]],
-                cpuid: dict[tuple[int, int], dict[int, CpuidReading]]) -> dict:
+def to_document(
+    name: str,
+    description: str,
+    provenance: Json,
+    files: dict[str, str],
+    dirs: dict[str, list[str]],
+    file_errors: dict[str, str],
+    msr: dict[int, dict[int, MsrReading]],
+    cpuid: dict[tuple[int, int], dict[int, CpuidReading]],
+) -> Json:
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -250,14 +314,22 @@ def to_document(name: str, description: str, provenance: dict, files, dirs, file
         "file_errors": dict(sorted(file_errors.items())),
         "dirs": {k: sorted(v) for k, v in sorted(dirs.items())},
         "msr": {f"0x{i:x}": _group(res, lambda v: f"0x{v:016x}") for i, res in sorted(msr.items())},
-        "cpuid": {f"0x{leaf:08x}:0x{sub:x}": _group(res, lambda v: [f"0x{x:08x}" for x in v])
-                  for (leaf, sub), res in sorted(cpuid.items())},
+        "cpuid": {
+            f"0x{leaf:08x}:0x{sub:x}": _group(res, lambda v: [f"0x{x:08x}" for x in v])
+            for (leaf, sub), res in sorted(cpuid.items())
+        },
     }
 
 
-def from_recording(rec, name: str, description: str, kernel: Optional[str],
-                   hostname: Optional[str] = None, notes: str = "") -> dict:
-    provenance = {
+def from_recording(
+    rec: RecordingHost,
+    name: str,
+    description: str,
+    kernel: str | None,
+    hostname: str | None = None,
+    notes: str = "",
+) -> Json:
+    provenance: Json = {
         "origin": "recorded",
         "recorded_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "tool_version": __version__,
@@ -267,11 +339,13 @@ def from_recording(rec, name: str, description: str, kernel: Optional[str],
         "sources": [],
         "notes": notes,
     }
-    return to_document(name, description, provenance, rec.files, rec.dirs, rec.file_errors,
-                       rec.msr, rec.cpuid)
+    return to_document(
+        name, description, provenance, rec.files, rec.dirs, rec.file_errors, rec.msr, rec.cpuid
+    )
 
 
-def from_fixture(fx: Fixture) -> dict:
+def from_fixture(fx: Fixture) -> Json:
     """The document a loaded fixture came from, normalised (for round trips)."""
-    return to_document(fx.name, fx.description, fx.provenance, fx.files, fx.dirs,
-                       fx.file_errors, fx.msr, fx.cpuid)
+    return to_document(
+        fx.name, fx.description, fx.provenance, fx.files, fx.dirs, fx.file_errors, fx.msr, fx.cpuid
+    )

@@ -5,31 +5,36 @@ first; /proc/cpuinfo stands in where the cpuid device could not be read."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
-from vmxprobe.arch.cpuid import (CPUID_HV_LEAF, CPUID_HYPERVISOR_BIT, ECX, cpuid_signature,
-                                 cpuid_vendor, hypervisor_name)
+from vmxprobe.arch.cpuid import (
+    CPUID_HV_LEAF,
+    CPUID_HYPERVISOR_BIT,
+    ECX,
+    cpuid_signature,
+    cpuid_vendor,
+    hypervisor_name,
+)
 from vmxprobe.host.readings import HostReadings
 
 
 @dataclass(frozen=True)
 class HostIdentity:
-    vendor: Optional[str] = None
-    family: Optional[int] = None
-    model: Optional[int] = None
-    stepping: Optional[int] = None
-    model_name: Optional[str] = None
-    hypervisor: Optional[str] = None   # "unknown" when present but unnamed
-    kernel: Optional[str] = None
+    vendor: str | None = None
+    family: int | None = None
+    model: int | None = None
+    stepping: int | None = None
+    model_name: str | None = None
+    hypervisor: str | None = None  # "unknown" when present but unnamed
+    kernel: str | None = None
 
 
-def identify(scan: HostReadings, boot: Optional[int]) -> HostIdentity:
+def identify(scan: HostReadings, boot: int | None) -> HostIdentity:
     p = scan.cpus.get(boot) if boot is not None else None
     info = scan.cpuinfo.get(boot if boot is not None else 0, {})
     leaf0 = p.cpuid[0].value if p is not None else None
     leaf1 = p.cpuid[1].value if p is not None else None
     vendor = cpuid_vendor(leaf0) if leaf0 is not None else info.get("vendor_id")
-    sig: dict[str, Optional[int]] = {"family": None, "model": None, "stepping": None}
+    sig: dict[str, int | None] = {"family": None, "model": None, "stepping": None}
     if leaf1 is not None:
         sig.update(cpuid_signature(leaf1[0]))
     else:
@@ -41,9 +46,11 @@ def identify(scan: HostReadings, boot: Optional[int]) -> HostIdentity:
         hv_bit = p.cpuid_bit(1, ECX, CPUID_HYPERVISOR_BIT)
         if hv_bit:
             r = p.cpuid.get(CPUID_HV_LEAF)
-            hypervisor = (hypervisor_name(r.value) if r is not None and r.value is not None
-                          else None) or "unknown"
+            hypervisor = (
+                hypervisor_name(r.value) if r is not None and r.value is not None else None
+            ) or "unknown"
         elif hv_bit is None and "hypervisor" in info.get("flags", ()):
             hypervisor = "unknown"
-    return HostIdentity(vendor, sig["family"], sig["model"], sig["stepping"],
-                        info.get("model name"), hypervisor, scan.kernel)
+    return HostIdentity(
+        vendor, sig["family"], sig["model"], sig["stepping"], info.get("model name"), hypervisor, scan.kernel
+    )

@@ -23,6 +23,7 @@ import mmap
 import os
 import platform
 import sys
+from typing import Any
 
 __all__ = [
     "MPOL_BIND",
@@ -63,7 +64,7 @@ def _syscall_numbers() -> dict[str, int] | None:
     return _SYSCALLS_X86_64
 
 
-def _syscall(name: str, *args) -> int:
+def _syscall(name: str, *args: Any) -> int:
     """Call syscall(2) by name; raise OSError(errno) when it returns -1."""
     global _libc
     numbers = _syscall_numbers()
@@ -77,7 +78,7 @@ def _syscall(name: str, *args) -> int:
     if ret == -1:
         err = ctypes.get_errno()
         raise OSError(err, f"{name}: {os.strerror(err)}")
-    return ret
+    return int(ret)
 
 
 def _page_range(addr: int, length: int) -> tuple[int, int]:
@@ -87,7 +88,7 @@ def _page_range(addr: int, length: int) -> tuple[int, int]:
     return start, end - start
 
 
-def _nodemask(node: int) -> tuple[ctypes.Array, int]:
+def _nodemask(node: int) -> tuple[ctypes.Array[ctypes.c_ulong], int]:
     """Return (unsigned long array with only `node` set, maxnode to pass).
 
     mbind(2): "nodemask points to a bit mask of nodes containing up to maxnode
@@ -221,16 +222,22 @@ def numa_status() -> tuple[bool, str]:
     try:
         _syscall("get_mempolicy", None, None, ctypes.c_ulong(0), None, ctypes.c_ulong(0))
     except OSError as e:
-        name = errno.errorcode.get(e.errno, str(e.errno))
+        name = errno.errorcode.get(e.errno or 0, str(e.errno))
         if e.errno == errno.ENOSYS:
             if _syscall_numbers() is None:
                 return False, f"no NUMA system call numbers for {platform.machine()}"
-            return False, "get_mempolicy(2) fails with ENOSYS: the kernel is built " \
-                          "without CONFIG_NUMA, so all memory is one node's"
+            return (
+                False,
+                "get_mempolicy(2) fails with ENOSYS: the kernel is built "
+                "without CONFIG_NUMA, so all memory is one node's",
+            )
         if e.errno == errno.EPERM:
-            return False, "get_mempolicy(2) fails with EPERM: a seccomp filter forbids " \
-                          "the NUMA policy calls (a container's default profile does, " \
-                          "without CAP_SYS_NICE)"
+            return (
+                False,
+                "get_mempolicy(2) fails with EPERM: a seccomp filter forbids "
+                "the NUMA policy calls (a container's default profile does, "
+                "without CAP_SYS_NICE)",
+            )
         return False, f"get_mempolicy(2) fails with {name}"
     return True, ""
 

@@ -11,12 +11,19 @@ import gc
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from vmxprobe.arch.capabilities import readable_msrs
-from vmxprobe.arch.cpuid import (CPUID_HV_LEAF, CPUID_HYPERVISOR_BIT, ECX,
-                                 HV_CPUID_ENLIGHTMENT_INFO, HV_CPUID_NESTED_FEATURES,
-                                 HV_SIGNATURE_HYPERV, bit, hypervisor_name)
+from vmxprobe.arch.cpuid import (
+    CPUID_HV_LEAF,
+    CPUID_HYPERVISOR_BIT,
+    ECX,
+    HV_CPUID_ENLIGHTMENT_INFO,
+    HV_CPUID_NESTED_FEATURES,
+    HV_SIGNATURE_HYPERV,
+    bit,
+    hypervisor_name,
+)
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC
 from vmxprobe.host.sources import CPUINFO, OSRELEASE, CpuidReading, MsrReading, Source
 from vmxprobe.host.topology import Topology, read_topology
@@ -27,12 +34,13 @@ CpuInfo = dict[str, Any]  # one /proc/cpuinfo block: "flags", "vmx flags", "bugs
 @dataclass
 class CpuReadings:
     """What was read on one online CPU."""
+
     cpu: int
-    cpuid: dict[int, CpuidReading] = field(default_factory=dict)   # leaf -> reading
+    cpuid: dict[int, CpuidReading] = field(default_factory=dict)  # leaf -> reading
     # index -> reading; after read_host(), CPUs that read alike share one dict: read-only
     msr: dict[int, MsrReading] = field(default_factory=dict)
 
-    def cpuid_bit(self, leaf: int, reg: int, n: int) -> Optional[bool]:
+    def cpuid_bit(self, leaf: int, reg: int, n: int) -> bool | None:
         r = self.cpuid.get(leaf)
         return bit(r.value[reg], n) if r is not None and r.value is not None else None
 
@@ -40,12 +48,13 @@ class CpuReadings:
 @dataclass
 class HostReadings:
     """Everything one scan read from its source."""
+
     source_kind: str
     source_name: str
     topology: Topology
-    cpus: dict[int, CpuReadings]       # online CPUs, each read
-    cpuinfo: dict[int, CpuInfo]        # processor -> its /proc/cpuinfo block
-    kernel: Optional[str]              # proc/sys/kernel/osrelease
+    cpus: dict[int, CpuReadings]  # online CPUs, each read
+    cpuinfo: dict[int, CpuInfo]  # processor -> its /proc/cpuinfo block
+    kernel: str | None  # proc/sys/kernel/osrelease
     file_errors: dict[str, str]
     kvm_params: dict[str, str] = field(default_factory=dict)  # kvm_intel module parameters
 
@@ -103,7 +112,7 @@ def read_capabilities(source: Source, p: CpuReadings) -> None:
 _DIGITS = re.compile(r"[0-9]+")
 
 
-def parse_cpuinfo(text: Optional[str]) -> dict[int, CpuInfo]:
+def parse_cpuinfo(text: str | None) -> dict[int, CpuInfo]:
     """processor -> {key: value}, with "flags", "vmx flags" and "bugs" as frozensets.
 
     /proc/cpuinfo of an 8192-CPU host is about 25 MiB whose blocks repeat the same lines
@@ -208,7 +217,13 @@ def _read_host(source: Source) -> HostReadings:
     release = source.read_text(OSRELEASE)
     params = read_kvm_params(source)
     cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
-    return HostReadings(source_kind=source.kind, source_name=source.name, topology=topo,
-                        cpus=probes, cpuinfo=cpuinfo,
-                        kernel=release.strip() if release else None,
-                        file_errors=dict(source.file_errors), kvm_params=params)
+    return HostReadings(
+        source_kind=source.kind,
+        source_name=source.name,
+        topology=topo,
+        cpus=probes,
+        cpuinfo=cpuinfo,
+        kernel=release.strip() if release else None,
+        file_errors=dict(source.file_errors),
+        kvm_params=params,
+    )

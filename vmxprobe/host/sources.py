@@ -20,7 +20,7 @@ import os
 import re
 import stat
 import struct
-from typing import Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
+from typing import NamedTuple, Protocol, Union
 
 from vmxprobe.files import read_capped
 
@@ -69,13 +69,14 @@ _REGS = struct.Struct("<4I").unpack
 ACCESS_ERRORS = frozenset({"ENOENT", "EPERM", "EACCES", UNRECORDED})
 
 
-Regs = Tuple[int, int, int, int]  # eax, ebx, ecx, edx
+Regs = tuple[int, int, int, int]  # eax, ebx, ecx, edx
 
 
 class MsrReading(NamedTuple):
     """One MSR read on one CPU: the value, or the errno name of the failure."""
-    value: Optional[int] = None
-    errno: Optional[str] = None
+
+    value: int | None = None
+    errno: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,8 +85,9 @@ class MsrReading(NamedTuple):
 
 class CpuidReading(NamedTuple):
     """One CPUID leaf read on one CPU: (eax, ebx, ecx, edx), or the errno name."""
-    value: Optional[Regs] = None
-    errno: Optional[str] = None
+
+    value: Regs | None = None
+    errno: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -106,15 +108,16 @@ def errno_name(code: int) -> str:
 
 class Source(Protocol):
     """What every host answers; see the module's docstring."""
+
     kind: str
     name: str
 
     @property
-    def file_errors(self) -> Dict[str, str]: ...
+    def file_errors(self) -> dict[str, str]: ...
 
-    def read_text(self, path: str) -> Optional[str]: ...
+    def read_text(self, path: str) -> str | None: ...
 
-    def list_dir(self, path: str, pattern: re.Pattern[str]) -> Optional[List[str]]: ...
+    def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None: ...
 
     def read_msr(self, cpu: int, index: int) -> MsrReading: ...
 
@@ -153,13 +156,13 @@ class LiveHost:
         # it for each of the two devices and the sysfs directory of every CPU.
         self._prefix = os.path.join(root, "")
         self.name = os.path.abspath(root)
-        self.file_errors: Dict[str, str] = {}
-        self._dev: Dict[str, Tuple[int, int]] = {}  # device kind -> (cpu, fd)
+        self.file_errors: dict[str, str] = {}
+        self._dev: dict[str, tuple[int, int]] = {}  # device kind -> (cpu, fd)
 
     def _path(self, rel: str) -> str:
         return self._prefix + rel if not rel.startswith("/") else os.path.join(self.root, rel)
 
-    def read_text(self, path: str) -> Optional[str]:
+    def read_text(self, path: str) -> str | None:
         """The file's text; None when it is absent (ENOENT, ENOTDIR: not an error) or
         unreadable, with the errno name kept in file_errors."""
         try:
@@ -186,13 +189,13 @@ class LiveHost:
             if not stat.S_ISREG(mode):
                 raise _Refused(NOTREG)
             data = read_capped(fd, MAX_TEXT_BYTES)
-            if data is None:
-                raise _Refused("EFBIG")
         finally:
             os.close(fd)
+        if data is None:
+            raise _Refused("EFBIG")
         return data.decode("utf-8", "replace")
 
-    def list_dir(self, path: str, pattern: re.Pattern[str]) -> Optional[List[str]]:
+    def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None:
         try:
             names = os.listdir(self._path(path))
         except (FileNotFoundError, NotADirectoryError):
@@ -202,7 +205,7 @@ class LiveHost:
             return None
         return sorted(n for n in names if pattern.fullmatch(n))
 
-    def _pread(self, kind: str, cpu: int, size: int, offset: int) -> Union[bytes, str]:
+    def _pread(self, kind: str, cpu: int, size: int, offset: int) -> bytes | str:
         """Exactly `size` bytes, or the errno name of the failure. The bytes are unpacked
         by the caller into the one reading a register gets (a scan makes some 160,000
         reads on a host of 8192 CPUs)."""
@@ -227,7 +230,7 @@ class LiveHost:
             return SHORT
         return data
 
-    def _open_device(self, kind: str, cpu: int) -> Tuple[Optional[int], Optional[str]]:
+    def _open_device(self, kind: str, cpu: int) -> tuple[int | None, str | None]:
         """(fd, None), or (None, errno name). Read-only, always: O_RDONLY is the only
         access mode this module ever passes for a device (tests/test_nowrite.py)."""
         # O_NONBLOCK: a FIFO at the device path answers at once instead of hanging;
@@ -249,8 +252,9 @@ class LiveHost:
         except OSError as e:
             os.close(fd)
             return None, errno_name(e.errno or 0)
-        if stat.S_ISBLK(st.st_mode) or (stat.S_ISCHR(st.st_mode)
-                                        and os.major(st.st_rdev) != DEVICE_MAJOR[kind]):
+        if stat.S_ISBLK(st.st_mode) or (
+            stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) != DEVICE_MAJOR[kind]
+        ):
             os.close(fd)
             return None, "ENODEV"
         return fd, None
@@ -259,8 +263,10 @@ class LiveHost:
         """Does sysfs say, now, that this CPU is offline? (cpuN/online reads "0"; CPU 0
         and other CPUs that cannot be offlined have no such file.)"""
         try:
-            fd = os.open(self._path(f"{CPU_DIR}/cpu{cpu}/online"),
-                         os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+            fd = os.open(
+                self._path(f"{CPU_DIR}/cpu{cpu}/online"),
+                os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY,
+            )
         except OSError:
             return False
         try:
@@ -304,22 +310,22 @@ class RecordingHost:
         self.inner = inner
         self.kind = inner.kind
         self.name = inner.name
-        self.files: Dict[str, str] = {}
-        self.dirs: Dict[str, List[str]] = {}
-        self.msr: Dict[int, Dict[int, MsrReading]] = {}
-        self.cpuid: Dict[Tuple[int, int], Dict[int, CpuidReading]] = {}
+        self.files: dict[str, str] = {}
+        self.dirs: dict[str, list[str]] = {}
+        self.msr: dict[int, dict[int, MsrReading]] = {}
+        self.cpuid: dict[tuple[int, int], dict[int, CpuidReading]] = {}
 
     @property
-    def file_errors(self) -> Dict[str, str]:
+    def file_errors(self) -> dict[str, str]:
         return self.inner.file_errors
 
-    def read_text(self, path: str) -> Optional[str]:
+    def read_text(self, path: str) -> str | None:
         text = self.inner.read_text(path)
         if text is not None:
             self.files[path] = text
         return text
 
-    def list_dir(self, path: str, pattern: re.Pattern[str]) -> Optional[List[str]]:
+    def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None:
         names = self.inner.list_dir(path, pattern)
         if names is not None:
             self.dirs.setdefault(path, [])
@@ -347,12 +353,13 @@ class RecordingHost:
 
 class Recorded(Protocol):
     """What FixtureHost replays: a loaded fixture (vmxprobe.host.fixture.Fixture)."""
+
     name: str
-    files: Dict[str, str]
-    dirs: Dict[str, List[str]]
-    file_errors: Dict[str, str]
-    msr: Dict[int, Dict[int, MsrReading]]
-    cpuid: Dict[Tuple[int, int], Dict[int, CpuidReading]]
+    files: dict[str, str]
+    dirs: dict[str, list[str]]
+    file_errors: dict[str, str]
+    msr: dict[int, dict[int, MsrReading]]
+    cpuid: dict[tuple[int, int], dict[int, CpuidReading]]
 
 
 class FixtureHost:
@@ -365,10 +372,10 @@ class FixtureHost:
         self.name = fixture.name
         self.file_errors = dict(fixture.file_errors)
 
-    def read_text(self, path: str) -> Optional[str]:
+    def read_text(self, path: str) -> str | None:
         return self.fixture.files.get(path)
 
-    def list_dir(self, path: str, pattern: re.Pattern[str]) -> Optional[List[str]]:
+    def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None:
         names = self.fixture.dirs.get(path)
         if names is None:
             return None

@@ -11,8 +11,9 @@ Topology.node_notes (offline CPUs, node directories, distances).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, TypeVar
 
 from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist, parse_cpumap
 from vmxprobe.host.sources import CPU_DIR, NODE_DIR, Source
@@ -23,44 +24,46 @@ _MEMTOTAL = re.compile(r"MemTotal:\s+([0-9]+)\s+kB")
 _NUMBER = re.compile(r"[0-9]+")
 
 # How the node of a CPU was found, best evidence first.
-BY_LINK = "link"          # cpuN/nodeM: exactly cpu_to_node() (register_cpu_under_node())
-BY_CPULIST = "cpulist"    # nodeM/cpulist holds the CPU
-BY_CPUMAP = "cpumap"      # nodeM/cpumap holds the CPU
+BY_LINK = "link"  # cpuN/nodeM: exactly cpu_to_node() (register_cpu_under_node())
+BY_CPULIST = "cpulist"  # nodeM/cpulist holds the CPU
+BY_CPUMAP = "cpumap"  # nodeM/cpumap holds the CPU
 
 _MORE = 4  # examples shown in a note before "and N more"
+T = TypeVar("T")
 
 
 @dataclass
 class Topology:
     """What sysfs shows of the host's CPUs and nodes."""
+
     possible: list[int]
     present: list[int]
     online: list[int]
-    node_of: dict[int, int]          # the CPUs sysfs places: cpu -> node
-    node_source: dict[int, str]      # how node_of[cpu] was found (BY_*)
-    nodes: list[int]                 # node ids known to sysfs (nodeN directories)
-    node_possible: Optional[list[int]]
-    node_online: Optional[list[int]]
-    nodes_with_memory: Optional[list[int]]         # N_MEMORY; None when sysfs does not say
-    nodes_with_normal_memory: Optional[list[int]]  # N_NORMAL_MEMORY
+    node_of: dict[int, int]  # the CPUs sysfs places: cpu -> node
+    node_source: dict[int, str]  # how node_of[cpu] was found (BY_*)
+    nodes: list[int]  # node ids known to sysfs (nodeN directories)
+    node_possible: list[int] | None
+    node_online: list[int] | None
+    nodes_with_memory: list[int] | None  # N_MEMORY; None when sysfs does not say
+    nodes_with_normal_memory: list[int] | None  # N_NORMAL_MEMORY
     distance: dict[int, dict[int, int]]
-    node_lists_seen: bool = False    # some node listed CPUs (cpulist or cpumap)
-    links_seen: bool = False         # some CPU had a cpuN/nodeM link
-    kernel_max: Optional[int] = None
+    node_lists_seen: bool = False  # some node listed CPUs (cpulist or cpumap)
+    links_seen: bool = False  # some CPU had a cpuN/nodeM link
+    kernel_max: int | None = None
     beyond_kernel_max: list[int] = field(default_factory=list)  # named by a list, ignored
-    notes: list[str] = field(default_factory=list)       # the CPU and node lists
+    notes: list[str] = field(default_factory=list)  # the CPU and node lists
     node_notes: list[str] = field(default_factory=list)  # offline CPUs, nodes, distances
-    missing: list[str] = field(default_factory=list)     # facts sysfs did not have
+    missing: list[str] = field(default_factory=list)  # facts sysfs did not have
 
 
-def _read(source, path) -> Optional[str]:
+def _read(source: Source, path: str) -> str | None:
     # Node-state files of 2.6-era kernels end in "\n\0" (the terminating NUL was
     # counted in the length); the NUL is not part of the value.
     text = source.read_text(path)
     return None if text is None else text.replace("\x00", "")
 
 
-def _cpulist_file(source, path, notes) -> Optional[list[int]]:
+def _cpulist_file(source: Source, path: str, notes: list[str]) -> list[int] | None:
     text = _read(source, path)
     if text is None:
         return None
@@ -71,13 +74,13 @@ def _cpulist_file(source, path, notes) -> Optional[list[int]]:
         return None
 
 
-def _examples(items, render, limit=_MORE) -> str:
+def _examples(items: Iterable[T], render: Callable[[T], str], limit: int = _MORE) -> str:
     items = list(items)
     shown = ", ".join(render(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def _cpu_sets(source, notes, missing):
+def _cpu_sets(source: Source, notes: list[str], missing: list[str]) -> tuple[list[int], list[int], list[int]]:
     """possible, present, online; with the fallbacks old kernels and partial dumps need."""
     possible = _cpulist_file(source, f"{CPU_DIR}/possible", notes)
     present = _cpulist_file(source, f"{CPU_DIR}/present", notes)
@@ -85,7 +88,7 @@ def _cpu_sets(source, notes, missing):
     for name, value in (("possible", possible), ("present", present), ("online", online)):
         if value is None:
             missing.append(f"/{CPU_DIR}/{name}")
-    cpu_dirs = None
+    cpu_dirs: list[int] = []
     if present is None or online is None:
         entries = source.list_dir(CPU_DIR, _CPU_ENTRY) or []
         cpu_dirs = sorted(int(e[3:]) for e in entries)
@@ -107,7 +110,9 @@ def _cpu_sets(source, notes, missing):
     return possible, present, online
 
 
-def _node_lists(source, nodes, notes, missing):
+def _node_lists(
+    source: Source, nodes: list[int], notes: list[str], missing: list[str]
+) -> dict[int, tuple[str, list[int]]]:
     """node -> (how, cpus) from nodeM/cpulist, or nodeM/cpumap (any width) without it."""
     node_cpus: dict[int, tuple[str, list[int]]] = {}
     from_map, without = [], []
@@ -127,15 +132,18 @@ def _node_lists(source, nodes, notes, missing):
         else:
             node_cpus[n] = (how, cpus)
     if from_map:
-        missing.append(f"/{NODE_DIR}/nodeM/cpulist for node(s) {format_cpulist(from_map)} "
-                       "(read the hex nodeM/cpumap instead)")
+        missing.append(
+            f"/{NODE_DIR}/nodeM/cpulist for node(s) {format_cpulist(from_map)} "
+            "(read the hex nodeM/cpumap instead)"
+        )
     if without:
-        missing.append(f"/{NODE_DIR}/nodeM/cpulist and cpumap for node(s) "
-                       f"{format_cpulist(without)}")
+        missing.append(f"/{NODE_DIR}/nodeM/cpulist and cpumap for node(s) {format_cpulist(without)}")
     return node_cpus
 
 
-def _memory_nodes(source, nodes, notes, missing):
+def _memory_nodes(
+    source: Source, nodes: list[int], notes: list[str], missing: list[str]
+) -> tuple[list[int] | None, list[int] | None]:
     """N_MEMORY and N_NORMAL_MEMORY, from has_memory and has_normal_memory.
 
     Kernels before 2.6.32 have has_normal_memory but no has_memory; on x86_64, which
@@ -148,11 +156,11 @@ def _memory_nodes(source, nodes, notes, missing):
         with_memory = list(normal)
         missing.append(f"/{NODE_DIR}/has_memory (has_normal_memory used)")
     if with_memory is None and nodes:
-        totals = {}
+        totals: dict[int, int] | None = {}
         for n in nodes:
             text = _read(source, f"{NODE_DIR}/node{n}/meminfo")
             m = _MEMTOTAL.search(text or "")
-            if m is None:
+            if m is None or totals is None:
                 totals = None
                 break
             totals[n] = int(m.group(1))
@@ -167,7 +175,9 @@ def _memory_nodes(source, nodes, notes, missing):
     return with_memory, normal
 
 
-def _read_distances(source, nodes, columns, notes) -> dict[int, dict[int, int]]:
+def _read_distances(
+    source: Source, nodes: list[int], columns: list[tuple[str, list[int]]], notes: list[str]
+) -> dict[int, dict[int, int]]:
     """nodeN/distance: node_read_distance() prints one entry per online node, ascending."""
     distance: dict[int, dict[int, int]] = {}
     for n in nodes:
@@ -180,14 +190,18 @@ def _read_distances(source, nodes, columns, notes) -> dict[int, dict[int, int]]:
             continue
         match = next(((what, c) for what, c in columns if len(c) == len(values)), None)
         if match is None:
-            notes.append(f"/{NODE_DIR}/node{n}/distance: {len(values)} entries for "
-                         f"{len(columns[0][1])} online nodes; ignored")
+            notes.append(
+                f"/{NODE_DIR}/node{n}/distance: {len(values)} entries for "
+                f"{len(columns[0][1])} online nodes; ignored"
+            )
             continue
         what, cols = match
         if what != columns[0][0]:
-            notes.append(f"/{NODE_DIR}/node{n}/distance has {len(values)} entries, one per "
-                         f"{what} ({format_cpulist(cols)}), not one per online node: read "
-                         "it that way")
+            notes.append(
+                f"/{NODE_DIR}/node{n}/distance has {len(values)} entries, one per "
+                f"{what} ({format_cpulist(cols)}), not one per online node: read "
+                "it that way"
+            )
         distance[n] = dict(zip(cols, (int(v) for v in values)))
     return distance
 
@@ -206,9 +220,11 @@ def read_topology(source: Source) -> Topology:
         # such ids; the verdict says the host could not be determined.
         beyond = sorted({c for c in possible if c > kernel_max})
         if beyond:
-            notes.append(f"CPU(s) {format_cpulist(beyond)} are named by /{CPU_DIR}/possible, "
-                         f"present or online but are beyond kernel_max {kernel_max} "
-                         "(NR_CPUS - 1): no kernel can have them; ignored")
+            notes.append(
+                f"CPU(s) {format_cpulist(beyond)} are named by /{CPU_DIR}/possible, "
+                f"present or online but are beyond kernel_max {kernel_max} "
+                "(NR_CPUS - 1): no kernel can have them; ignored"
+            )
             possible = [c for c in possible if c <= kernel_max]
             present = [c for c in present if c <= kernel_max]
             online = [c for c in online if c <= kernel_max]
@@ -242,8 +258,9 @@ def read_topology(source: Source) -> Topology:
             link_nodes = sorted(int(x[4:]) for x in links)
             node = link_nodes[0]
             if len(link_nodes) > 1:
-                notes.append(f"CPU {cpu} has links to several nodes "
-                             f"({format_cpulist(link_nodes)}); taking node {node}")
+                notes.append(
+                    f"CPU {cpu} has links to several nodes ({format_cpulist(link_nodes)}); taking node {node}"
+                )
             node_of[cpu], node_source[cpu] = node, BY_LINK
             if in_lists and in_lists != [node]:
                 disagree.append(cpu)
@@ -262,17 +279,21 @@ def read_topology(source: Source) -> Topology:
             + _examples(disagree, lambda c: f"cpu{c} -> node{node_of[c]}")
             + ") disagree with the node lists ("
             + _examples(disagree, lambda c: f"cpu{c} in node(s) {format_cpulist(listed[c])}")
-            + "); following the links, which are what cpu_to_node() returns")
+            + "); following the links, which are what cpu_to_node() returns"
+        )
     if unlisted_online:
         targets = sorted({node_of[c] for c in unlisted_online})
         notes.append(
             f"CPU(s) {format_cpulist(unlisted_online)} are online and linked to node(s) "
             f"{format_cpulist(targets)}, but no node list holds them; following the "
-            "links, which are what cpu_to_node() returns")
+            "links, which are what cpu_to_node() returns"
+        )
     if several:
-        notes.append(f"CPU(s) {format_cpulist(several)} are listed by several nodes ("
-                     + _examples(several, lambda c: f"cpu{c} in {format_cpulist(listed[c])}")
-                     + ") and have no cpuN/nodeM link; taking the lowest node, as lscpu does")
+        notes.append(
+            f"CPU(s) {format_cpulist(several)} are listed by several nodes ("
+            + _examples(several, lambda c: f"cpu{c} in {format_cpulist(listed[c])}")
+            + ") and have no cpuN/nodeM link; taking the lowest node, as lscpu does"
+        )
 
     node_possible = _cpulist_file(source, f"{NODE_DIR}/possible", notes)
     node_online = _cpulist_file(source, f"{NODE_DIR}/online", notes)
@@ -281,14 +302,18 @@ def read_topology(source: Source) -> Topology:
     node_notes: list[str] = []
     offline_present = [cpu for cpu in present if cpu not in online_set]
     if offline_present:
-        node_notes.append(f"CPU(s) {format_cpulist(offline_present)} are present but offline: "
-                     "planned (x86_vmx_init() allocates for every possible CPU), not probed")
+        node_notes.append(
+            f"CPU(s) {format_cpulist(offline_present)} are present but offline: "
+            "planned (x86_vmx_init() allocates for every possible CPU), not probed"
+        )
     stray = sorted({n for n in node_of.values() if nodes and n not in nodes})
     if stray:
         cpus = [c for c in possible if node_source.get(c) == BY_LINK and node_of[c] in stray]
         if cpus:
-            node_notes.append(f"node(s) {format_cpulist(stray)} of CPU(s) {format_cpulist(cpus)} "
-                         f"have no /{NODE_DIR}/nodeM directory (the node is not online)")
+            node_notes.append(
+                f"node(s) {format_cpulist(stray)} of CPU(s) {format_cpulist(cpus)} "
+                f"have no /{NODE_DIR}/nodeM directory (the node is not online)"
+            )
 
     # The distance file has one entry per online node; a dump edited after the fact
     # may still hold one per possible node.
@@ -298,10 +323,23 @@ def read_topology(source: Source) -> Topology:
             columns.append((what, alt))
     distance = _read_distances(source, nodes, columns, node_notes)
 
-    return Topology(possible=possible, present=present, online=online, node_of=node_of,
-                    node_source=node_source, nodes=nodes, node_possible=node_possible,
-                    node_online=node_online, nodes_with_memory=with_memory,
-                    nodes_with_normal_memory=normal, distance=distance,
-                    node_lists_seen=bool(node_cpus), links_seen=bool(links_seen),
-                    kernel_max=kernel_max, beyond_kernel_max=beyond, notes=notes,
-                    node_notes=node_notes, missing=missing)
+    return Topology(
+        possible=possible,
+        present=present,
+        online=online,
+        node_of=node_of,
+        node_source=node_source,
+        nodes=nodes,
+        node_possible=node_possible,
+        node_online=node_online,
+        nodes_with_memory=with_memory,
+        nodes_with_normal_memory=normal,
+        distance=distance,
+        node_lists_seen=bool(node_cpus),
+        links_seen=bool(links_seen),
+        kernel_max=kernel_max,
+        beyond_kernel_max=beyond,
+        notes=notes,
+        node_notes=node_notes,
+        missing=missing,
+    )

@@ -3,8 +3,6 @@ naming the register, the CPU, the errno, the cause and the fix."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC
 from vmxprobe.host.readings import CpuReadings
 from vmxprobe.host.sources import ACCESS_ERRORS, MEANING, CpuidReading, MsrReading
@@ -26,13 +24,11 @@ CPUID_HINTS = {
     "EACCES": "the cpuid device is not readable by this user: run as root (sudo vmxprobe scan)",
 }
 
-MSR_NAMES = {MSR_IA32_FEAT_CTL: "IA32_FEATURE_CONTROL (0x3a)",
-             MSR_IA32_VMX_BASIC: "IA32_VMX_BASIC (0x480)"}
+MSR_NAMES = {MSR_IA32_FEAT_CTL: "IA32_FEATURE_CONTROL (0x3a)", MSR_IA32_VMX_BASIC: "IA32_VMX_BASIC (0x480)"}
 
 
-def unreadable(cpu: int, what: str, r: MsrReading | CpuidReading,
-               hints: Optional[dict[str, str]] = None) -> str:
-    """"cannot read WHAT on CPU N (ERRNO): cause and fix"."""
+def unreadable(cpu: int, what: str, r: MsrReading | CpuidReading, hints: dict[str, str] | None = None) -> str:
+    """ "cannot read WHAT on CPU N (ERRNO): cause and fix"."""
     errno = r.errno or "?"
     hint = (hints or HINTS).get(errno) or HINTS.get(errno) or MEANING.get(errno, "unexpected error")
     return f"cannot read {what} on CPU {cpu} ({errno}): {hint}"
@@ -41,17 +37,19 @@ def unreadable(cpu: int, what: str, r: MsrReading | CpuidReading,
 def unreadable_cpu(p: CpuReadings, cpuinfo_answered: bool = False) -> list[str]:
     """Every read that left this CPU undetermined, the MSRs first: they are what the
     one-line error names. CPUID is listed only when /proc/cpuinfo did not stand in."""
-    out = [unreadable(p.cpu, MSR_NAMES[index], p.msr[index])
-           for index in (MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC) if not p.msr[index].ok]
+    out = [
+        unreadable(p.cpu, MSR_NAMES[index], p.msr[index])
+        for index in (MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC)
+        if not p.msr[index].ok
+    ]
     if not p.cpuid[1].ok and not cpuinfo_answered:
         out.append(unreadable(p.cpu, "CPUID leaf 1", p.cpuid[1], CPUID_HINTS))
     return out
 
 
-def basic_access_note(p: CpuReadings) -> Optional[str]:
+def basic_access_note(p: CpuReadings) -> str | None:
     """Why IA32_VMX_BASIC could not be read, when it says something about our access."""
     r = p.msr[MSR_IA32_VMX_BASIC]
     if not r.ok and r.errno in ACCESS_ERRORS and r.errno != "UNRECORDED":
-        return (f"IA32_VMX_BASIC could not be read on CPU {p.cpu} ({r.errno}): "
-                f"{HINTS.get(r.errno or '', '')}")
+        return f"IA32_VMX_BASIC could not be read on CPU {p.cpu} ({r.errno}): {HINTS.get(r.errno or '', '')}"
     return None

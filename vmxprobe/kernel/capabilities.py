@@ -12,14 +12,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from vmxprobe.arch import capabilities as caps
-from vmxprobe.arch.cpuid import (CPUID_HV_LEAF, CPUID_HYPERVISOR_BIT, ECX,
-                                 HV_CPUID_ENLIGHTMENT_INFO, HV_CPUID_NESTED_FEATURES,
-                                 hypervisor_name)
-from vmxprobe.arch.vmx import (FEATURE_CONTROL_FIELDS, M64, MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC,
-                               PAGE_SIZE, decode_feature_control, decode_vmx_basic)
+from vmxprobe.arch.cpuid import (
+    CPUID_HV_LEAF,
+    CPUID_HYPERVISOR_BIT,
+    ECX,
+    HV_CPUID_ENLIGHTMENT_INFO,
+    HV_CPUID_NESTED_FEATURES,
+    hypervisor_name,
+)
+from vmxprobe.arch.vmx import (
+    FEATURE_CONTROL_FIELDS,
+    M64,
+    MSR_IA32_FEAT_CTL,
+    MSR_IA32_VMX_BASIC,
+    PAGE_SIZE,
+    decode_feature_control,
+    decode_vmx_basic,
+)
 from vmxprobe.host.readings import CpuReadings, HostReadings
 from vmxprobe.host.sources import Regs
 from vmxprobe.kernel import feat_ctl, vmcs_config
@@ -31,43 +43,45 @@ CAP_INDEXES = tuple(sorted(caps.MSRS))
 # permission, a short or offline read): such a register is "not read", never "absent".
 NOT_READ = frozenset({"UNRECORDED", "ENOENT", "EPERM", "EACCES", "SHORT", "ENXIO", "EINVAL"})
 
-STATE_READ = "read"              # the capability MSRs were read on the boot CPU
-STATE_NOT_READ = "not_read"      # VMX_BASIC shows VMX but the others could not be read
-STATE_NO_VMX = "no_vmx"          # VMX_BASIC absent, faulting or 0: nothing more to read
-STATE_UNKNOWN = "unknown"        # VMX_BASIC itself could not be read
+STATE_READ = "read"  # the capability MSRs were read on the boot CPU
+STATE_NOT_READ = "not_read"  # VMX_BASIC shows VMX but the others could not be read
+STATE_NO_VMX = "no_vmx"  # VMX_BASIC absent, faulting or 0: nothing more to read
+STATE_UNKNOWN = "unknown"  # VMX_BASIC itself could not be read
 
 
 @dataclass(frozen=True)
 class MsrRow:
     """One MSR of the boot CPU: how it read, KVM's use of it, and its decode."""
+
     index: int
-    read: str                      # "ok", an errno name, or "absent"
+    read: str  # "ok", an errno name, or "absent"
     kvm: vmcs_config.KvmRole
-    decoded: Optional[dict[str, Any]]   # decode_any(), or None when not read
+    decoded: dict[str, Any] | None  # decode_any(), or None when not read
 
 
 @dataclass(frozen=True)
 class ControlGroup:
     """One group of controls, read from the MSR that holds the whole answer (A.2)."""
-    source: int                    # the MSR index the settings come from
+
+    source: int  # the MSR index the settings come from
     controls: dict[str, str]
     reserved_controls: dict[str, str]
-    default1: tuple[str, ...]      # forced by the plain MSR, optional per the TRUE MSR
+    default1: tuple[str, ...]  # forced by the plain MSR, optional per the TRUE MSR
 
 
 @dataclass(frozen=True)
 class BitDifference:
     bit: int
     what: str
-    a: int                         # the boot CPU's bit
-    b: int                         # this CPU's bit
-    kvm: bool                      # the bit reaches kvm_intel's vmcs_config
+    a: int  # the boot CPU's bit
+    b: int  # this CPU's bit
+    kvm: bool  # the bit reaches kvm_intel's vmcs_config
 
 
 @dataclass(frozen=True)
 class CpuDifference:
     cpu: int
-    value: int                     # as the kernel reads it: a fault is 0
+    value: int  # as the kernel reads it: a fault is 0
     read: str
     bits: tuple[BitDifference, ...]
     kvm_refuses: bool
@@ -76,6 +90,7 @@ class CpuDifference:
 @dataclass(frozen=True)
 class Difference:
     """The CPUs whose value of one MSR differs from the boot CPU's."""
+
     index: int
     boot_value: int
     boot_read: str
@@ -93,6 +108,7 @@ class NotCompared:
 @dataclass(frozen=True)
 class Fault:
     """An MSR that faults (EIO) on CPUs where the SDM says it exists."""
+
     index: int
     cpus: tuple[int, ...]
     why: str
@@ -102,6 +118,7 @@ class Fault:
 @dataclass(frozen=True)
 class FlagView:
     """CPUs whose "vmx flags" line disagrees with their registers in the same way."""
+
     cpus: tuple[int, ...]
     missing: tuple[str, ...]
     extra: tuple[str, ...]
@@ -110,11 +127,11 @@ class FlagView:
 
 @dataclass(frozen=True)
 class CapabilityAnalysis:
-    boot_cpu: Optional[int]
+    boot_cpu: int | None
     state: str = STATE_UNKNOWN
     cpus_read: tuple[int, ...] = ()
     cpus_not_read: tuple[int, ...] = ()
-    kvm_nested: Optional[bool] = None
+    kvm_nested: bool | None = None
     msrs: tuple[MsrRow, ...] = ()
     effective_controls: dict[str, ControlGroup] = field(default_factory=dict)
     cr_fixed: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -122,18 +139,21 @@ class CapabilityAnalysis:
     differences: tuple[Difference, ...] = ()
     not_compared: tuple[NotCompared, ...] = ()
     kernel_view: tuple[FlagView, ...] = ()
-    seamret: Optional[Seamret] = None
-    synthetic: Optional[Synthetic] = None
+    seamret: Seamret | None = None
+    synthetic: Synthetic | None = None
     kvm_setup: tuple[str, ...] = ()
 
 
 def cpu_values(p: CpuReadings) -> dict[int, int]:
     """The values of the capability MSRs read on one CPU (and IA32_VMX_BASIC)."""
-    return {i: r.value for i, r in p.msr.items()
-            if r.value is not None and (i in caps.MSRS or i == MSR_IA32_VMX_BASIC)}
+    return {
+        i: r.value
+        for i, r in p.msr.items()
+        if r.value is not None and (i in caps.MSRS or i == MSR_IA32_VMX_BASIC)
+    }
 
 
-def kernel_values(p: CpuReadings) -> Optional[dict[int, int]]:
+def kernel_values(p: CpuReadings) -> dict[int, int] | None:
     """The values the kernel would get on this CPU: a faulting read is 0 (the rdmsr()
     exception fixup zeroes the result; rdmsr_safe() callers see 0 too), an MSR that is not
     architecturally there is left out (the kernel does not read it).  None when some MSR
@@ -182,8 +202,9 @@ def _how(r: Any) -> str:
     return "absent" if r is None else ("ok" if r.ok else r.errno)
 
 
-def _differences(scan: HostReadings, boot: int, nested: bool,
-                 states: dict[int, str]) -> tuple[list[Difference], list[NotCompared]]:
+def _differences(
+    scan: HostReadings, boot: int, nested: bool, states: dict[int, str]
+) -> tuple[list[Difference], list[NotCompared]]:
     """Per MSR, the CPUs whose value differs from the boot CPU's, and the pairs that
     could not be compared."""
     bp = scan.cpus[boot]
@@ -193,24 +214,29 @@ def _differences(scan: HostReadings, boot: int, nested: bool,
     # below); its state is the boot CPU's too, since cpu_state() looks at 0x480 and
     # 0x481 only. Only the others are walked MSR by MSR.
     boot_key = tuple(map(bp.msr.get, indexes))
-    same, others = [], []
+    same: list[int] = []
+    others: list[int] = []
     for cpu in sorted(scan.cpus):
         if cpu != boot:
             msr = scan.cpus[cpu].msr
-            (same if msr is bp.msr or tuple(map(msr.get, indexes)) == boot_key
-             else others).append(cpu)
+            (same if msr is bp.msr or tuple(map(msr.get, indexes)) == boot_key else others).append(cpu)
     boot_state = states[boot]
     diffs: list[Difference] = []
     not_compared: list[NotCompared] = []
     for index in indexes:
-        role: Optional[vmcs_config.KvmRole] = None
+        role: vmcs_config.KvmRole | None = None
         found: list[CpuDifference] = []
         unknown: list[int] = []
         whys: set[str] = set()
         a = bp.msr.get(index)
         va = a.value if a is not None and a.value is not None else 0
-        if same and a is not None and not a.ok and a.errno in NOT_READ and \
-                (boot_state == STATE_READ or index == MSR_IA32_VMX_BASIC):
+        if (
+            same
+            and a is not None
+            and not a.ok
+            and a.errno in NOT_READ
+            and (boot_state == STATE_READ or index == MSR_IA32_VMX_BASIC)
+        ):
             unknown.extend(same)
             whys.add(a.errno or "?")
         for cpu in others:
@@ -220,8 +246,9 @@ def _differences(scan: HostReadings, boot: int, nested: bool,
             b = p.msr.get(index)
             if a is None and b is None:
                 continue
-            if (a is not None and not a.ok and a.errno in NOT_READ) or \
-                    (b is not None and not b.ok and b.errno in NOT_READ):
+            if (a is not None and not a.ok and a.errno in NOT_READ) or (
+                b is not None and not b.ok and b.errno in NOT_READ
+            ):
                 unknown.append(cpu)
                 whys.update(r.errno for r in (a, b) if r is not None and r.errno)
                 continue
@@ -232,15 +259,15 @@ def _differences(scan: HostReadings, boot: int, nested: bool,
             if role is None:
                 role = vmcs_config.kvm_role(index, nested)
             mask = vmcs_config.kvm_feed_mask(index, nested) if index in caps.MSRS else M64
-            bits = tuple(BitDifference(d["bit"], d["what"], d["a"], d["b"], bool(mask >> d["bit"] & 1))
-                         for d in caps.differing_bits(index, va, vb))
-            found.append(CpuDifference(cpu, vb, _how(b), bits,
-                                       bool((va ^ vb) & mask) and role.compared))
+            bits = tuple(
+                BitDifference(d["bit"], d["what"], d["a"], d["b"], bool(mask >> d["bit"] & 1))
+                for d in caps.differing_bits(index, va, vb)
+            )
+            found.append(CpuDifference(cpu, vb, _how(b), bits, bool((va ^ vb) & mask) and role.compared))
         if role is not None:
             diffs.append(Difference(index, va, _how(a), role, tuple(found)))
         if unknown:
-            not_compared.append(NotCompared(index, tuple(sorted(set(unknown))),
-                                            ", ".join(sorted(whys))))
+            not_compared.append(NotCompared(index, tuple(sorted(set(unknown))), ", ".join(sorted(whys))))
     return diffs, not_compared
 
 
@@ -255,17 +282,23 @@ def _faults(scan: HostReadings) -> list[Fault]:
         indexes = faulting.get(key)
         if indexes is None:
             indexes = faulting[key] = [
-                index for index in CAP_INDEXES
-                if (r := p.msr.get(index)) is not None and r.errno == "EIO"]
+                index for index in CAP_INDEXES if (r := p.msr.get(index)) is not None and r.errno == "EIO"
+            ]
         for index in indexes:
             by_index.setdefault(index, []).append(cpu)
     out = []
     for index, cpus in sorted(by_index.items()):
         m = caps.MSRS[index]
-        out.append(Fault(index, tuple(cpus),
-                         f"{caps.msr_label(index)} faults (EIO) although "
-                         f"{_existence_rule(index)} says it exists: not implemented by this "
-                         "CPU or hypervisor", m.sdm))
+        out.append(
+            Fault(
+                index,
+                tuple(cpus),
+                f"{caps.msr_label(index)} faults (EIO) although "
+                f"{_existence_rule(index)} says it exists: not implemented by this "
+                "CPU or hypervisor",
+                m.sdm,
+            )
+        )
     return out
 
 
@@ -276,12 +309,14 @@ def _existence_rule(index: int) -> str:
         0x493: "IA32_VMX_EXIT_CTLS bit 63 (A.4.2)",
         0x48C: "IA32_VMX_PROCBASED_CTLS2 bit 33 or 37 (A.10)",
         0x491: "IA32_VMX_PROCBASED_CTLS2 bit 45 (A.11)",
-        0x48D: "IA32_VMX_BASIC bit 55 (A.1)", 0x48E: "IA32_VMX_BASIC bit 55 (A.1)",
-        0x48F: "IA32_VMX_BASIC bit 55 (A.1)", 0x490: "IA32_VMX_BASIC bit 55 (A.1)",
+        0x48D: "IA32_VMX_BASIC bit 55 (A.1)",
+        0x48E: "IA32_VMX_BASIC bit 55 (A.1)",
+        0x48F: "IA32_VMX_BASIC bit 55 (A.1)",
+        0x490: "IA32_VMX_BASIC bit 55 (A.1)",
     }.get(index, "every CPU with VMX (SDM Vol. 3D Appendix A)")
 
 
-def kernel_version(text: Optional[str]) -> Optional[tuple[int, int]]:
+def kernel_version(text: str | None) -> tuple[int, int] | None:
     """(major, minor) of a kernel release string, or None."""
     m = re.match(r"(\d+)\.(\d+)", text or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
@@ -292,7 +327,7 @@ def _kernel_view(scan: HostReadings, states: dict[int, str]) -> list[FlagView]:
     own registers, CPUs with the same disagreement grouped, each disagreement explained."""
     groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[int]] = {}
     known_names = set(feat_ctl.VMX_FLAG_NAMES.values())
-    implied_of: dict[int, Optional[frozenset[str]]] = {}  # msr_key() -> implied flags
+    implied_of: dict[int, frozenset[str] | None] = {}  # msr_key() -> implied flags
     compared: dict[tuple[frozenset[str], frozenset[str]], tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for cpu, p in sorted(scan.cpus.items()):
         info = scan.cpuinfo.get(cpu)
@@ -307,8 +342,9 @@ def _kernel_view(scan: HostReadings, states: dict[int, str]) -> list[FlagView]:
             implied = implied_of[key]
         else:
             values = kernel_values(p)
-            implied = implied_of[key] = (None if values is None
-                                         else frozenset(feat_ctl.implied_vmx_flags(values)))
+            implied = implied_of[key] = (
+                None if values is None else frozenset(feat_ctl.implied_vmx_flags(values))
+            )
         if implied is None:
             continue
         shown = info["vmx flags"]
@@ -321,8 +357,10 @@ def _kernel_view(scan: HostReadings, states: dict[int, str]) -> list[FlagView]:
             # comparison per distinct pair.
             missing, extra = compared[implied, shown]
         except KeyError:
-            missing, extra = compared[implied, shown] = (tuple(sorted(implied - shown)),
-                                                         tuple(sorted(shown - implied)))
+            missing, extra = compared[implied, shown] = (
+                tuple(sorted(implied - shown)),
+                tuple(sorted(shown - implied)),
+            )
         except TypeError:  # a plain set
             missing, extra = tuple(sorted(implied - shown)), tuple(sorted(shown - implied))
         if missing or extra:
@@ -334,43 +372,54 @@ def _kernel_view(scan: HostReadings, states: dict[int, str]) -> list[FlagView]:
             version = kernel_version(scan.kernel)
             if version is not None and version >= (5, 6):
                 why.append(
-                    f"no \"vmx flags\" line although the registers imply some: kernel {scan.kernel} "
+                    f'no "vmx flags" line although the registers imply some: kernel {scan.kernel} '
                     "prints it whenever VMX survives feat_ctl.c (CONFIG_X86_VMX_FEATURE_NAMES "
                     "follows CONFIG_IA32_FEAT_CTL), so this /proc/cpuinfo was not written by that "
-                    "kernel on these registers (composed, or copied from another boot)")
+                    "kernel on these registers (composed, or copied from another boot)"
+                )
             else:
                 why.append(
-                    "no \"vmx flags\" line although the registers imply some: kernels before 5.6 "
-                    "do not print it, so tools that read that line see nothing")
+                    'no "vmx flags" line although the registers imply some: kernels before 5.6 '
+                    "do not print it, so tools that read that line see nothing"
+                )
         if missing:
-            why.append(f"implied by the registers but not shown ({', '.join(missing)}): the "
-                       "running kernel's vmxfeatures.h predates these names, or the registers "
-                       "changed after the kernel read them at boot")
+            why.append(
+                f"implied by the registers but not shown ({', '.join(missing)}): the "
+                "running kernel's vmxfeatures.h predates these names, or the registers "
+                "changed after the kernel read them at boot"
+            )
         unknown = [f for f in extra if f not in known_names]
         stale = [f for f in extra if f in known_names]
         if stale:
-            why.append(f"shown but not allowed by the registers now ({', '.join(stale)}): the "
-                       "values changed after boot (a microcode update, or a hypervisor that "
-                       "changed what it offers, e.g. across a migration)")
+            why.append(
+                f"shown but not allowed by the registers now ({', '.join(stale)}): the "
+                "values changed after boot (a microcode update, or a hypervisor that "
+                "changed what it offers, e.g. across a migration)"
+            )
         if unknown:
-            why.append(f"shown under names vmxprobe does not decode ({', '.join(unknown)}): a "
-                       "kernel newer than vmxprobe's table of VMX_FEATURE names")
+            why.append(
+                f"shown under names vmxprobe does not decode ({', '.join(unknown)}): a "
+                "kernel newer than vmxprobe's table of VMX_FEATURE names"
+            )
         out.append(FlagView(tuple(cpus), missing, extra, tuple(why)))
     return out
 
 
 def _hv_leaves(p: CpuReadings) -> dict[int, Regs]:
-    return {leaf: r.value for leaf, r in p.cpuid.items()
-            if leaf in (HV_CPUID_ENLIGHTMENT_INFO, HV_CPUID_NESTED_FEATURES) and r.value is not None}
+    return {
+        leaf: r.value
+        for leaf, r in p.cpuid.items()
+        if leaf in (HV_CPUID_ENLIGHTMENT_INFO, HV_CPUID_NESTED_FEATURES) and r.value is not None
+    }
 
 
-def hypervisor_signature(p: CpuReadings) -> Optional[str]:
+def hypervisor_signature(p: CpuReadings) -> str | None:
     """The name in CPUID leaf 0x40000000, when it was read."""
     r = p.cpuid.get(CPUID_HV_LEAF)
     return hypervisor_name(r.value) if r is not None and r.value is not None else None
 
 
-def hypervisor_of(p: CpuReadings) -> Optional[str]:
+def hypervisor_of(p: CpuReadings) -> str | None:
     """The hypervisor this CPU runs under, by CPUID; None without the hypervisor bit."""
     if not p.cpuid_bit(1, ECX, CPUID_HYPERVISOR_BIT):
         return None
@@ -379,11 +428,12 @@ def hypervisor_of(p: CpuReadings) -> Optional[str]:
 
 def _seamret(scan: HostReadings, boot: int, basic: int) -> Seamret:
     info = scan.cpuinfo.get(boot)
-    return seamret_erratum(basic, None if info is None else info["flags"],
-                           None if info is None else info["bugs"])
+    return seamret_erratum(
+        basic, None if info is None else info["flags"], None if info is None else info["bugs"]
+    )
 
 
-def analyse(scan: HostReadings, boot: Optional[int]) -> CapabilityAnalysis:
+def analyse(scan: HostReadings, boot: int | None) -> CapabilityAnalysis:
     """The capability analysis of a scan, judged from the boot CPU."""
     if boot is None or boot not in scan.cpus:
         return CapabilityAnalysis(boot_cpu=boot)
@@ -401,10 +451,16 @@ def analyse(scan: HostReadings, boot: Optional[int]) -> CapabilityAnalysis:
     values = cpu_values(bp)
     rows = []
     for index in (MSR_IA32_VMX_BASIC,) + CAP_INDEXES:
-        rows.append(MsrRow(index, _read_state(bp, index),
-                           vmcs_config.kvm_role(index, nested) if index in caps.MSRS else
-                           vmcs_config.KvmRole(True, "setup_vmcs_config(): vmcs_conf->basic"),
-                           decode_any(index, values[index]) if index in values else None))
+        rows.append(
+            MsrRow(
+                index,
+                _read_state(bp, index),
+                vmcs_config.kvm_role(index, nested)
+                if index in caps.MSRS
+                else vmcs_config.KvmRole(True, "setup_vmcs_config(): vmcs_conf->basic"),
+                decode_any(index, values[index]) if index in values else None,
+            )
+        )
     effective: dict[str, ControlGroup] = {}
     cr_fixed: dict[str, dict[str, Any]] = {}
     kvm_setup: tuple[str, ...] = ()
@@ -416,10 +472,11 @@ def analyse(scan: HostReadings, boot: Optional[int]) -> CapabilityAnalysis:
             default1: tuple[str, ...] = ()
             if m.true_of is not None and m.true_of in values and m.table is not None:
                 names = {c.bit: c.name for c in m.table.controls}
-                default1 = tuple(names.get(b, f"bit{b}")
-                                 for b in caps.default1_controls(values[m.true_of], values[m.index]))
-            effective[group] = ControlGroup(index, d["controls"], d.get("reserved_controls", {}),
-                                            default1)
+                default1 = tuple(
+                    names.get(b, f"bit{b}")
+                    for b in caps.default1_controls(values[m.true_of], values[m.index])
+                )
+            effective[group] = ControlGroup(index, d["controls"], d.get("reserved_controls", {}), default1)
         for reg, f0, f1 in (("CR0", 0x486, 0x487), ("CR4", 0x488, 0x489)):
             if f0 in values and f1 in values:
                 cr_fixed[reg] = caps.cr_fixed_summary(reg, values[f0], values[f1])
@@ -428,20 +485,36 @@ def analyse(scan: HostReadings, boot: Optional[int]) -> CapabilityAnalysis:
             kvm_setup = tuple(vmcs_config.kvm_setup_problems(kv, vmcs_config.strict_config(scan.kvm_params)))
     differences, not_compared = _differences(scan, boot, nested, states)
     return CapabilityAnalysis(
-        boot_cpu=boot, state=state, cpus_read=cpus_read, cpus_not_read=cpus_not_read,
-        kvm_nested=nested, msrs=tuple(rows), effective_controls=effective, cr_fixed=cr_fixed,
-        faults=tuple(_faults(scan)), differences=tuple(differences),
-        not_compared=tuple(not_compared), kernel_view=tuple(_kernel_view(scan, states)),
-        seamret=_seamret(scan, boot, basic), synthetic=syn, kvm_setup=kvm_setup)
+        boot_cpu=boot,
+        state=state,
+        cpus_read=cpus_read,
+        cpus_not_read=cpus_not_read,
+        kvm_nested=nested,
+        msrs=tuple(rows),
+        effective_controls=effective,
+        cr_fixed=cr_fixed,
+        faults=tuple(_faults(scan)),
+        differences=tuple(differences),
+        not_compared=tuple(not_compared),
+        kernel_view=tuple(_kernel_view(scan, states)),
+        seamret=_seamret(scan, boot, basic),
+        synthetic=syn,
+        kvm_setup=kvm_setup,
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # Any MSR `vmxprobe decode` accepts: the SDM's decode, with what the kernel makes of it.
 
+
 def seamret_fields(s: Seamret) -> dict[str, Any]:
     """The erratum as `vmxprobe decode` and the report show it."""
-    return {"bit60": s.keeps_current_vmcs, "seamret_keeps_current_vmcs": s.keeps_current_vmcs,
-            "kernel_bug": s.kernel_bug, "meaning": s.meaning}
+    return {
+        "bit60": s.keeps_current_vmcs,
+        "seamret_keeps_current_vmcs": s.keeps_current_vmcs,
+        "kernel_bug": s.kernel_bug,
+        "meaning": s.meaning,
+    }
 
 
 def decode_any(index: int, value: int) -> dict[str, Any]:

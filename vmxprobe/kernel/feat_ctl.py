@@ -5,7 +5,6 @@ the words behind the /proc/cpuinfo "vmx flags" line (asm/vmxfeatures.h names).""
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 from vmxprobe.arch.cpuid import CPUID_VMX_BIT, ECX
 from vmxprobe.arch.vmx import FC_DISABLED, M32, MSR_IA32_FEAT_CTL, FeatureControl, decode_feature_control
@@ -16,7 +15,7 @@ from vmxprobe.host.readings import HostReadings
 feature_control = functools.lru_cache(maxsize=64)(decode_feature_control)
 
 
-def vmx_feature(scan: HostReadings, cpu: int) -> tuple[Optional[bool], Optional[str]]:
+def vmx_feature(scan: HostReadings, cpu: int) -> tuple[bool | None, str | None]:
     """Does X86_FEATURE_VMX survive identification on this CPU?
 
     Returns (True|False|None, reason). Mirrors init_ia32_feat_ctl(): VMX needs
@@ -38,14 +37,18 @@ def vmx_feature(scan: HostReadings, cpu: int) -> tuple[Optional[bool], Optional[
     r = p.msr[MSR_IA32_FEAT_CTL]
     if r.value is None:
         if r.errno == "EIO":
-            return False, (f"CPU {cpu}: reading IA32_FEATURE_CONTROL (0x3a) faults (EIO); "
-                           "init_ia32_feat_ctl() then clears X86_FEATURE_VMX")
+            return False, (
+                f"CPU {cpu}: reading IA32_FEATURE_CONTROL (0x3a) faults (EIO); "
+                "init_ia32_feat_ctl() then clears X86_FEATURE_VMX"
+            )
         return None, None
     fc: FeatureControl = feature_control(r.value)
     if fc.state == FC_DISABLED:
-        why = (f"CPU {cpu}: IA32_FEATURE_CONTROL (0x3a) = {fc.raw}: locked (bit 0) with "
-               "VMX outside SMX (bit 2) clear; init_ia32_feat_ctl() clears X86_FEATURE_VMX "
-               "(\"VMX (outside TXT) disabled by BIOS\")")
+        why = (
+            f"CPU {cpu}: IA32_FEATURE_CONTROL (0x3a) = {fc.raw}: locked (bit 0) with "
+            "VMX outside SMX (bit 2) clear; init_ia32_feat_ctl() clears X86_FEATURE_VMX "
+            '("VMX (outside TXT) disabled by BIOS")'
+        )
         if fc.vmx_inside_smx:
             why += "; only VMX inside SMX (bit 1) is on, which counts only under tboot"
         return False, why
@@ -58,13 +61,33 @@ def vmx_feature(scan: HostReadings, cpu: int) -> tuple[Optional[bool], Optional[
 # with a quoted name are printed (mkcapflags.sh skips the rest), per the mainline
 # vmxfeatures.h with NVMXINTS 5.
 VMX_FLAG_NAMES: dict[tuple[int, int], str] = {
-    (0, 5): "vnmi", (0, 6): "preemption_timer", (0, 7): "posted_intr",
-    (0, 16): "invvpid", (0, 17): "ept_x_only", (0, 18): "ept_ad", (0, 19): "ept_1gb", (0, 20): "ept_5level",
-    (0, 24): "flexpriority", (0, 25): "apicv", (0, 28): "eptp_switching",
-    (1, 3): "tsc_offset", (1, 21): "vtpr", (1, 27): "mtf",
-    (2, 0): "vapic", (2, 1): "ept", (2, 5): "vpid", (2, 7): "unrestricted_guest", (2, 8): "vapic_reg",
-    (2, 9): "vid", (2, 10): "ple", (2, 14): "shadow_vmcs", (2, 17): "pml", (2, 18): "ept_violation_ve",
-    (2, 22): "ept_mode_based_exec", (2, 25): "tsc_scaling", (2, 26): "usr_wait_pause",
+    (0, 5): "vnmi",
+    (0, 6): "preemption_timer",
+    (0, 7): "posted_intr",
+    (0, 16): "invvpid",
+    (0, 17): "ept_x_only",
+    (0, 18): "ept_ad",
+    (0, 19): "ept_1gb",
+    (0, 20): "ept_5level",
+    (0, 24): "flexpriority",
+    (0, 25): "apicv",
+    (0, 28): "eptp_switching",
+    (1, 3): "tsc_offset",
+    (1, 21): "vtpr",
+    (1, 27): "mtf",
+    (2, 0): "vapic",
+    (2, 1): "ept",
+    (2, 5): "vpid",
+    (2, 7): "unrestricted_guest",
+    (2, 8): "vapic_reg",
+    (2, 9): "vid",
+    (2, 10): "ple",
+    (2, 14): "shadow_vmcs",
+    (2, 17): "pml",
+    (2, 18): "ept_violation_ve",
+    (2, 22): "ept_mode_based_exec",
+    (2, 25): "tsc_scaling",
+    (2, 26): "usr_wait_pause",
     (2, 31): "notify_vm_exiting",
     (3, 4): "ipi_virt",
 }
@@ -76,6 +99,7 @@ def vmx_capability_words(msrs: dict[int, int]) -> list[int]:
     The kernel takes the allowed-1 (high) dword of the plain, not TRUE, MSRs; an MSR
     that is absent reads as 0 (rdmsr_safe() fails and the fixup zeroes the output).
     """
+
     def hi(i: int) -> int:
         return msrs.get(i, 0) >> 32 & M32
 

@@ -14,12 +14,13 @@ init/main.c for the boot order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.host.sources import NODE_DIR
 from vmxprobe.host.topology import Topology
 
-BY_SINGLE = "single-node"       # no NUMA information: the kernel has only node 0
+BY_SINGLE = "single-node"  # no NUMA information: the kernel has only node 0
 BY_ROUND_ROBIN = "round-robin"  # in no node: numa_init_array()'s placement (see below)
 
 # include/linux/topology.h; x86 does not override it.
@@ -37,14 +38,15 @@ MAX_NUMNODES = 1 << 10
 @dataclass
 class NodeMap:
     """cpu_to_node() for every possible CPU, and the node serving each node's pages."""
-    node_of: dict[int, int]          # cpu_to_node(cpu), for every possible CPU
-    node_source: dict[int, str]      # how node_of[cpu] was found (topology.BY_*, BY_*)
-    serving_node: dict[int, int]     # node a GFP_KERNEL page asked for on node N comes from
+
+    node_of: dict[int, int]  # cpu_to_node(cpu), for every possible CPU
+    node_source: dict[int, str]  # how node_of[cpu] was found (topology.BY_*, BY_*)
+    serving_node: dict[int, int]  # node a GFP_KERNEL page asked for on node N comes from
     # The boot-time zonelist order of every possible node, as build_zonelists() prints
     # it ("Fallback order for Node N: ..."); computed when some CPU's node lacks normal
     # memory, empty otherwise.
     fallback_order: dict[int, list[int]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)          # CPUs placed without sysfs
+    notes: list[str] = field(default_factory=list)  # CPUs placed without sysfs
     serving_notes: list[str] = field(default_factory=list)  # nodes served from elsewhere
     missing: list[str] = field(default_factory=list)
 
@@ -64,19 +66,39 @@ def cpu_to_node(topo: Topology) -> NodeMap:
             for cpu in unplaced:
                 node_of[cpu], node_source[cpu] = single, BY_SINGLE
         else:
-            _round_robin(unplaced, set(topo.present), topo.nodes_with_memory, topo.node_online,
-                         topo.nodes, node_of, node_source, notes)
+            _round_robin(
+                unplaced,
+                set(topo.present),
+                topo.nodes_with_memory,
+                topo.node_online,
+                topo.nodes,
+                node_of,
+                node_source,
+                notes,
+            )
     node_of = dict(sorted(node_of.items()))
     all_nodes = sorted(set(topo.node_possible or []) | set(topo.nodes) | set(node_of.values()))
     serving_notes: list[str] = []
     missing: list[str] = []
-    serving, order = _serving_nodes(all_nodes, node_of, topo.online, topo.nodes_with_memory,
-                                    topo.nodes_with_normal_memory, topo.distance,
-                                    serving_notes, missing)
+    serving, order = _serving_nodes(
+        all_nodes,
+        node_of,
+        topo.online,
+        topo.nodes_with_memory,
+        topo.nodes_with_normal_memory,
+        topo.distance,
+        serving_notes,
+        missing,
+    )
     return NodeMap(node_of, node_source, serving, order, notes, serving_notes, missing)
 
 
-def _zonelists(possible_nodes, with_memory, distance, has_cpus):
+def _zonelists(
+    possible_nodes: list[int],
+    with_memory: list[int],
+    distance: dict[int, dict[int, int]],
+    has_cpus: Callable[[int], bool],
+) -> tuple[dict[int, list[int]], dict[int, dict[int, list[int]]]]:
     """build_all_zonelists() (mm/page_alloc.c) over every possible node.
 
     __build_all_zonelists() clears node_load[] and then runs build_zonelists() for each
@@ -96,7 +118,8 @@ def _zonelists(possible_nodes, with_memory, distance, has_cpus):
     Returns (order, ties): order[node] is the node's fallback list; ties[node] holds, for
     each pick, the other nodes whose value before node_load[] was equal.
     """
-    def dist(a, b):
+
+    def dist(a: int, b: int) -> int:
         row = distance.get(a)
         if row is not None and b in row:
             return row[b]
@@ -135,8 +158,16 @@ def _zonelists(possible_nodes, with_memory, distance, has_cpus):
     return order, ties
 
 
-def _round_robin(unplaced, present_set, with_memory, node_online, nodes, node_of,
-                 node_source, notes):
+def _round_robin(
+    unplaced: list[int],
+    present_set: set[int],
+    with_memory: list[int] | None,
+    node_online: list[int] | None,
+    nodes: list[int],
+    node_of: dict[int, int],
+    node_source: dict[int, str],
+    notes: list[str],
+) -> None:
     """Place CPUs that sysfs puts in no node, as x86 boot code does.
 
     numa_init() (arch/x86/mm/numa.c) ends with numa_init_array(), which walks every CPU
@@ -165,20 +196,34 @@ def _round_robin(unplaced, present_set, with_memory, node_online, nodes, node_of
         node_of[cpu], node_source[cpu] = rr_nodes[cpu % len(rr_nodes)], BY_ROUND_ROBIN
     absent = [c for c in unplaced if c not in present_set]
     placed = [c for c in unplaced if c in present_set]
-    rule = (f"as numa_init_array() does: CPU i on the (i mod {len(rr_nodes)})-th of the "
-            f"{what} {format_cpulist(rr_nodes)}")
+    rule = (
+        f"as numa_init_array() does: CPU i on the (i mod {len(rr_nodes)})-th of the "
+        f"{what} {format_cpulist(rr_nodes)}"
+    )
     if absent:
-        notes.append(f"CPU(s) {format_cpulist(absent)} are possible but not present (no sysfs "
-                     f"entry): planned, and placed {rule}; a hot-add would move each to "
-                     "its firmware (_PXM) node")
+        notes.append(
+            f"CPU(s) {format_cpulist(absent)} are possible but not present (no sysfs "
+            f"entry): planned, and placed {rule}; a hot-add would move each to "
+            "its firmware (_PXM) node"
+        )
     if placed:
-        notes.append(f"CPU(s) {format_cpulist(placed)} are present but in no node list and "
-                     f"have no cpuN/nodeM link: placed {rule}; the firmware's SRAT may have "
-                     "said otherwise")
+        notes.append(
+            f"CPU(s) {format_cpulist(placed)} are present but in no node list and "
+            f"have no cpuN/nodeM link: placed {rule}; the firmware's SRAT may have "
+            "said otherwise"
+        )
 
 
-def _serving_nodes(all_nodes, node_of, online, with_memory, normal, distance, notes,
-                   missing):
+def _serving_nodes(
+    all_nodes: list[int],
+    node_of: dict[int, int],
+    online: list[int],
+    with_memory: list[int] | None,
+    normal: list[int] | None,
+    distance: dict[int, dict[int, int]],
+    notes: list[str],
+    missing: list[str],
+) -> tuple[dict[int, int], dict[int, list[int]]]:
     """The node whose memory serves __alloc_pages_node(node, GFP_KERNEL, 0), per node.
 
     The allocation walks the node's fallback zonelist and takes the first zone a
@@ -200,21 +245,23 @@ def _serving_nodes(all_nodes, node_of, online, with_memory, normal, distance, no
         notes.append("no node has memory according to sysfs; serving nodes unknown")
         return serving, {}
     planned = sorted(set(node_of.values()))
-    normal_set = set(normal)
+    normal_set = set(normal or [])
     if all(n in normal_set for n in planned):
         # Every page is asked for on a node with normal memory: it serves itself, and
         # the zonelists (quadratic in the number of nodes) are not needed.
         return serving, {}
     order, ties = _zonelists(all_nodes, with_memory, distance, lambda n: False)
 
-    def first_normal(lst):
+    def first_normal(lst: list[int]) -> int | None:
         return next((n for n in lst if n in normal_set), None)
 
     needy = [n for n in planned if n not in normal_set]
     unknown_rows = [n for n in needy if n not in distance]
     if unknown_rows:
-        missing.append(f"/{NODE_DIR}/node{{{format_cpulist(unknown_rows)}}}/distance "
-                       "(taken as REMOTE_DISTANCE to every node)")
+        missing.append(
+            f"/{NODE_DIR}/node{{{format_cpulist(unknown_rows)}}}/distance "
+            "(taken as REMOTE_DISTANCE to every node)"
+        )
     for n in all_nodes:
         s = first_normal(order[n])
         serving[n] = n if s is None else s
@@ -222,26 +269,36 @@ def _serving_nodes(all_nodes, node_of, online, with_memory, normal, distance, no
     for n in needy:
         s = first_normal(order[n])
         if s is None:
-            notes.append(f"node {n}: no node has normal memory in its fallback list; the "
-                         "page cannot be placed")
+            notes.append(
+                f"node {n}: no node has normal memory in its fallback list; the page cannot be placed"
+            )
             continue
-        why = "has no memory" if n not in with_memory else \
-            "has memory but none a GFP_KERNEL page may use (not in has_normal_memory)"
-        msg = f"node {n} {why}: its pages come from node {s}, first usable in its fallback " \
-              f"order {' '.join(map(str, order[n]))}"
+        why = (
+            "has no memory"
+            if n not in with_memory
+            else "has memory but none a GFP_KERNEL page may use (not in has_normal_memory)"
+        )
+        msg = (
+            f"node {n} {why}: its pages come from node {s}, first usable in its fallback "
+            f"order {' '.join(map(str, order[n]))}"
+        )
         if ties[n].get(s):
-            msg += (f" (tied with node(s) {format_cpulist(ties[n][s])} on distance; "
-                    "node_load[] and then the lower id decide, as in build_zonelists())")
+            msg += (
+                f" (tied with node(s) {format_cpulist(ties[n][s])} on distance; "
+                "node_load[] and then the lower id decide, as in build_zonelists())"
+            )
         notes.append(msg)
         if rebuilt is None:
             # cpumask_of_node() then holds the node's online CPUs (numa_remove_cpu()
             # takes a CPU out when it goes offline).
             with_cpus = {node_of[c] for c in online}
-            rebuilt, _ = _zonelists(all_nodes, with_memory, distance, lambda m: m in with_cpus)
+            rebuilt, _ = _zonelists(all_nodes, with_memory, distance, with_cpus.__contains__)
         r = first_normal(rebuilt[n])
         if r is not None and r != s:
-            notes.append(f"node {n}: zonelists rebuilt after a memory hot-add count the "
-                         f"nodes' CPUs (PENALTY_FOR_NODE_WITH_CPUS) and would serve it from "
-                         f"node {r}; the boot-time lists, which x86_vmx_init() uses, give "
-                         f"node {s}")
+            notes.append(
+                f"node {n}: zonelists rebuilt after a memory hot-add count the "
+                f"nodes' CPUs (PENALTY_FOR_NODE_WITH_CPUS) and would serve it from "
+                f"node {r}; the boot-time lists, which x86_vmx_init() uses, give "
+                f"node {s}"
+            )
     return serving, order

@@ -15,15 +15,15 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable
 
 from vmxprobe.arch.vmx import PAGE_SIZE
 from vmxprobe.host import mempolicy
 from vmxprobe.kernel.root_vmcs import Plan, PlannedPage
 
 # Placement modes (report["plan"]["placement"]).
-BOUND = "bound"          # this machine, NUMA calls answered: bound, and checked by the kernel
-UNBOUND = "unbound"      # this machine, but the kernel answers no NUMA calls
+BOUND = "bound"  # this machine, NUMA calls answered: bound, and checked by the kernel
+UNBOUND = "unbound"  # this machine, but the kernel answers no NUMA calls
 SIMULATED = "simulated"  # a fixture or another root: its nodes are not this machine's
 
 POLICY = "mbind(MPOL_BIND, MPOL_MF_STRICT)"
@@ -41,12 +41,13 @@ PlaceFn = Callable[[mmap.mmap, PlannedPage], None]
 class Allocation:
     """The outcome of the allocation loop: every page, or the page that failed (after
     which every page taken was released, as x86_vmx_exit() does)."""
+
     ok: bool
-    cpu: Optional[int] = None
-    node: Optional[int] = None
-    serving_node: Optional[int] = None
-    errno: Optional[str] = None     # errno name of the failure (ENOMEM, EINVAL, ...)
-    reason: Optional[str] = None    # one line: which page, and why
+    cpu: int | None = None
+    node: int | None = None
+    serving_node: int | None = None
+    errno: str | None = None  # errno name of the failure (ENOMEM, EINVAL, ...)
+    reason: str | None = None  # one line: which page, and why
     released: bool = True
 
 
@@ -59,10 +60,11 @@ class BadPage:
 @dataclass(frozen=True)
 class FallbackCheck:
     """The kernel's own fallback for a memoryless node, asked with a probe page."""
-    cpu: Optional[int] = None
-    landed_on: Optional[int] = None
-    agrees: Optional[bool] = None
-    unchecked: Optional[str] = None
+
+    cpu: int | None = None
+    landed_on: int | None = None
+    agrees: bool | None = None
+    unchecked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,10 @@ class NodePlacement:
     serving_node: int
     pages: int
     placed: int
-    verified_on_node: Optional[int]
-    elsewhere: dict[str, int]        # node -> pages the kernel found there instead
-    unanswered: dict[str, int]       # errno name -> pages the kernel gave no node for
-    kernel_fallback: Optional[FallbackCheck] = None
+    verified_on_node: int | None
+    elsewhere: dict[str, int]  # node -> pages the kernel found there instead
+    unanswered: dict[str, int]  # errno name -> pages the kernel gave no node for
+    kernel_fallback: FallbackCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -82,18 +84,18 @@ class Mismatch:
     cpu: int
     node: int
     serving_node: int
-    kernel: Union[int, str]          # the node the kernel reports, or its errno name
+    kernel: int | str  # the node the kernel reports, or its errno name
 
 
 @dataclass(frozen=True)
 class PlacementCheck:
     mode: str
-    policy: Optional[str]
-    method: Optional[str]
-    why: Optional[str]
+    policy: str | None
+    method: str | None
+    why: str | None
     nodes: tuple[NodePlacement, ...]
     placed: int
-    verified_on_node: Optional[int]
+    verified_on_node: int | None
     mismatches: tuple[Mismatch, ...]  # the first MAX_MISMATCHES
     mismatches_total: int
 
@@ -102,13 +104,14 @@ class PlacementCheck:
 class Verification:
     """Every materialised page checked: aligned, PAGE_SIZE long, header then zeros, and
     where the kernel put it."""
+
     pages: int
     ok: int
     bad: tuple[BadPage, ...]
-    placement: Optional[PlacementCheck]
-    stamped: int                     # the header written into every page
-    stamp_note: Optional[str]
-    kernel_allocates: bool           # False: x86_vmx_init() stops before allocating
+    placement: PlacementCheck | None
+    stamped: int  # the header written into every page
+    stamp_note: str | None
+    kernel_allocates: bool  # False: x86_vmx_init() stops before allocating
 
 
 def page_address(buf: mmap.mmap) -> int:
@@ -120,7 +123,7 @@ def page_address(buf: mmap.mmap) -> int:
         del ref  # an exported buffer cannot be closed
 
 
-def _errno_name(code: Optional[int]) -> str:
+def _errno_name(code: int | None) -> str:
     return errno_mod.errorcode.get(code or 0, str(code))
 
 
@@ -128,17 +131,18 @@ def _errno_name(code: Optional[int]) -> str:
 class Materialized:
     """The allocated pages, cpu -> mmap. Use as a context manager: pages are released
     when it exits, deterministically, not at garbage collection."""
+
     pages: dict[int, mmap.mmap] = field(default_factory=dict)
-    failed: Optional[PlannedPage] = None
-    error: Optional[str] = None
-    errno: Optional[str] = None   # errno name of the failure (ENOMEM, EINVAL, ...)
+    failed: PlannedPage | None = None
+    error: str | None = None
+    errno: str | None = None  # errno name of the failure (ENOMEM, EINVAL, ...)
 
     @property
     def ok(self) -> bool:
         return self.failed is None
 
     @property
-    def failed_cpu(self) -> Optional[int]:
+    def failed_cpu(self) -> int | None:
         return None if self.failed is None else self.failed.cpu
 
     def address(self, cpu: int) -> int:
@@ -149,11 +153,19 @@ class Materialized:
         page = self.failed
         if page is None:
             return Allocation(ok=True)
-        return Allocation(False, page.cpu, page.node, page.serving_node, self.errno,
-                          failure_reason(self), released=not self.pages)
+        return Allocation(
+            False,
+            page.cpu,
+            page.node,
+            page.serving_node,
+            self.errno,
+            failure_reason(self),
+            released=not self.pages,
+        )
 
-    def verify(self, plan: Plan, placement: Optional[Placement] = None,
-               kernel_allocates: bool = True) -> Verification:
+    def verify(
+        self, plan: Plan, placement: Placement | None = None, kernel_allocates: bool = True
+    ) -> Verification:
         """Check every page: aligned to PAGE_SIZE, PAGE_SIZE long, header then zeros; and,
         given the placement, where the kernel says each page is."""
         want = struct.pack("<I", plan.stamp)
@@ -176,16 +188,18 @@ class Materialized:
             for miss in where.mismatches:
                 kernel = miss.kernel
                 problems_of.setdefault(miss.cpu, []).append(
-                    f"on node {kernel}, not node {miss.serving_node}" if isinstance(kernel, int)
-                    else f"the kernel gives no node ({kernel})")
+                    f"on node {kernel}, not node {miss.serving_node}"
+                    if isinstance(kernel, int)
+                    else f"the kernel gives no node ({kernel})"
+                )
             where = dataclasses.replace(where, mismatches=where.mismatches[:MAX_MISMATCHES])
         bad = tuple(BadPage(cpu, tuple(problems_of[cpu])) for cpu in sorted(problems_of))
         note = None
         if plan.header is None:
-            note = ("revision id unknown (IA32_VMX_BASIC unreadable or 0): pages stamped "
-                    "0x00000000")
-        return Verification(len(self.pages), len(self.pages) - len(bad), bad, where,
-                            plan.stamp, note, kernel_allocates)
+            note = "revision id unknown (IA32_VMX_BASIC unreadable or 0): pages stamped 0x00000000"
+        return Verification(
+            len(self.pages), len(self.pages) - len(bad), bad, where, plan.stamp, note, kernel_allocates
+        )
 
     def release(self) -> None:
         for buf in self.pages.values():
@@ -201,12 +215,14 @@ class Materialized:
 
 def anonymous_page() -> mmap.mmap:
     """One private, zero-filled, page-aligned page: what __GFP_ZERO gives the kernel."""
-    return mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                     prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    return mmap.mmap(
+        -1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, prot=mmap.PROT_READ | mmap.PROT_WRITE
+    )
 
 
-def materialize(plan: Plan, allocate: Callable[[], mmap.mmap] = anonymous_page,
-                place: Optional[PlaceFn] = None) -> Materialized:
+def materialize(
+    plan: Plan, allocate: Callable[[], mmap.mmap] = anonymous_page, place: PlaceFn | None = None
+) -> Materialized:
     """Allocate one page per possible CPU and stamp the header, or nothing at all.
 
     `place` (optional) is called on each fresh page before it is first written, to bind
@@ -240,14 +256,16 @@ def materialize(plan: Plan, allocate: Callable[[], mmap.mmap] = anonymous_page,
     return m
 
 
-def bind_failure(code: Optional[int], page: PlannedPage) -> str:
+def bind_failure(code: int | None, page: PlannedPage) -> str:
     """Why mbind(2) refused a page, in words that keep a misfit apart from a shortage."""
     s = page.serving_node
     head = f"mbind(2) of CPU {page.cpu}'s page to node {s} failed with {_errno_name(code)}"
     if code == errno_mod.EINVAL:
         exists = os.path.isdir(f"/sys/devices/system/node/node{s}")
-        return (f"{head}: node {s} {'has no memory' if exists else 'does not exist'} on this "
-                "machine, so the plan does not fit it (not a shortage of memory)")
+        return (
+            f"{head}: node {s} {'has no memory' if exists else 'does not exist'} on this "
+            "machine, so the plan does not fit it (not a shortage of memory)"
+        )
     if code == errno_mod.ENOMEM:
         return f"{head}: the kernel is out of memory"
     if code == errno_mod.EIO:
@@ -278,8 +296,10 @@ class Placement:
     nodes of the same numbers would prove nothing about that host, so nothing is bound.
     """
 
-    SIMULATED_WHY = ("the plan is for another host (a fixture or a --root tree): its nodes "
-                     "are not this machine's, so no page was bound to a node here")
+    SIMULATED_WHY = (
+        "the plan is for another host (a fixture or a --root tree): its nodes "
+        "are not this machine's, so no page was bound to a node here"
+    )
 
     def __init__(self, mode: str, why: str = ""):
         self.mode, self.why = mode, why
@@ -298,14 +318,17 @@ class Placement:
             mempolicy.bind_local(page_address(buf), PAGE_SIZE)
         except OSError as e:
             if e.errno in (errno_mod.EPERM, errno_mod.ENOSYS):
-                return cls(UNBOUND, f"mbind(2) fails with {_errno_name(e.errno)} here (a "
-                                    "seccomp filter); pages are not bound")
+                return cls(
+                    UNBOUND,
+                    f"mbind(2) fails with {_errno_name(e.errno)} here (a "
+                    "seccomp filter); pages are not bound",
+                )
         finally:
             buf.close()
         return cls(BOUND)
 
     @property
-    def place(self) -> Optional[PlaceFn]:
+    def place(self) -> PlaceFn | None:
         return self._bind if self.mode == BOUND else None
 
     @staticmethod
@@ -341,7 +364,7 @@ class Placement:
             if got == p.serving_node:
                 c["verified"] += 1
                 continue
-            kernel: Union[int, str]
+            kernel: int | str
             if got >= 0:
                 elsewhere[p.node][str(got)] = elsewhere[p.node].get(str(got), 0) + 1
                 kernel = got
@@ -355,15 +378,29 @@ class Placement:
             fallback = None
             if self.mode == BOUND and serving != n:
                 fallback = fallback_check(plan, n, serving)
-            nodes.append(NodePlacement(n, serving, c["pages"], c["placed"],
-                                       c["verified"] if self.mode == BOUND else None,
-                                       elsewhere[n], unanswered[n], fallback))
+            nodes.append(
+                NodePlacement(
+                    n,
+                    serving,
+                    c["pages"],
+                    c["placed"],
+                    c["verified"] if self.mode == BOUND else None,
+                    elsewhere[n],
+                    unanswered[n],
+                    fallback,
+                )
+            )
         return PlacementCheck(
-            mode=self.mode, policy=POLICY if self.mode == BOUND else None, method=method,
-            why=self.why or None, nodes=tuple(nodes), placed=sum(n.placed for n in nodes),
-            verified_on_node=(sum(n.verified_on_node or 0 for n in nodes)
-                              if self.mode == BOUND else None),
-            mismatches=tuple(mismatches), mismatches_total=len(mismatches))
+            mode=self.mode,
+            policy=POLICY if self.mode == BOUND else None,
+            method=method,
+            why=self.why or None,
+            nodes=tuple(nodes),
+            placed=sum(n.placed for n in nodes),
+            verified_on_node=(sum(n.verified_on_node or 0 for n in nodes) if self.mode == BOUND else None),
+            mismatches=tuple(mismatches),
+            mismatches_total=len(mismatches),
+        )
 
 
 def _ask_kernel(cpus: list[int], m: Materialized) -> tuple[str, dict[int, int]]:
@@ -395,19 +432,23 @@ def fallback_check(plan: Plan, node: int, serving: int) -> FallbackCheck:
     user page itself, where a GFP_KERNEL page may not go.
     """
     if plan.nodes_with_memory is None or node in plan.nodes_with_memory:
-        return FallbackCheck(unchecked=(
-            f"node {node} has memory that a user page may use but GFP_KERNEL may not "
-            "(ZONE_MOVABLE): a user page would not show the kernel's fallback")
-            if plan.nodes_with_memory is not None else "which nodes have memory is unknown")
+        return FallbackCheck(
+            unchecked=(
+                f"node {node} has memory that a user page may use but GFP_KERNEL may not "
+                "(ZONE_MOVABLE): a user page would not show the kernel's fallback"
+            )
+            if plan.nodes_with_memory is not None
+            else "which nodes have memory is unknown"
+        )
     try:
         allowed = os.sched_getaffinity(0)
     except OSError as e:
         return FallbackCheck(unchecked=f"sched_getaffinity(2) failed with {_errno_name(e.errno)}")
-    cpu = next((p.cpu for p in plan.pages if p.node == node and p.online and p.cpu in allowed),
-               None)
+    cpu = next((p.cpu for p in plan.pages if p.node == node and p.online and p.cpu in allowed), None)
     if cpu is None:
-        return FallbackCheck(unchecked=f"no online CPU of node {node} is in this process's "
-                                       "affinity mask to fault a page from")
+        return FallbackCheck(
+            unchecked=f"no online CPU of node {node} is in this process's affinity mask to fault a page from"
+        )
     buf = anonymous_page()
     try:
         addr = page_address(buf)

@@ -5,7 +5,6 @@ vmxprobe.kernel.pages materialises it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from vmxprobe.host.topology import Topology
 from vmxprobe.kernel.numa import NodeMap
@@ -14,22 +13,22 @@ from vmxprobe.kernel.numa import NodeMap
 @dataclass(frozen=True)
 class PlannedPage:
     cpu: int
-    node: int            # cpu_to_node(cpu): the node asked for
-    serving_node: int    # the node whose memory serves it (differs for memoryless nodes)
-    node_source: str     # how the node was found (host.topology.BY_*, kernel.numa.BY_*)
+    node: int  # cpu_to_node(cpu): the node asked for
+    serving_node: int  # the node whose memory serves it (differs for memoryless nodes)
+    node_source: str  # how the node was found (host.topology.BY_*, kernel.numa.BY_*)
     present: bool
     online: bool
 
 
 @dataclass(frozen=True)
 class Plan:
-    revision_id: Optional[int]
+    revision_id: int | None
     pages: tuple[PlannedPage, ...]
     # N_MEMORY of the host the plan is for; None when its sysfs does not say.
-    nodes_with_memory: Optional[tuple[int, ...]] = None
+    nodes_with_memory: tuple[int, ...] | None = None
 
     @property
-    def header(self) -> Optional[int]:
+    def header(self) -> int | None:
         # struct vmcs_hdr { u32 revision_id:31; u32 shadow_vmcs:1; }: bit 31 stays 0
         # in a root VMCS.
         return None if self.revision_id is None else self.revision_id & 0x7FFFFFFF
@@ -46,14 +45,22 @@ class Plan:
         return dict(sorted(out.items()))
 
 
-def build_plan(topo: Topology, nodes: NodeMap, revision_id: Optional[int]) -> Plan:
+def build_plan(topo: Topology, nodes: NodeMap, revision_id: int | None) -> Plan:
     """One page per possible CPU, on cpu_to_node(cpu), served where the kernel serves it."""
     online, present = set(topo.online), set(topo.present)
-    pages = tuple(PlannedPage(cpu=cpu, node=nodes.node_of[cpu],
-                              serving_node=nodes.serving_node.get(nodes.node_of[cpu], nodes.node_of[cpu]),
-                              node_source=nodes.node_source[cpu], present=cpu in present,
-                              online=cpu in online)
-                  for cpu in topo.possible)
-    return Plan(revision_id=revision_id, pages=pages,
-                nodes_with_memory=None if topo.nodes_with_memory is None
-                else tuple(topo.nodes_with_memory))
+    pages = tuple(
+        PlannedPage(
+            cpu=cpu,
+            node=nodes.node_of[cpu],
+            serving_node=nodes.serving_node.get(nodes.node_of[cpu], nodes.node_of[cpu]),
+            node_source=nodes.node_source[cpu],
+            present=cpu in present,
+            online=cpu in online,
+        )
+        for cpu in topo.possible
+    )
+    return Plan(
+        revision_id=revision_id,
+        pages=pages,
+        nodes_with_memory=None if topo.nodes_with_memory is None else tuple(topo.nodes_with_memory),
+    )

@@ -28,6 +28,7 @@ def strict_config(params: dict[str, str]) -> bool:
 @dataclass(frozen=True)
 class KvmRole:
     """Whether kvm_intel's per-CPU comparison sees an MSR, and why (not)."""
+
     compared: bool
     why: str
 
@@ -44,7 +45,7 @@ class KvmRole:
 # a difference there is reported, and KVM loads.
 
 FEEDS_ALWAYS = "always"
-FEEDS_NESTED = "nested"     # only while kvm_intel.nested=1
+FEEDS_NESTED = "nested"  # only while kvm_intel.nested=1
 
 KVM_FEEDS: dict[int, tuple[str, int, str]] = {
     0x480: (FEEDS_ALWAYS, M64, "setup_vmcs_config(): vmcs_conf->basic"),
@@ -55,8 +56,16 @@ KVM_FEEDS: dict[int, tuple[str, int, str]] = {
     0x485: (FEEDS_ALWAYS, M64, "setup_vmcs_config(): vmcs_conf->misc"),
     0x48B: (FEEDS_ALWAYS, M64, "adjust_vmx_controls(): vmcs_conf->cpu_based_2nd_exec_ctrl"),
     0x492: (FEEDS_ALWAYS, M64, "adjust_vmx_controls64(): vmcs_conf->cpu_based_3rd_exec_ctrl"),
-    0x493: (FEEDS_ALWAYS, M64, "adjust_vmx_controls64(): vmcs_conf->vmexit_2nd_ctrl (kernels with KVM FRED support)"),
-    0x48C: (FEEDS_NESTED, M32, "nested_vmx_setup_secondary_ctls(): vmcs_conf->nested.ept_caps (EPT half only)"),
+    0x493: (
+        FEEDS_ALWAYS,
+        M64,
+        "adjust_vmx_controls64(): vmcs_conf->vmexit_2nd_ctrl (kernels with KVM FRED support)",
+    ),
+    0x48C: (
+        FEEDS_NESTED,
+        M32,
+        "nested_vmx_setup_secondary_ctls(): vmcs_conf->nested.ept_caps (EPT half only)",
+    ),
     0x487: (FEEDS_NESTED, M64, "nested_vmx_setup_cr_fixed(): rdmsrl() into vmcs_conf->nested.cr0_fixed1"),
     0x489: (FEEDS_NESTED, M64, "nested_vmx_setup_cr_fixed(): rdmsrl() into vmcs_conf->nested.cr4_fixed1"),
 }
@@ -83,10 +92,10 @@ def kvm_feed_mask(index: int, nested: bool = True) -> int:
 # Controls setup_vmcs_config() cannot do without on x86_64 (arch/x86/kvm/vmx/vmx.h
 # KVM_REQUIRED_VMX_*): adjust_vmx_controls() returns -EIO when one of them cannot be 1.
 KVM_REQUIRED_CONTROLS: dict[int, tuple[int, ...]] = {
-    0x481: (0, 3),                                      # EXT_INTR_MASK, NMI_EXITING
+    0x481: (0, 3),  # EXT_INTR_MASK, NMI_EXITING
     0x482: (2, 3, 7, 9, 10, 11, 15, 16, 19, 20, 23, 24, 29),  # INTR_WINDOW .. MONITOR, CR8 load/store
-    0x483: (2, 9, 15),                                  # SAVE_DEBUG_CONTROLS, HOST_ADDR_SPACE_SIZE, ACK_INTR_ON_EXIT
-    0x484: (2, 9),                                      # LOAD_DEBUG_CONTROLS, IA32E_MODE
+    0x483: (2, 9, 15),  # SAVE_DEBUG_CONTROLS, HOST_ADDR_SPACE_SIZE, ACK_INTR_ON_EXIT
+    0x484: (2, 9),  # LOAD_DEBUG_CONTROLS, IA32E_MODE
 }
 
 # vmx.c vmcs_entry_exit_pairs[]: setup_vmcs_config() refuses a CPU on which an entry
@@ -116,8 +125,8 @@ def kvm_setup_problems(msrs: dict[int, int], strict: bool = True) -> list[str]:
         names = {c.bit: c.name for c in table.controls} if table is not None else {}
         missing = [b for b in required if not high >> b & 1]
         if missing:
-            out.append("%s cannot set control(s) KVM requires: %s" % (
-                msr_label(index), ", ".join("bit %d %s" % (b, names.get(b, "")) for b in missing)))
+            wanted = ", ".join(f"bit {b} {names.get(b, '')}" for b in missing)
+            out.append(f"{msr_label(index)} cannot set control(s) KVM requires: {wanted}")
     if not strict:
         return out
     if 0x483 in msrs and 0x484 in msrs:
@@ -127,18 +136,24 @@ def kvm_setup_problems(msrs: dict[int, int], strict: bool = True) -> list[str]:
             has_n = bool(((entry >> 32) | (entry & M32)) >> n & 1)
             has_x = bool(((exit_ >> 32) | (exit_ & M32)) >> x & 1)
             if has_n != has_x:
-                out.append("inconsistent VM-entry/VM-exit pair (%s): entry control bit %d %s, exit "
-                           "control bit %d %s (\"Inconsistent VM-Entry/VM-Exit pair\")" % (
-                               what, n, "available" if has_n else "unavailable",
-                               x, "available" if has_x else "unavailable"))
+                entry_is = "available" if has_n else "unavailable"
+                exit_is = "available" if has_x else "unavailable"
+                out.append(
+                    f"inconsistent VM-entry/VM-exit pair ({what}): entry control bit {n} {entry_is}, "
+                    f'exit control bit {x} {exit_is} ("Inconsistent VM-Entry/VM-Exit pair")'
+                )
     proc2 = msrs.get(0x48B, 0) if (msrs.get(0x482, 0) >> 63 & 1) else 0
     cap = msrs.get(0x48C, 0)
     if cap & M32 and not proc2 >> 33 & 1:
-        out.append("IA32_VMX_EPT_VPID_CAP (0x48c) reports EPT capabilities but 'enable EPT' cannot "
-                   "be set (\"EPT CAP should not exist if not support 1-setting enable EPT\")")
+        out.append(
+            "IA32_VMX_EPT_VPID_CAP (0x48c) reports EPT capabilities but 'enable EPT' cannot "
+            'be set ("EPT CAP should not exist if not support 1-setting enable EPT")'
+        )
     if cap >> 32 and not proc2 >> 37 & 1:
-        out.append("IA32_VMX_EPT_VPID_CAP (0x48c) reports VPID capabilities but 'enable VPID' cannot "
-                   "be set (\"VPID CAP should not exist if not support 1-setting enable VPID\")")
+        out.append(
+            "IA32_VMX_EPT_VPID_CAP (0x48c) reports VPID capabilities but 'enable VPID' cannot "
+            'be set ("VPID CAP should not exist if not support 1-setting enable VPID")'
+        )
     return out
 
 

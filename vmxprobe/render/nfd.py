@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any
 
 from vmxprobe import __version__
 from vmxprobe.durations import DurationError, parse_duration
@@ -50,8 +50,11 @@ def valid_label(name: str, value: str) -> bool:
     prefix, slash, key = name.rpartition("/")
     if not slash or len(prefix) > 253 or not all(_LABEL_NAME.fullmatch(p) for p in prefix.split(".")):
         return False
-    return (bool(_LABEL_NAME.fullmatch(key)) and len(value) <= LABEL_VALUE_MAX
-            and bool(_LABEL_VALUE.fullmatch(value)))
+    return (
+        bool(_LABEL_NAME.fullmatch(key))
+        and len(value) <= LABEL_VALUE_MAX
+        and bool(_LABEL_VALUE.fullmatch(value))
+    )
 
 
 def nfd_labels(result: ScanResult) -> dict[str, str]:
@@ -101,16 +104,18 @@ def render_nfd(result: ScanResult, environ: Mapping[str, str] = os.environ) -> s
     """
     scanned = datetime.fromtimestamp(result.scanned_at, timezone.utc)
     expires = scanned + timedelta(seconds=nfd_expiry_seconds(environ))
-    lines = [f"# vmxprobe {__version__}: VMX readiness of this node, "
-             f"scanned {result.generated_at} (report schema {SCHEMA_VERSION})",
-             f"# +expiry-time={expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"]
+    lines = [
+        f"# vmxprobe {__version__}: VMX readiness of this node, "
+        f"scanned {result.generated_at} (report schema {SCHEMA_VERSION})",
+        f"# +expiry-time={expires.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+    ]
     lines += [f"{name}={value}" for name, value in nfd_labels(result).items()]
     text = "\n".join(lines) + "\n"
     assert len(text.encode()) <= NFD_MAX_FILE_BYTES
     return text
 
 
-def output_note(path: str) -> Optional[str]:
+def output_note(path: str) -> str | None:
     """What would make nfd-worker ignore the file at `path`, said before it does."""
     if os.path.basename(path).startswith("."):
         return f"{path}: nfd-worker ignores features.d files whose names start with '.'"

@@ -6,7 +6,8 @@ collector skips)."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from vmxprobe import __version__
 from vmxprobe.arch.vmx import PAGE_SIZE
@@ -57,7 +58,7 @@ class _Families:
         return "\n".join(out) + "\n"
 
 
-def _unset(value: Optional[int]) -> Any:
+def _unset(value: int | None) -> Any:
     return "" if value is None else value
 
 
@@ -73,49 +74,125 @@ def render_prometheus(result: ScanResult) -> str:
     host = result.host
     topo = scan.topology
     f = _Families()
-    f.gauge("vmxprobe_info", "Which vmxprobe wrote these metrics, report schema and source; always 1.",
-            [({"version": __version__, "schema": SCHEMA_VERSION,
-               "source": scan.source_kind, "source_name": scan.source_name}, 1)])
-    f.gauge("vmxprobe_ready", "1 if x86_vmx_init() and kvm_intel would both succeed; 0 if not, "
-            "or if it could not be determined (see vmxprobe_determined).", [({}, v.ready)])
-    f.gauge("vmxprobe_determined", "1 if vmxprobe could read what the verdict depends on; 0 means "
-            "vmxprobe_ready 0 is 'unknown', not 'not ready'.", [({}, v.determined)])
-    f.gauge("vmxprobe_verdict_info", "What x86_vmx_init() and kvm_intel would return (ok or an errno, "
-            "unknown if undetermined) and whether VMX is a hypervisor's emulation; always 1.",
-            [({"x86_vmx_init": v.x86_vmx_init or "unknown", "kvm_intel": v.kvm_intel or "unknown",
-               "emulated": v.emulated or "none"}, 1)])
-    f.gauge("vmxprobe_cpu_info", "The boot CPU: vendor, family/model/stepping, model name, and the "
-            "hypervisor this host is a guest of (none on bare metal); always 1.",
-            [({"vendor": host.vendor or "unknown", "family": _unset(host.family),
-               "model": _unset(host.model), "stepping": _unset(host.stepping),
-               "model_name": host.model_name or "", "hypervisor": host.hypervisor or "none"}, 1)])
-    f.gauge("vmxprobe_cpus", "CPUs by state: possible, present, online, and read (probed) by this scan.",
-            [({"state": state}, len(set(cpus))) for state, cpus in
-             (("possible", topo.possible), ("present", topo.present), ("online", topo.online),
-              ("probed", scan.cpus))])
-    f.gauge("vmxprobe_vmx_revision_id", "VMCS revision identifier, IA32_VMX_BASIC bits 30:0 "
-            "(absent if unreadable).", [({}, None if basic is None else basic.revision_id)])
-    f.gauge("vmxprobe_vmcs_size_bytes", "VMCS region size, IA32_VMX_BASIC bits 44:32 (absent if unreadable).",
-            [({}, None if basic is None else basic.vmcs_size)])
-    f.gauge("vmxprobe_feature_control_locked", "IA32_FEATURE_CONTROL lock bit (0) on the boot CPU "
-            "(absent if unreadable).", [({}, None if fc is None else fc.locked)])
-    f.gauge("vmxprobe_feature_control_vmx_outside_smx", "IA32_FEATURE_CONTROL 'VMX outside SMX' bit (2) "
-            "on the boot CPU (absent if unreadable).", [({}, None if fc is None else fc.vmx_outside_smx)])
-    f.gauge("vmxprobe_feature_control_info", "IA32_FEATURE_CONTROL as the kernel reads it: enabled_locked, "
-            "disabled_locked (firmware turned VMX off), unlocked, or unreadable; always 1.",
-            [({"state": "unreadable" if fc is None else fc.state}, 1)])
-    f.gauge("vmxprobe_root_vmcs_pages", "Root VMCS pages x86_vmx_init() allocates: one per possible CPU.",
-            [({}, len(plan.pages))])
-    f.gauge("vmxprobe_root_vmcs_bytes", "Memory the root VMCS pages take.",
-            [({}, len(plan.pages) * PAGE_SIZE)])
-    f.gauge("vmxprobe_last_scan_timestamp_seconds", "When the scan ran, in seconds since the Unix epoch.",
-            [({}, result.scanned_at)])
+    f.gauge(
+        "vmxprobe_info",
+        "Which vmxprobe wrote these metrics, report schema and source; always 1.",
+        [
+            (
+                {
+                    "version": __version__,
+                    "schema": SCHEMA_VERSION,
+                    "source": scan.source_kind,
+                    "source_name": scan.source_name,
+                },
+                1,
+            )
+        ],
+    )
+    f.gauge(
+        "vmxprobe_ready",
+        "1 if x86_vmx_init() and kvm_intel would both succeed; 0 if not, "
+        "or if it could not be determined (see vmxprobe_determined).",
+        [({}, v.ready)],
+    )
+    f.gauge(
+        "vmxprobe_determined",
+        "1 if vmxprobe could read what the verdict depends on; 0 means "
+        "vmxprobe_ready 0 is 'unknown', not 'not ready'.",
+        [({}, v.determined)],
+    )
+    f.gauge(
+        "vmxprobe_verdict_info",
+        "What x86_vmx_init() and kvm_intel would return (ok or an errno, "
+        "unknown if undetermined) and whether VMX is a hypervisor's emulation; always 1.",
+        [
+            (
+                {
+                    "x86_vmx_init": v.x86_vmx_init or "unknown",
+                    "kvm_intel": v.kvm_intel or "unknown",
+                    "emulated": v.emulated or "none",
+                },
+                1,
+            )
+        ],
+    )
+    f.gauge(
+        "vmxprobe_cpu_info",
+        "The boot CPU: vendor, family/model/stepping, model name, and the "
+        "hypervisor this host is a guest of (none on bare metal); always 1.",
+        [
+            (
+                {
+                    "vendor": host.vendor or "unknown",
+                    "family": _unset(host.family),
+                    "model": _unset(host.model),
+                    "stepping": _unset(host.stepping),
+                    "model_name": host.model_name or "",
+                    "hypervisor": host.hypervisor or "none",
+                },
+                1,
+            )
+        ],
+    )
+    f.gauge(
+        "vmxprobe_cpus",
+        "CPUs by state: possible, present, online, and read (probed) by this scan.",
+        [
+            ({"state": state}, len(set(cpus)))
+            for state, cpus in (
+                ("possible", topo.possible),
+                ("present", topo.present),
+                ("online", topo.online),
+                ("probed", scan.cpus),
+            )
+        ],
+    )
+    f.gauge(
+        "vmxprobe_vmx_revision_id",
+        "VMCS revision identifier, IA32_VMX_BASIC bits 30:0 (absent if unreadable).",
+        [({}, None if basic is None else basic.revision_id)],
+    )
+    f.gauge(
+        "vmxprobe_vmcs_size_bytes",
+        "VMCS region size, IA32_VMX_BASIC bits 44:32 (absent if unreadable).",
+        [({}, None if basic is None else basic.vmcs_size)],
+    )
+    f.gauge(
+        "vmxprobe_feature_control_locked",
+        "IA32_FEATURE_CONTROL lock bit (0) on the boot CPU (absent if unreadable).",
+        [({}, None if fc is None else fc.locked)],
+    )
+    f.gauge(
+        "vmxprobe_feature_control_vmx_outside_smx",
+        "IA32_FEATURE_CONTROL 'VMX outside SMX' bit (2) on the boot CPU (absent if unreadable).",
+        [({}, None if fc is None else fc.vmx_outside_smx)],
+    )
+    f.gauge(
+        "vmxprobe_feature_control_info",
+        "IA32_FEATURE_CONTROL as the kernel reads it: enabled_locked, "
+        "disabled_locked (firmware turned VMX off), unlocked, or unreadable; always 1.",
+        [({"state": "unreadable" if fc is None else fc.state}, 1)],
+    )
+    f.gauge(
+        "vmxprobe_root_vmcs_pages",
+        "Root VMCS pages x86_vmx_init() allocates: one per possible CPU.",
+        [({}, len(plan.pages))],
+    )
+    f.gauge(
+        "vmxprobe_root_vmcs_bytes", "Memory the root VMCS pages take.", [({}, len(plan.pages) * PAGE_SIZE)]
+    )
+    f.gauge(
+        "vmxprobe_last_scan_timestamp_seconds",
+        "When the scan ran, in seconds since the Unix epoch.",
+        [({}, result.scanned_at)],
+    )
     return f.text()
 
 
-def output_note(path: str) -> Optional[str]:
+def output_note(path: str) -> str | None:
     """What would make the collector ignore the file at `path`, said before it does."""
     import os
+
     if not os.path.basename(path).endswith(".prom"):
         return f"{path}: node_exporter's textfile collector reads only *.prom files"
     return None

@@ -20,8 +20,10 @@ def plain(text: str, **kw: Any) -> str:
 
 def headline(verdict: Verdict, pages: int) -> str:
     if verdict.ready:
-        return (f"READY: x86_vmx_init() allocates {pages} root VMCS page(s), one per possible "
-                "CPU, and kvm_intel would load")
+        return (
+            f"READY: x86_vmx_init() allocates {pages} root VMCS page(s), one per possible "
+            "CPU, and kvm_intel would load"
+        )
     if not verdict.determined:
         return "UNKNOWN: could not read what x86_vmx_init() depends on"
     if verdict.x86_vmx_init != "ok":
@@ -39,20 +41,23 @@ def _materialised_lines(result: ScanResult, header: str) -> list[str]:
             return ["  not materialised"]
         return [f"  not materialised: {failure.reason}; every page taken was released"]
     stamped = f"0x{ver.stamped:08x}"
-    lines = [f"  materialised {ver.pages} page(s); verified {ver.ok}/{ver.pages} "
-             f"(page-aligned, {PAGE_SIZE} bytes, header {stamped}, rest zero)"]
+    lines = [
+        f"  materialised {ver.pages} page(s); verified {ver.ok}/{ver.pages} "
+        f"(page-aligned, {PAGE_SIZE} bytes, header {stamped}, rest zero)"
+    ]
     where = ver.placement
     if where is None:
         lines.append(f"  placement {result.placement}")
     elif where.mode != BOUND:
         lines.append(f"  placement {where.mode}: {where.why}")
     else:
-        lines.append(f"  placement bound: {where.policy} to the serving node before first "
-                     f"touch; the kernel ({where.method}) puts {where.verified_on_node}/"
-                     f"{where.placed} on the planned node")
+        lines.append(
+            f"  placement bound: {where.policy} to the serving node before first "
+            f"touch; the kernel ({where.method}) puts {where.verified_on_node}/"
+            f"{where.placed} on the planned node"
+        )
         for n in where.nodes:
-            text = (f"    node {n.node}: {n.verified_on_node}/{n.placed} page(s) on node "
-                    f"{n.serving_node}")
+            text = f"    node {n.node}: {n.verified_on_node}/{n.placed} page(s) on node {n.serving_node}"
             if n.serving_node != n.node:
                 text += ", its serving node"
             off = [f"{k} on node {m}" for m, k in sorted(n.elsewhere.items(), key=lambda i: int(i[0]))]
@@ -61,30 +66,37 @@ def _materialised_lines(result: ScanResult, header: str) -> list[str]:
                 text += f"; {', '.join(off)}"
             fb = n.kernel_fallback
             if fb is not None and fb.landed_on is not None:
-                text += (f"; a page faulted from CPU {fb.cpu} with local policy lands on node "
-                         f"{fb.landed_on}" + (" too" if fb.agrees else
-                                              f", NOT node {n.serving_node} as planned"))
+                text += (
+                    f"; a page faulted from CPU {fb.cpu} with local policy lands on node "
+                    f"{fb.landed_on}" + (" too" if fb.agrees else f", NOT node {n.serving_node} as planned")
+                )
             elif fb is not None:
                 text += f"; the kernel's fallback not checked: {fb.unchecked}"
             lines.append(text)
         for miss in where.mismatches:
-            lines.append(f"    CPU {miss.cpu}: the kernel says node {miss.kernel}, "
-                         f"planned node {miss.serving_node}")
+            lines.append(
+                f"    CPU {miss.cpu}: the kernel says node {miss.kernel}, planned node {miss.serving_node}"
+            )
         if where.mismatches_total > len(where.mismatches):
-            lines.append(f"    ... and {where.mismatches_total - len(where.mismatches)} "
-                         "more page(s) off their node")
+            lines.append(
+                f"    ... and {where.mismatches_total - len(where.mismatches)} more page(s) off their node"
+            )
     if ver.stamp_note:
         lines.append(f"  {ver.stamp_note}")
     if not ver.kernel_allocates:
-        lines.append("  x86_vmx_init() stops before it allocates: the pages were materialised "
-                     "only to check the plan")
+        lines.append(
+            "  x86_vmx_init() stops before it allocates: the pages were materialised only to check the plan"
+        )
     return lines
 
 
 def source_line(result: ScanResult) -> str:
     scan = result.readings
-    where = (f"fixture {scan.source_name}" if scan.source_kind == "fixture"
-             else f"live host (root {scan.source_name})")
+    where = (
+        f"fixture {scan.source_name}"
+        if scan.source_kind == "fixture"
+        else f"live host (root {scan.source_name})"
+    )
     origin = (result.provenance or {}).get("origin")
     if origin:
         where += f", {origin}"
@@ -94,21 +106,28 @@ def source_line(result: ScanResult) -> str:
 def host_line(result: ScanResult) -> str:
     host = result.host
     sig = "/".join(str(v) if v is not None else "?" for v in (host.family, host.model, host.stepping))
-    return (f"Host:   {host.vendor or 'unknown vendor'} family/model/stepping {sig}"
-            + (f" ({host.model_name})" if host.model_name else "")
-            + f"; {'guest of ' + host.hypervisor if host.hypervisor else 'no hypervisor seen'}"
-            + f"; kernel {host.kernel or 'unknown'}")
+    return (
+        f"Host:   {host.vendor or 'unknown vendor'} family/model/stepping {sig}"
+        + (f" ({host.model_name})" if host.model_name else "")
+        + f"; {'guest of ' + host.hypervisor if host.hypervisor else 'no hypervisor seen'}"
+        + f"; kernel {host.kernel or 'unknown'}"
+    )
 
 
 def render_text(result: ScanResult, style: Style = plain) -> str:
     v, plan, scan = result.verdict, result.plan, result.readings
     topo = scan.topology
     colour = "green" if v.ready else ("yellow" if not v.determined else "red")
-    lines = [style(headline(v, len(plan.pages)), fg=colour, bold=True), source_line(result),
-             host_line(result)]
-    lines.append(f"CPUs:   possible {format_cpulist(topo.possible) or '-'}, present "
-                 f"{format_cpulist(topo.present) or '-'}, online {format_cpulist(topo.online) or '-'}, "
-                 f"read {format_cpulist(scan.cpus) or 'none'}")
+    lines = [
+        style(headline(v, len(plan.pages)), fg=colour, bold=True),
+        source_line(result),
+        host_line(result),
+    ]
+    lines.append(
+        f"CPUs:   possible {format_cpulist(topo.possible) or '-'}, present "
+        f"{format_cpulist(topo.present) or '-'}, online {format_cpulist(topo.online) or '-'}, "
+        f"read {format_cpulist(scan.cpus) or 'none'}"
+    )
     if v.undetermined:
         lines.append("Could not read:")
         lines += [f"  - {u}" for u in v.undetermined]
@@ -117,17 +136,24 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
         lines += [f"  - {r}" for r in v.reasons]
     header = "unknown" if plan.header is None else f"0x{plan.header:08x}"
     size = len(plan.pages) * PAGE_SIZE
-    lines.append(f"Plan:   {len(plan.pages)} root VMCS page(s) of {PAGE_SIZE} bytes "
-                 f"({size // 1024} KiB), header {header}")
+    lines.append(
+        f"Plan:   {len(plan.pages)} root VMCS page(s) of {PAGE_SIZE} bytes "
+        f"({size // 1024} KiB), header {header}"
+    )
     for node, pages in plan.by_node().items():
         serving = pages[0].serving_node
-        why = ("has only memory GFP_KERNEL may not use" if node in (topo.nodes_with_memory or ())
-               else "has no memory")
+        why = (
+            "has only memory GFP_KERNEL may not use"
+            if node in (topo.nodes_with_memory or ())
+            else "has no memory"
+        )
         served = "" if serving == node else f", served by node {serving} (node {node} {why})"
         inferred = format_cpulist(p.cpu for p in pages if p.node_source == BY_ROUND_ROBIN)
         inferred = f", inferred for CPU(s) {inferred}" if inferred else ""
-        lines.append(f"  node {node}: {len(pages)} page(s) for CPU(s) "
-                     f"{format_cpulist(p.cpu for p in pages)}{served}{inferred}")
+        lines.append(
+            f"  node {node}: {len(pages)} page(s) for CPU(s) "
+            f"{format_cpulist(p.cpu for p in pages)}{served}{inferred}"
+        )
     lines += _materialised_lines(result, header)
     for note in result.topology_notes:
         lines.append(f"Note:   {note}")
