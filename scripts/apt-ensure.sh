@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the setup scripts: apt_ensure TAG PACKAGE... installs the Debian packages
 # that are not installed yet, non-interactively, with sudo when not root.
 apt_ensure() {
