@@ -164,9 +164,11 @@ def test_model_gives_the_kernels_node_for_every_possible_cpu(name):
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
 def test_absent_cpus_are_round_robin_and_present_ones_follow_the_srat(name):
+    """In every version, where the kernel keeps the absent CPUs at all (from 6.9 on a
+    bare-metal kernel may drop them, see below; hypervisor=True is a KVM guest)."""
     m, s, f = recorded(name)
     for kernel in ("6.1", (6, 9), (6, 12), "6.14.0"):
-        got = acpi.boot_cpu_nodes(m, s, kernel, fadt_revision=f)
+        got = acpi.boot_cpu_nodes(m, s, kernel, fadt_revision=f, hypervisor=True)
         for c in got:
             if not c.present:
                 assert c.source == acpi.SOURCE_ROUND_ROBIN, (kernel, c)
@@ -181,13 +183,58 @@ def test_where_the_srat_and_the_round_robin_disagree():
     them where numa_init_array() put them (nodes 2 and 0, of the memory nodes 0 and 2)."""
     m, s, f = recorded("memoryless-absent-assigned")
     old = acpi.boot_cpu_nodes(m, s, (6, 1), fadt_revision=f)
-    new = acpi.boot_cpu_nodes(m, s, (6, 9), fadt_revision=f)
+    new = acpi.boot_cpu_nodes(m, s, (6, 9), fadt_revision=f, hypervisor=True)
     assert [(c.cpu, c.apic_id, c.node, c.firmware_node) for c in old[4:]] == \
         [(4, None, 0, None), (5, None, 2, None), (6, None, 0, None), (7, None, 2, None)]
     # From 6.9 the absent CPUs have their APIC ids from boot (ascending), so the SRAT's
     # node is known: where a hot-add moves them (acpi_map_cpu2node(), from _PXM).
     assert [(c.cpu, c.apic_id, c.node, c.firmware_node) for c in new[4:]] == \
         [(4, 4, 0, 0), (5, 5, 2, 1), (6, 6, 0, 1), (7, 7, 2, 2)]
+
+
+def test_debian_6_12_drops_the_absent_cpus_of_a_tcg_guest():
+    """The same QEMU command line booted with Debian's 6.12.107 (README): the kernel
+    sees no hypervisor under TCG and the FADT is 3.0, so under the "guest-only" rule
+    the Enabled=0 entries are no CPUs at all: possible = present = 0-3, and the oracle
+    answered for those four only."""
+    m, s, f = recorded("memoryless-absent-assigned")
+    kernel = {}
+    for line in (DATA / "memoryless-absent-assigned-oracle-6.12.107.txt").read_text().splitlines():
+        cpu, node, nid = map(int, line.split())
+        kernel[cpu] = node
+    got = acpi.boot_cpu_nodes(m, s, "6.12.107+deb12-amd64", fadt_revision=f,
+                              usable_rule="guest-only", hypervisor=False)
+    assert {c.cpu: c.node for c in got} == kernel == {0: 0, 1: 1, 2: 1, 3: 2}
+    assert all(c.present and c.source == "srat" for c in got)
+    # Under KVM the kernel detects a hypervisor and keeps them, round-robin as ever.
+    kvm = acpi.boot_cpu_nodes(m, s, "6.12.107+deb12-amd64", fadt_revision=f,
+                              usable_rule="guest-only", hypervisor=True)
+    assert [(c.cpu, c.node, c.source) for c in kvm[4:]] == \
+        [(4, 0, "round-robin"), (5, 2, "round-robin"), (6, 0, "round-robin"),
+         (7, 2, "round-robin")]
+
+
+def test_present_package_rule_on_bare_metal():
+    """6.9 (f0551af02130): on bare metal an absent APIC id in a package that has a
+    present CPU is rejected; one in an empty package stays hot-pluggable."""
+    m = acpi.parse_madt(madt(lapic(0), lapic(1), lapic(2, flags=0), lapic(3, flags=0),
+                             lapic(4, flags=0), lapic(5, flags=0)))
+    # package_shift 1: packages {0,1} {2,3} {4,5}; 2: {0-3} {4-7}; 3: {0-7}.
+    got = acpi.boot_cpu_nodes(m, None, (6, 9), package_shift=1)
+    assert [(c.cpu, c.apic_id, c.present) for c in got] == \
+        [(0, 0, True), (1, 1, True), (2, 2, False), (3, 3, False), (4, 4, False),
+         (5, 5, False)]
+    got = acpi.boot_cpu_nodes(m, None, (6, 9), package_shift=2)
+    assert [(c.cpu, c.apic_id) for c in got] == [(0, 0), (1, 1), (2, 4), (3, 5)]
+    got = acpi.boot_cpu_nodes(m, None, (6, 9), package_shift=3)
+    assert [c.apic_id for c in got] == [0, 1]
+    # Not on 6.1, and not in a guest.
+    assert len(acpi.boot_cpu_nodes(m, None, (6, 1))) == 6
+    assert len(acpi.boot_cpu_nodes(m, None, (6, 9), hypervisor=True)) == 6
+    with pytest.raises(acpi.AcpiTableError, match="give package_shift"):
+        acpi.boot_cpu_nodes(m, None, (6, 9))
+    with pytest.raises(acpi.AcpiTableError, match="is not one of"):
+        acpi.boot_cpu_nodes(m, None, (6, 9), usable_rule="newest")
 
 
 def test_no_srat_puts_every_cpu_on_node_0():
@@ -209,25 +256,27 @@ def test_online_capable_counts_only_from_fadt_6_3():
         got = acpi.boot_cpu_nodes(m, None, (6, 1), fadt_revision=rev)
         assert len(got) == possible, rev
     assert acpi.parse_fadt_revision(fadt(6, 3)) == (6, 3)
-    got = acpi.boot_cpu_nodes(m, None, (6, 12), fadt_revision=acpi.parse_fadt_revision(fadt(6, 5)))
+    got = acpi.boot_cpu_nodes(m, None, (6, 12), fadt_revision=acpi.parse_fadt_revision(fadt(6, 5)),
+                              hypervisor=True)
     assert [(c.cpu, c.apic_id, c.present) for c in got] == \
         [(0, 0, True), (1, 1, True), (2, 3, False)]
 
 
 def test_cpu_numbers_follow_the_madt_with_the_boot_cpu_first():
     m = acpi.parse_madt(madt(lapic(4), lapic(6, flags=0), lapic(2), lapic(0)))
-    got = acpi.boot_cpu_nodes(m, None, (6, 12), boot_apic_id=2)
+    got = acpi.boot_cpu_nodes(m, None, (6, 12), boot_apic_id=2, hypervisor=True)
     assert [(c.cpu, c.apic_id, c.present) for c in got] == \
         [(0, 2, True), (1, 4, True), (2, 0, True), (3, 6, False)]
     with pytest.raises(acpi.AcpiTableError, match="boot CPU's APIC id 0x6 has no enabled"):
-        acpi.boot_cpu_nodes(m, None, (6, 12), boot_apic_id=6)
+        acpi.boot_cpu_nodes(m, None, (6, 12), boot_apic_id=6, hypervisor=True)
 
 
 def test_absent_cpus_get_apic_ids_in_ascending_order_from_6_9():
     """topology_init_possible_cpus(): find_next_andnot_bit() over the registered but
     not present APIC ids, lowest first, whatever their MADT order."""
     m = acpi.parse_madt(madt(lapic(0), lapic(9, flags=0), lapic(5, flags=0), lapic(1)))
-    assert [c.apic_id for c in acpi.boot_cpu_nodes(m, None, (6, 9))] == [0, 1, 5, 9]
+    assert [c.apic_id for c in acpi.boot_cpu_nodes(m, None, (6, 9), hypervisor=True)] == \
+        [0, 1, 5, 9]
     assert [c.apic_id for c in acpi.boot_cpu_nodes(m, None, (6, 8))] == [0, 1, None, None]
 
 
@@ -241,7 +290,8 @@ def test_x2apic_entries_below_0xff_and_the_parsing_order():
         [("x2apic", 0x100), ("lapic", 0), ("x2apic", 5), ("lapic", 1), ("x2apic", 0x101)]
 
     def ids(kernel):
-        return [c.apic_id for c in acpi.boot_cpu_nodes(m, None, kernel, boot_apic_id=0)]
+        return [c.apic_id for c in acpi.boot_cpu_nodes(m, None, kernel, boot_apic_id=0,
+                                                        hypervisor=True)]
 
     assert ids((6, 1)) == [0, 0x100, 5, 1, None]
     assert ids((6, 5)) == [0, 1, 0x100, None]
@@ -253,7 +303,8 @@ def test_invalid_and_too_big_apic_ids_are_skipped():
     m = acpi.parse_madt(madt(lapic(0), lapic(0xff), x2apic(0xffffffff),
                              x2apic(acpi.MAX_LOCAL_APIC), x2apic(0x200, flags=0)))
     assert [c.apic_id for c in acpi.boot_cpu_nodes(m, None, (6, 1))] == [0, None]
-    assert [c.apic_id for c in acpi.boot_cpu_nodes(m, None, (6, 14))] == [0, 0x200]
+    assert [c.apic_id for c in acpi.boot_cpu_nodes(m, None, (6, 14), hypervisor=True)] == \
+        [0, 0x200]
 
 
 def test_nr_cpu_ids_caps_the_possible_cpus():
@@ -261,7 +312,7 @@ def test_nr_cpu_ids_caps_the_possible_cpus():
     assert len(acpi.boot_cpu_nodes(m, None, (6, 1))) == 6
     got = acpi.boot_cpu_nodes(m, None, (6, 1), nr_cpu_ids=4)
     assert [(c.cpu, c.present) for c in got] == [(0, True), (1, True), (2, True), (3, False)]
-    got = acpi.boot_cpu_nodes(m, None, (6, 12), nr_cpu_ids=2)
+    got = acpi.boot_cpu_nodes(m, None, (6, 12), nr_cpu_ids=2, hypervisor=True)
     assert [(c.cpu, c.apic_id, c.present) for c in got] == [(0, 0, True), (1, 1, True)]
 
 

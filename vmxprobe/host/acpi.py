@@ -317,8 +317,27 @@ V_TOPOLOGY_REWORK = (6, 9)
 # 0141978ae75b "x86/acpi: Fix LAPIC/x2APIC parsing order" (6.14): table order again,
 # with a first pass (acpi_check_lapic()) deciding whether Local APIC CPUs exist.
 V_MADT_ORDER_FIX = (6, 14)
+# f0551af02130 "x86/topology: Ignore non-present APIC IDs in a present package" (6.9):
+# on bare metal (no hypervisor detected) a not-present APIC id in a package that has a
+# present one is rejected, not counted as hot-pluggable.
+V_PACKAGE_RULE = (6, 9)
 # The oldest kernel these rules were read for.
 V_OLDEST = (6, 1)
+
+# Which MADT entries with Enabled=0 count as possible CPUs (acpi_is_processor_usable()):
+# "online-capable"  6.1 (a74fabfbd1b7 and fed8d8773b8e, 6.3-rc5, in 6.1.y): every such
+#                   entry, unless the FADT is 6.3 or later; then only those with the
+#                   online-capable bit.
+# "present-package" 6.9 on: as "online-capable", and on bare metal not one in a package
+#                   that has a present CPU (f0551af02130, topo_register_apic()).
+# "guest-only"      adbf61cc47cb "x86/acpi/boot: Correct acpi_is_processor_usable() check
+#                   again" (tip x86/boot, December 2025, marked for stable; Debian's
+#                   6.12.107 and 6.12.117 have it): under FADT < 6.3 only in a guest, since
+#                   bare-metal firmware lists unusable CPUs that way; the package rule goes.
+# Version numbers cannot say which a stable kernel carries: pass usable_rule when the
+# default (by version: "online-capable" before 6.9, "present-package" from it) is not
+# that kernel's.
+USABLE_RULES = ("online-capable", "present-package", "guest-only")
 
 
 @dataclass(frozen=True)
@@ -385,12 +404,16 @@ def _srat_usable(srat: Optional[Srat]) -> bool:
     return srat is not None and any(m.enabled for m in srat.memory)
 
 
-def _madt_order(madt: Madt, version, online_capable: bool):
+def _madt_order(madt: Madt, version, online_capable: bool, rule: str, hypervisor: bool):
     """The Local APIC / x2APIC entries the kernel registers, in registration order,
     each with whether it is present (enabled)."""
     def usable(e: LocalApic) -> bool:
         # acpi_is_processor_usable()
-        return e.enabled or not online_capable or e.online_capable
+        if e.enabled:
+            return True
+        if online_capable:
+            return e.online_capable
+        return hypervisor if rule == "guest-only" else True
 
     def valid(e: LocalApic) -> bool:
         if e.kind == "lapic":
@@ -428,7 +451,10 @@ def boot_cpu_nodes(madt: Madt, srat: Optional[Srat], kernel: Union[str, tuple[in
                    *, memory_nodes: Optional[list[int]] = None,
                    boot_apic_id: Optional[int] = None,
                    fadt_revision: Optional[tuple[int, int]] = None,
-                   nr_cpu_ids: int = NR_CPUS) -> list[CpuNode]:
+                   nr_cpu_ids: int = NR_CPUS,
+                   hypervisor: bool = False,
+                   usable_rule: Optional[str] = None,
+                   package_shift: Optional[int] = None) -> list[CpuNode]:
     """cpu_to_node() of every possible CPU once the kernel has booted, as `kernel` (a
     version, 6.1 or later) computes it from these tables; the node x86_vmx_init() asks
     for each CPU's root VMCS page.
@@ -454,6 +480,13 @@ def boot_cpu_nodes(madt: Madt, srat: Optional[Srat], kernel: Union[str, tuple[in
     of 255 and above on a kernel still in xAPIC mode when it parses the MADT (its
     apic_id_valid() refuses them; here they count, as under the x2APIC drivers).
 
+    hypervisor: whether the kernel detects a hypervisor (x86_hyper_type is not
+    X86_HYPER_NATIVE). False for bare metal, and also for QEMU's TCG, whose CPUID
+    signature ("TCGTCGTCGTCG") no detector knows. usable_rule: one of USABLE_RULES, which
+    decides which Enabled=0 entries are possible CPUs; by version when not given.
+    package_shift: the APIC id bits below the package (from CPUID leaf 0xb/0x1f), needed
+    only by the "present-package" rule on bare metal when the MADT lists absent CPUs.
+
     boot_apic_id: the APIC id of the CPU that booted (CPU 0); by default the first
     enabled entry, as ACPI requires of firmware. fadt_revision: parse_fadt_revision()
     of the FACP; the online-capable bit counts only from FADT 6.3, so without it every
@@ -467,10 +500,25 @@ def boot_cpu_nodes(madt: Madt, srat: Optional[Srat], kernel: Union[str, tuple[in
                              "before trusting an answer for it")
     if nr_cpu_ids < 1:
         raise AcpiTableError(f"nr_cpu_ids {nr_cpu_ids} is not a CPU count; give at least 1")
+    if usable_rule is None:
+        usable_rule = "present-package" if version >= V_PACKAGE_RULE else "online-capable"
+    elif usable_rule not in USABLE_RULES:
+        raise AcpiTableError(f"usable_rule {usable_rule!r} is not one of "
+                             f"{', '.join(USABLE_RULES)}")
     online_capable = fadt_revision is not None and tuple(fadt_revision) >= (6, 3)
-    entries = _madt_order(madt, version, online_capable)
+    entries = _madt_order(madt, version, online_capable, usable_rule, hypervisor)
     present = [e for e in entries if e.enabled]
     absent = [e for e in entries if not e.enabled]
+    if usable_rule == "present-package" and not hypervisor and absent:
+        # topo_register_apic(): a not-present APIC id whose package (the id without its
+        # low package_shift bits) holds a present APIC is rejected on bare metal.
+        if package_shift is None or not 0 <= package_shift < 32:
+            raise AcpiTableError("the MADT lists absent CPUs and this kernel keeps only "
+                                 "those in packages without a present CPU on bare metal: "
+                                 "give package_shift (the APIC id bits below the package, "
+                                 "from CPUID leaf 0xb or 0x1f), or hypervisor=True in a VM")
+        packages = {e.apic_id >> package_shift for e in present}
+        absent = [e for e in absent if e.apic_id >> package_shift not in packages]
     if not present:
         raise AcpiTableError("APIC table: no enabled Local APIC or x2APIC entry, so no "
                              "present CPU: is this the MADT of a running machine?")
