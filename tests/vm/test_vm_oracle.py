@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import REPO_ROOT  # noqa: E402
 
 pytestmark = pytest.mark.vm
 
