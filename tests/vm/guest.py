@@ -20,6 +20,27 @@ run() {
   "$@" >"$VM_OUTDIR/$name.out" 2>"$VM_OUTDIR/$name.err"
   echo $? >"$VM_OUTDIR/$name.rc"
 }
+# The kernel's own placement: load tests/oracle/root_vmcs_oracle.ko ($ORACLE_KO, built on
+# the host by scripts/kernel-oracle.sh), keep /proc/root_vmcs_oracle ("cpu node nid" per
+# possible CPU) as NAME.out, what the kernel logged meanwhile as NAME.dmesg, and unload
+# it again so that a later step can ask anew.
+oracle() {
+  local name=$1 before
+  before=$(dmesg | wc -l)
+  insmod "$ORACLE_KO" 2>"$VM_OUTDIR/$name.err"
+  echo $? >"$VM_OUTDIR/$name.rc"
+  cat /proc/root_vmcs_oracle >"$VM_OUTDIR/$name.out" 2>>"$VM_OUTDIR/$name.err"
+  rmmod root_vmcs_oracle 2>>"$VM_OUTDIR/$name.err"
+  dmesg | tail -n +$((before + 1)) >"$VM_OUTDIR/$name.dmesg"
+}
+# The firmware's tables as root reads them, for tests/data/acpi (README there).
+dump_acpi() {
+  local t
+  for t in APIC SRAT FACP; do
+    [ -e /sys/firmware/acpi/tables/$t ] && cp /sys/firmware/acpi/tables/$t "$VM_OUTDIR/acpi-$t.bin"
+  done
+  cat /sys/devices/system/node/has_memory >"$VM_OUTDIR/has_memory.txt"
+}
 # A root whose /proc/cpuinfo claims VMX and whose /dev/cpu/N/{msr,cpuid} and /sys are
 # this guest's own. QEMU's TCG cannot offer VMX (it filters CPUID.01H:ECX.VMX), so on
 # the guest's own root /proc/cpuinfo settles -EOPNOTSUPP before any MSR matters; here
@@ -199,11 +220,13 @@ modprobe cpuid
 # The bar: a live scan, every page bound and found by the kernel on its node.
 run live-json $VMXPROBE scan --format json
 run live-text $VMXPROBE scan
+oracle oracle-live
 ''' + py("numa_maps", NUMA_MAPS_PY) + py("offline", OFFLINE_PY) + r'''
 # A CPU taken offline before the scan: planned, reported, not probed.
 echo 0 > /sys/devices/system/cpu/cpu3/online
 run offline-json $VMXPROBE scan --format json
 run offline-text $VMXPROBE scan
+oracle oracle-offline
 echo 1 > /sys/devices/system/cpu/cpu3/online
 ''' + py("numa", NUMA_PY) + r'''
 echo '@@ writeback'
@@ -244,6 +267,54 @@ run live-json $VMXPROBE scan --format json
 run live-text $VMXPROBE scan
 run replay-json $VMXPROBE scan --fixture "$VM_OUTDIR/recorded.json" --format json
 run replay-text $VMXPROBE scan --fixture "$VM_OUTDIR/recorded.json"
+oracle oracle-live
+dump_acpi
 ''' + py("numa_maps", NUMA_MAPS_PY) + py("numa", NUMA_PY) + r'''
+echo '@@ end'
+'''
+
+
+# --- boot 3: four nodes, absent CPUs left to QEMU's default node ---------------------------
+
+# QEMU node 0: CPU 0 and 1G below 4G. Node 1: 1G below 4G and no CPU (Linux numbers it 3:
+# it meets the domain only among the SRAT's memory entries, after the CPU domains). Node
+# 2 (Linux 1): CPU 1 and no memory. Node 3 (Linux 2): CPU 2 and 1G above 4G, all of it
+# ZONE_MOVABLE: movablecore=2G asks for 2G of movable memory, and memory below 4G
+# (ZONE_DMA32) can never be movable (find_zone_movable_pfns_for_nodes()), so the kernel
+# core is all below 4G. CPUs 3-4 are possible but in no -numa list: QEMU gives them its
+# default node 0 in the SRAT (and warns that partial NUMA mappings are deprecated).
+# Distances are asymmetric: from the memoryless node the nearest memory is the movable
+# node (15), then the CPU-less one (30), then node 0 (40), while node 0 is nearest *to* it
+# (15): reading a distance file as a column instead of a row gives another answer.
+FOUR_NODES = ("1G,cpus=0", "1G", "0,cpus=1", "1G,cpus=2")
+FOUR_NODE_DISTANCES = (
+    "0,1=20", "1,0=20", "0,2=15", "2,0=40", "0,3=20", "3,0=25",
+    "1,2=40", "2,1=30", "1,3=30", "3,1=20", "2,3=15", "3,2=45",
+)
+FOUR_NODE_QEMU_OPTS = "-smp cpus=3,maxcpus=5"
+FOUR_NODE_APPEND = ("movablecore=2G",)
+
+# --- boot 4: no NUMA at all (no SRAT), absent CPUs ------------------------------------------
+
+NO_NUMA_QEMU_OPTS = "-smp cpus=2,maxcpus=4"
+
+# What both of these boots report: the layout, the kernel's answer, vmxprobe's, the tables.
+FACTS_SCRIPT = PRELUDE + r'''
+echo '@@ node_masks'
+for f in possible online has_cpu has_memory has_normal_memory; do
+  echo "$f $(cat /sys/devices/system/node/$f)"
+done
+echo '@@ cpu_masks'
+for f in possible present online; do echo "$f $(cat /sys/devices/system/cpu/$f)"; done
+echo '@@ nodes'
+for n in /sys/devices/system/node/node[0-9]*; do
+  echo "$(basename $n) $(cat $n/cpulist) | $(cat $n/distance)"
+done
+echo '@@ zones'
+awk '/^Node/ {node=$2; zone=$4} /^ +present/ && $2 > 0 {print "node" node, zone}' /proc/zoneinfo \
+  | tr -d ,
+oracle oracle-live
+run live-json $VMXPROBE scan --format json
+dump_acpi
 echo '@@ end'
 '''

@@ -182,6 +182,7 @@ def build_command(
     qemu_opts: str | Sequence[str] | None,
     outdir: str | None,
     numa_distance: Sequence[str] | None = None,
+    append: Sequence[str] | None = None,
 ) -> list[str]:
     cmd = [
         _find_vng() or "vng",
@@ -196,6 +197,8 @@ def build_command(
         cmd += ["--numa-distance", dist]
     if outdir:
         cmd += ["--rwdir", outdir]
+    for arg in append or ():
+        cmd += ["--append", arg]
     cmd += ["--exec", f"bash {shlex.quote(script_path)}"]
     # --qemu-opts last: vng appends it after its own QEMU options, so a later
     # -smp merges into vng's "-smp N" and a later -cpu replaces "-cpu max".
@@ -237,6 +240,7 @@ def run_in_vm(
     outdir: str | None = None,
     cwd: str = REPO_ROOT,
     kernel: str | None = None,
+    append: Sequence[str] | None = None,
 ) -> VMResult:
     """Boot one VM, run `script` with bash as root inside it, return its output.
 
@@ -247,6 +251,9 @@ def run_in_vm(
       one for every pair of nodes once any is given (the reverse is implied).
     qemu_opts: extra QEMU arguments, a shell-syntax string or a list of words,
       e.g. "-smp cpus=4,maxcpus=8" for possible CPUs 0-7 with 0-3 present.
+    append: kernel command line parameters, e.g. ["movablecore=1G"] (vng --append;
+      never pass QEMU's -append in qemu_opts: the last -append wins and would drop
+      the one vng needs to start the guest).
     outdir: host directory mounted read-write in the guest at the same path,
       exported as $VM_OUTDIR, for files the guest writes back.
 
@@ -275,6 +282,7 @@ def run_in_vm(
         cmd = build_command(
             wrapper, kernel=kernel, cpus=cpus, memory=memory, numa=numa,
             qemu_opts=qemu_opts, outdir=outdir, numa_distance=numa_distance,
+            append=append,
         )
         start = time.monotonic()
         # New session so that a timeout kills QEMU too, not only vng.
