@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
+from tests import cli_runner
 from vmxprobe.arch import capabilities as caps
 from vmxprobe.cli import cli
 
@@ -22,7 +22,7 @@ def vmxprobe(*args):
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return cli_runner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_skylake_vmx_basic_by_default():
@@ -49,7 +49,7 @@ def test_skylake_vmx_basic_by_default():
 def test_value_spellings(args):
     r = invoke("decode", *args, "--format", "json")
     assert r.exit_code == 0
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["raw"] == "0x00da040000000004" and d["revision_id"] == 4 and d["vmcs_size"] == 1024
     assert d["memory_type_name"] == "WB"
 
@@ -71,18 +71,18 @@ def test_bad_input_is_one_line_and_exit_2(args, words):
 
 
 def test_feature_control():
-    d = json.loads(invoke("decode", "5", "--msr", "0x3a", "--format", "json").output)
+    d = json.loads(invoke("decode", "5", "--msr", "0x3a", "--format", "json").stdout)
     assert d["msr"] == "IA32_FEATURE_CONTROL" and d["state"] == "enabled_locked"
-    d = json.loads(invoke("decode", "0x1", "--msr", "FEATURE_CONTROL", "--format", "json").output)
+    d = json.loads(invoke("decode", "0x1", "--msr", "FEATURE_CONTROL", "--format", "json").stdout)
     assert d["state"] == "disabled_locked"
-    assert "locked" in invoke("decode", "1", "--msr", "msr_ia32_feat_ctl").output
+    assert "locked" in invoke("decode", "1", "--msr", "msr_ia32_feat_ctl").stdout
 
 
 def test_control_msr_by_name_shows_each_state():
     # Skylake-U IA32_VMX_PROCBASED_CTLS (published: see tests/published.py).
     r = invoke("decode", "0xfff9fffe0401e172", "--msr", "PROCBASED_CTLS")
     assert r.exit_code == 0
-    text = r.output
+    text = r.stdout
     assert text.startswith("IA32_VMX_PROCBASED_CTLS (0x482) = 0xfff9fffe0401e172")
     assert "hlt_exiting                              either" in text
     assert "cr3_load_exiting                         always_on" in text  # default1 on the plain MSR
@@ -93,21 +93,21 @@ def test_control_msr_by_name_shows_each_state():
 def test_tertiary_and_ept_vpid():
     # Raptor Lake-S IA32_VMX_PROCBASED_CTLS3 = 0xf (tests/published.py): bits 0-3, no IPI
     # virtualization (bit 4).
-    d = json.loads(invoke("decode", "0xf", "--msr", "0x492", "--format", "json").output)
+    d = json.loads(invoke("decode", "0xf", "--msr", "0x492", "--format", "json").stdout)
     assert d["controls"]["ipi_virtualization"] == "always_off"
     assert d["controls"]["loadiwkey_exiting"] == "either"
-    d = json.loads(invoke("decode", "0x1f", "--msr", "PROCBASED_CTLS3", "--format", "json").output)
+    d = json.loads(invoke("decode", "0x1f", "--msr", "PROCBASED_CTLS3", "--format", "json").stdout)
     assert d["controls"]["ipi_virtualization"] == "either"
-    d = json.loads(invoke("decode", "0x00000f0106334141", "--msr", "EPT_VPID_CAP", "--format", "json").output)
+    d = json.loads(invoke("decode", "0x00000f0106334141", "--msr", "EPT_VPID_CAP", "--format", "json").stdout)
     assert d["fields"]["invept"] is True and d["fields"]["invvpid"] is True
     assert d["fields"]["ept_page_walk_length_5"] is False
 
 
 def test_kvm_nested_revision_and_seamret_bit():
-    d = json.loads(invoke("decode", "0x00d8100011e57ed0", "--format", "json").output)
+    d = json.loads(invoke("decode", "0x00d8100011e57ed0", "--format", "json").stdout)
     assert d["revision_id"] == 0x11E57ED0 and "VMCS12_REVISION" in d["synthetic"]
     assert d["seamret"]["seamret_keeps_current_vmcs"] is False
-    d = json.loads(invoke("decode", "0x10da040000000004", "--format", "json").output)
+    d = json.loads(invoke("decode", "0x10da040000000004", "--format", "json").stdout)
     assert d["seamret"]["bit60"] is True and d["seamret"]["kernel_bug"] is None
     assert 60 not in d["reserved"]
 
@@ -117,4 +117,4 @@ def test_every_capability_msr_decodes_by_name_and_index():
         for spec in (f"0x{index:x}", m.name, m.name[len("IA32_VMX_") :].lower()):
             r = invoke("decode", "0", "--msr", spec, "--format", "json")
             assert r.exit_code == 0, spec
-            assert json.loads(r.output)["index"] == f"0x{index:x}"
+            assert json.loads(r.stdout)["index"] == f"0x{index:x}"

@@ -9,8 +9,8 @@ import time
 from importlib import resources
 
 import jsonschema
-from click.testing import CliRunner
 
+from tests import cli_runner
 from tests.scanning import run
 from vmxprobe.cli import cli
 from vmxprobe.host import fixture
@@ -74,7 +74,7 @@ def write(folder, name, doc):
 
 
 def invoke(*args, **kw):
-    return CliRunner().invoke(cli, [str(a) for a in args], **kw)
+    return cli_runner().invoke(cli, [str(a) for a in args], **kw)
 
 
 def summary_json(*args):

@@ -318,18 +318,14 @@ def test_progress_bar_only_wraps_when_asked(fleet_dir):
 def test_progress_bar_on_a_terminal_goes_to_stderr(tmp_path, monkeypatch):
     for i in range(fleet_summary.PROGRESS_MIN):
         write(tmp_path, f"h{i:04d}.json", live())
-    import click
-
-    real = click.get_text_stream
+    from vmxprobe.cli import fleet as fleet_cli
 
     class TTY(io.StringIO):
         def isatty(self):
             return True
 
     err = TTY()
-    monkeypatch.setattr(
-        click, "get_text_stream", lambda name, *a, **k: err if name == "stderr" else real(name, *a, **k)
-    )
+    monkeypatch.setattr(fleet_cli, "progress_stream", lambda: err)
     r = invoke("fleet", "--format", "json", tmp_path)
     assert r.exit_code == 0
     assert "Reading reports" in err.getvalue()

@@ -8,9 +8,8 @@ import json
 import os
 
 import pytest
-from click.testing import CliRunner
 
-from tests import TESTS
+from tests import TESTS, cli_runner
 from tests.placed import Placed
 from tests.scanning import run
 from vmxprobe.cli import cli
@@ -88,10 +87,10 @@ def test_provenance_names_project_file_and_commit(name):
 
 @pytest.mark.parametrize("name", REAL)
 def test_scan_plans_one_page_per_possible_cpu(name):
-    r = CliRunner().invoke(cli, ["scan", "--fixture", name, "--format", "json"], catch_exceptions=False)
+    r = cli_runner().invoke(cli, ["scan", "--fixture", name, "--format", "json"], catch_exceptions=False)
     # No MSR was recorded (the dumps have no /dev/cpu): the verdict is unknown (3), or
     # "not ready" (1) when /proc/cpuinfo alone settles it. The plan is complete anyway.
-    assert r.exit_code in (1, 3), r.output
+    assert r.exit_code in (1, 3), r.stderr
     report = json.loads(r.stdout)
     possible = parse_cpulist(report["cpus"]["possible"])
     assert possible == sorted(truth(name))
@@ -243,7 +242,7 @@ def test_partial_dumps_say_which_facts_were_absent():
     for f in ("possible", "present", "online"):
         assert f"/sys/devices/system/cpu/{f}" in t.missing
     assert t.possible == list(range(16)) and t.online == list(range(16))
-    r = CliRunner().invoke(cli, ["scan", "--fixture", "ul-x86_64-hpdl585"])
+    r = cli_runner().invoke(cli, ["scan", "--fixture", "ul-x86_64-hpdl585"])
     assert "Absent: /sys/devices/system/cpu/possible" in r.stdout
     assert "Plan:   16 root VMCS page(s)" in r.stdout
 

@@ -8,9 +8,8 @@ from importlib import resources
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
 
-from tests import published
+from tests import cli_runner, published
 from tests.published import setreg
 from tests.scanning import run
 from vmxprobe import pipeline
@@ -127,15 +126,15 @@ def test_one_cpu_with_different_secondary_controls_is_named_with_its_bit(fixture
     jsonschema.validate(report, SCHEMA)
     # The same host as a fixture file, through the command line: exit code 1.
     path = fixture_file(fixture.from_fixture(fx))
-    r = CliRunner().invoke(cli, ["scan", "--fixture", path])
+    r = cli_runner().invoke(cli, ["scan", "--fixture", path])
     assert r.exit_code == 1
-    assert "CPU 5: IA32_VMX_PROCBASED_CTLS2 (0x48b)" in r.output
-    r = CliRunner().invoke(cli, ["caps", "--fixture", path])
+    assert "CPU 5: IA32_VMX_PROCBASED_CTLS2 (0x48b)" in r.stdout
+    r = cli_runner().invoke(cli, ["caps", "--fixture", path])
     assert r.exit_code == 1
-    assert "CPU 5 = 0x001dfcff00000000: kvm_intel refuses" in r.output
-    assert "bit 49 allowed-1 of enable_pml: CPU 0 1, CPU 5 0" in r.output
-    r = CliRunner().invoke(cli, ["caps", "--fixture", path, "--format", "json"])
-    doc = json.loads(r.output)
+    assert "CPU 5 = 0x001dfcff00000000: kvm_intel refuses" in r.stdout
+    assert "bit 49 allowed-1 of enable_pml: CPU 0 1, CPU 5 0" in r.stdout
+    r = cli_runner().invoke(cli, ["caps", "--fixture", path, "--format", "json"])
+    doc = json.loads(r.stdout)
     assert doc["capabilities"]["differences"][0]["cpus"][0]["kvm_refuses"] is True
     jsonschema.validate(doc["capabilities"], SCHEMA["properties"]["capabilities"])
 
@@ -400,5 +399,5 @@ def test_capabilities_section_of_every_bundled_fixture_is_valid(name):
 def test_caps_command_exit_code_is_the_scans(name, code):
     if name not in fixture.bundled_names():
         pytest.skip(f"{name} is not bundled")
-    r = CliRunner().invoke(cli, ["caps", "--fixture", name])
+    r = cli_runner().invoke(cli, ["caps", "--fixture", name])
     assert r.exit_code == code

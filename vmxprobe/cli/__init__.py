@@ -12,11 +12,11 @@ from typing import Any
 import click
 
 from vmxprobe import __version__
-from vmxprobe.cli.common import EXIT_CODES_HELP
+from vmxprobe.cli.common import EXIT_CODES_HELP, Group
 from vmxprobe.exitcodes import EXIT_INTERNAL
 
 
-class LazyGroup(click.Group):
+class LazyGroup(Group):
     """Each command lives in its own module, imported only when it is invoked, so
     `vmxprobe --version` and `vmxprobe scan` do not pay for the others."""
 

@@ -30,6 +30,18 @@ Exit codes:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Group(click.Group):
+    """A command group run with no arguments prints its help to standard error and exits
+    2 (a usage error), on every click: click 8.1 would exit 0, click 8.2 and later exit 2,
+    and a script that runs `vmxprobe` bare should not read that as success."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            click.echo(ctx.get_help(), err=True)
+            ctx.exit(EXIT_USAGE)
+        return super().parse_args(ctx, args)
+
+
 class Fail(click.ClickException):
     """A one-line error with a documented exit code."""
 

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from vmxprobe.cli.common import Fail, load_fixture
+from vmxprobe.cli.common import Fail, Group, load_fixture
 from vmxprobe.host import devfs
 
 
@@ -23,7 +23,7 @@ def _offline_spec(ctx, param, values):
     return hooks
 
 
-@click.group("fixture")
+@click.group("fixture", cls=Group)
 def fixture_group():
     """Serve recorded fixtures as host trees."""
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
-from vmxprobe.cli.common import Fail, emit, use_colour
+from vmxprobe.cli.common import Fail, Group, emit, use_colour
 from vmxprobe.durations import DurationError, parse_duration
 from vmxprobe.exitcodes import EXIT_NOT_READY, EXIT_READY
 from vmxprobe.files import OutputError
@@ -39,13 +39,15 @@ Exit codes of `fleet diff`:
   0  unchanged   1  changed   2  an input is missing or not a scan report"""
 
 
-class FleetGroup(click.Group):
+class FleetGroup(Group):
     """`fleet PATHS...` is `fleet summary PATHS...`: arguments that do not start with a
-    subcommand name are the summary's. (A report file named `diff` or `summary` in the
-    current folder: write it ./diff.)"""
+    subcommand name are the summary's, and so is no argument at all: a usage error (exit 2)
+    on every click, where a bare group would print its help and exit 0 on click 8.1 but 2
+    from 8.2. (A report file named `diff` or `summary` in the current folder: write it
+    ./diff.)"""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
             args = ["summary", *args]
         return super().parse_args(ctx, args)
 
@@ -79,6 +81,11 @@ def _parse_stale(ctx: click.Context, param: click.Parameter, value: str | None) 
         return parse_duration(value)
     except DurationError as e:
         raise click.BadParameter(str(e)) from None
+
+
+def progress_stream() -> TextIO:
+    """Where the progress bar goes: standard error, shown only when it is a terminal."""
+    return sys.stderr
 
 
 @fleet.command("summary", epilog=FLEET_EXIT_HELP)
@@ -134,7 +141,7 @@ def summary_cmd(
             + ("" if recursive else " (-r reads the folders below too)")
         )
     progress = None
-    stderr = click.get_text_stream("stderr")
+    stderr = progress_stream()
     if stderr.isatty():
         total = count_files(paths, recursive)
         if total >= PROGRESS_MIN:
@@ -154,7 +161,7 @@ def summary_cmd(
             recursive=recursive,
             style=style,
             progress=progress,
-            stdout=click.get_text_stream("stdout"),
+            stdout=sys.stdout,
         )
     except OutputError as e:
         raise Fail(f"cannot write the inventory: {e}") from None
@@ -166,7 +173,7 @@ def summary_cmd(
 def _load_for_diff(path: str, which: str) -> dict[str, Any]:
     try:
         if path == "-":
-            return read_report("-", stream=click.get_binary_stream("stdin"))
+            return read_report("-", stream=sys.stdin.buffer)
         if os.path.isdir(path):
             raise Unreadable("is a folder; give one report file")
         return read_report(path)
