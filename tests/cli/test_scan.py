@@ -6,9 +6,10 @@ from importlib import resources
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
 
-from tests import hostgen
+from tests import cli_runner, hostgen
+from tests.render.exports import parse_prom
+from vmxprobe import files as output
 from vmxprobe.cli import cli
 from vmxprobe.host import fixture
 
@@ -34,7 +35,7 @@ def vmxprobe(*args, env=None):
 
 
 def invoke(*args, **kw):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False, **kw)
+    return cli_runner().invoke(cli, list(args), catch_exceptions=False, **kw)
 
 
 @pytest.mark.parametrize("name", fixture.bundled_names())
@@ -231,3 +232,81 @@ def test_this_machine_scans_without_a_traceback():
         # driver is still mentioned.
         assert r.returncode == 1
         assert any("modprobe msr" in x for x in report["verdict"]["reasons"])
+
+
+# --- through the CLI ---------------------------------------------------------------------
+
+
+def _capture_temp_names(monkeypatch, target):
+    """Names of the temp files renamed onto `target` (os.replace is the module-wide one:
+    pass every call through, record only ours)."""
+    names = []
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if os.path.basename(os.fspath(dst)) == os.path.basename(os.fspath(target)):
+            names.append(os.path.basename(src))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(output.os, "replace", replace)
+    return names
+
+
+@pytest.mark.parametrize(
+    "fmt,name,code",
+    [
+        ("prometheus", "intel-2s-ready", 0),
+        ("prometheus", "intel-fw-locked-off", 1),
+        ("nfd", "intel-2s-ready", 0),
+        ("nfd", "amd-host", 1),
+    ],
+)
+def test_scan_writes_the_export_atomically_with_a_temp_name_consumers_skip(
+    tmp_path, monkeypatch, fmt, name, code
+):
+    target = tmp_path / ("vmxprobe.prom" if fmt == "prometheus" else "vmxprobe")
+    names = _capture_temp_names(monkeypatch, target)
+    result = cli_runner().invoke(cli, ["scan", "--fixture", name, "--format", fmt, "-o", str(target)])
+    assert result.exit_code == code, result.stderr
+    assert result.stdout == ""
+    [tmp] = names
+    assert tmp.startswith(".")  # nfd-worker skips dot-files
+    assert not tmp.endswith(".prom")  # the textfile collector reads *.prom only
+    assert os.listdir(tmp_path) == [target.name]
+    text = target.read_text()
+    if fmt == "prometheus":
+        parse_prom(text)
+    else:
+        assert text.splitlines()[1].startswith("# +expiry-time=")
+    assert oct(target.stat().st_mode & 0o777) == "0o644"  # node_exporter runs as another user
+
+
+def test_scan_to_stdout_and_notes_about_names_consumers_ignore(tmp_path):
+    r = cli_runner().invoke(cli, ["scan", "--fixture", "intel-2s-ready", "--format", "prometheus"])
+    assert r.exit_code == 0 and r.stdout.startswith("# HELP vmxprobe_info")
+    r = cli_runner().invoke(
+        cli,
+        [
+            "scan",
+            "--fixture",
+            "intel-2s-ready",
+            "--format",
+            "prometheus",
+            "-o",
+            str(tmp_path / "metrics.txt"),
+        ],
+    )
+    assert r.exit_code == 0
+    assert "reads only *.prom" in r.stderr
+    r = cli_runner().invoke(
+        cli, ["scan", "--fixture", "intel-2s-ready", "--format", "nfd", "-o", str(tmp_path / ".hidden")]
+    )
+    assert "ignores features.d files whose names start with '.'" in r.stderr
+
+
+def test_scan_nfd_with_a_bad_expiry_is_a_usage_error():
+    r = cli_runner().invoke(
+        cli, ["scan", "--fixture", "intel-2s-ready", "--format", "nfd"], env={"VMXPROBE_NFD_EXPIRY": "soon"}
+    )
+    assert r.exit_code == 2
+    assert "VMXPROBE_NFD_EXPIRY" in r.stderr
