@@ -94,7 +94,7 @@ def run(
             allocation = pages.outcome()
             verdict = verdict.with_allocation(allocation)
             if allocation.ok:
-                verification = pages.verify(plan, placement, verdict.reaches_allocation)
+                verification = pages.verify(plan, placement, verdict.kernel_allocates)
     return ScanResult(
         readings,
         identify(readings, verdict.boot_cpu),
