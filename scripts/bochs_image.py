@@ -5,7 +5,7 @@ One ISO serves every boot: GRUB, two kernels (Debian's own linux-image and the f
 scripts/bochs-kernel.sh builds from Debian's linux-source-6.1), and one LZ4-compressed
 initramfs holding a static busybox, Debian's python3 with the part of its standard
 library that vmxprobe and the guest script import, click, this checkout's vmxprobe/
-tree, tests/bochs/guest.py, and each kernel's msr, cpuid, kvm and kvm_intel modules.
+tree, tests/bochs/bochs_guest.py, and each kernel's msr, cpuid, kvm and kvm_intel modules.
 The case (kernel and command line) comes from a small floppy per boot
 (`case_floppy`), so the ISO is built once and cached under
 ${VMXPROBE_BOCHS_CACHE:-~/.cache/vmxprobe-bochs}/image-<key>, the key hashing every
@@ -242,7 +242,7 @@ def stage_root(root: str, kernels: list[Kernel]) -> dict:
                      f"{GUEST_PYTHON} importing click (apt-get install python3-click)").strip()
     shutil.copytree(click_dir, os.path.join(root, "opt", "vmxprobe", "click"),
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    _copy(os.path.join(GUEST_DIR, "guest.py"), root, "/opt/guest.py")
+    _copy(os.path.join(GUEST_DIR, "bochs_guest.py"), root, "/opt/guest.py")
     init = _copy(os.path.join(GUEST_DIR, "init.sh"), root, "/init")
     os.chmod(init, 0o755)
 
@@ -313,7 +313,7 @@ def _input_files(kernels: list[Kernel]) -> list[str]:
         files += [os.path.join(k.modules, p) for p in module_closure(k.modules)]
     files += sorted(glob.glob(os.path.join(REPO, "vmxprobe", "**", "*.py"), recursive=True))
     files += sorted(glob.glob(os.path.join(REPO, "vmxprobe", "**", "*.json"), recursive=True))
-    files += [os.path.join(GUEST_DIR, "guest.py"), os.path.join(GUEST_DIR, "init.sh"),
+    files += [os.path.join(GUEST_DIR, "bochs_guest.py"), os.path.join(GUEST_DIR, "init.sh"),
               os.path.abspath(__file__), os.path.realpath(GUEST_PYTHON), busybox()]
     return files
 

@@ -15,8 +15,8 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-from harness import bochs_image  # noqa: E402
+import bochs_harness as harness  # noqa: E402
+from bochs_harness import bochs_image  # noqa: E402
 
 
 def selected_cases() -> list[harness.Case]:

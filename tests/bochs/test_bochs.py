@@ -3,7 +3,7 @@ emulated Intel CPU with VMX; vmxprobe scans through the real msr driver, then th
 loads kvm_intel and runs a guest. vmxprobe's verdict must be the kernel's outcome.
 
 The boots are shared (conftest.py: one session, two at a time); each test reads what its
-case's guest reported (tests/bochs/guest.py)."""
+case's guest reported (tests/bochs/bochs_guest.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
+import bochs_harness as harness  # noqa: E402
 
 pytestmark = pytest.mark.bochs
 
@@ -56,7 +56,12 @@ def test_guest_ran_vmxprobe_through_its_cli(boot):
     for name in ("scan", "caps"):
         assert b[name]["rc"] in (0, 1), f"vmxprobe {name}: exit {b[name]['rc']}: {b[name]['stderr']}"
         assert b[name]["stderr"] == "", b[name]["stderr"]
-    assert b["record"]["rc"] == 0 and b["record"]["stderr"] == "", b["record"]["stderr"]
+    # record's one note: what this host lacks (the fast kernel has no NUMA, so no node
+    # directories); never the msr or cpuid devices.
+    note = b["record"]["stderr"]
+    assert b["record"]["rc"] == 0, note
+    assert note == "" or (note.startswith("vmxprobe: recorded; absent on this host: /sys/devices/system/node")
+                          and "/dev/cpu" not in note and note.count("\n") == 1), note
     assert b["load_msr"]["result"] == "ok" and b["load_cpuid"]["result"] == "ok"
     report = boot.report("scan")
     jsonschema.validate(report, SCHEMA)
@@ -213,8 +218,7 @@ def test_debian_case_runs_debians_own_kernel(bochs_run):
 
 
 def test_at_least_five_models_and_an_smp_boot():
-    models = {c.model for c in harness.CASES}
-    assert len(models) >= 5
+    assert len({c.model for c in harness.CASES if c.feat_ctl is None}) >= 5
     assert any(c.cpus >= 2 and c.feat_ctl is None for c in harness.CASES)
     assert any(c.kernel == "debian" for c in harness.CASES)
 

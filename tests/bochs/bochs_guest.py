@@ -12,7 +12,7 @@ First vmxprobe judges, through its command line only: `scan --format json`, `rec
     KVM_EXIT_HLT, with the value it left in AX read back by KVM_GET_REGS);
   - the kernel's own log lines about kvm, VMX and IA32_FEATURE_CONTROL (/dev/kmsg).
 Everything goes to the console as one zlib-compressed, base64 JSON bundle between
-markers (tests/bochs/harness.py reads it); progress lines start with "@@ ".
+markers (tests/bochs/bochs_harness.py reads it); progress lines start with "@@ ".
 """
 
 import base64
