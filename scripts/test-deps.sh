@@ -4,6 +4,7 @@
 #   - FUSE device replay and msr-tools' rdmsr (scripts/ci-fuse-setup.sh)
 #   - node_exporter, jq, ansible-core, systemd-analyze, PyYAML (scripts/ci-fleet-setup.sh)
 #   - QEMU, Debian's kernel and virtme-ng for the `vm` tests (scripts/vm-setup.sh)
+#   - Bochs, GRUB, linux-source-6.1 and its build tools for the `bochs` tests (scripts/bochs-setup.sh)
 #   - strace, for the no-write check
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +18,5 @@ SUDO=()
 bash scripts/ci-fuse-setup.sh
 bash scripts/ci-fleet-setup.sh
 bash scripts/vm-setup.sh
+bash scripts/bochs-setup.sh
 "$PYTHON" -m pip install -q -e '.[test,fuse]'
