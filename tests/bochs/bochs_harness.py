@@ -235,7 +235,8 @@ class Boot:
 
     def kernel_outcome(self) -> dict:
         b = self.bundle
-        log = [ln for ln in b["kmsg"] if LOG_RE.search(ln)]
+        # The command line names the case (vmxprobe.case=lock-vmx-off): not a kernel verdict.
+        log = [ln for ln in b["kmsg"] if LOG_RE.search(ln) and "command line:" not in ln.lower()]
         return {"kvm_intel": b["load_kvm_intel"]["result"], "dev_kvm": b["dev_kvm"],
                 "kvm_run": b["kvm_run"]["ran"], "log": log}
 

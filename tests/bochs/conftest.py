@@ -19,6 +19,21 @@ import bochs_harness as harness  # noqa: E402
 from bochs_harness import bochs_image  # noqa: E402
 
 
+SUMMARY: dict = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The table of boots (docs/bochs.md), when this run booted any."""
+    if not SUMMARY:
+        return
+    tr = terminalreporter
+    tr.section("bochs boots")
+    tr.write_line(harness.markdown_table(SUMMARY["boots"]))
+    img = SUMMARY["image"]
+    tr.write_line(f"image {'built' if img['built'] else 'from the cache'} in {img['seconds']:.0f} s; "
+                  f"boots {SUMMARY['boots_wall_seconds']:.0f} s wall; summary {SUMMARY['path']}")
+
+
 def selected_cases() -> list[harness.Case]:
     names = [n for n in os.environ.get("VMXPROBE_BOCHS_CASES", "").split(",") if n]
     unknown = [n for n in names if n not in harness.BY_NAME]
@@ -69,10 +84,13 @@ def bochs_run(tmp_path_factory):
         "loadavg_after": os.getloadavg(),
         "boots": [harness.summary_row(b) for b in boots.values()],
     }
-    with open(os.path.join(root, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"bochs: {len(boots)} boot(s) in {summary['boots_wall_seconds']:.0f} s wall; "
-          f"summary in {root}/summary.json", file=sys.stderr)
+    # Kept in the cache too: pytest's temporary directories rotate.
+    kept = os.path.join(bochs_image.cache_dir(), "summaries", time.strftime("%Y%m%d-%H%M%S") + ".json")
+    os.makedirs(os.path.dirname(kept), exist_ok=True)
+    for path in (os.path.join(root, "summary.json"), kept):
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=1)
+    SUMMARY.update(summary, path=kept)
     if os.environ.get("VMXPROBE_BOCHS_RECORD") == "1":
         for b in boots.values():
             if b.bundle and b.bundle["record"]["fixture"]:
