@@ -191,7 +191,7 @@ def kvm_run() -> dict:
             reason = struct.unpack_from("=I", run, 8)[0]
             if reason == KVM_EXIT_IO:
                 # struct kvm_run's io: direction u8, size u8, port u16, count u32, offset u64
-                direction, size_, port, count, offset = struct.unpack_from("=BBHIQ", run, 32)
+                direction, _size, port, count, offset = struct.unpack_from("=BBHIQ", run, 32)
                 out["exits"].append({"reason": "IO", "port": port, "out": direction == 1,
                                      "byte": run[offset] if count else None})
                 continue
@@ -235,7 +235,7 @@ def kmsg() -> list[str]:
                 if e.errno == errno.EPIPE:   # overwritten records: skip on
                     continue
                 raise
-            header, _, text = rec.partition(";")
+            _, _, text = rec.partition(";")
             lines.append(text.split("\n")[0])
     finally:
         os.close(fd)

@@ -379,8 +379,8 @@ def summary_row(b: Boot) -> dict:
 
 def markdown_table(rows: list[dict]) -> str:
     """docs/bochs.md's table of boots, from summary rows (conftest's summary.json)."""
-    out = ["| case | Bochs model | CPUs | kernel | IA32_FEATURE_CONTROL | VMX_BASIC | vmxprobe "
-           "(exit) | kernel: kvm_intel, KVM_RUN | wall / CPU s |",
+    out = [("| case | Bochs model | CPUs | kernel | IA32_FEATURE_CONTROL | VMX_BASIC | vmxprobe "
+            "(exit) | kernel: kvm_intel, KVM_RUN | wall / CPU s |"),
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("error"):

@@ -79,7 +79,7 @@ def test_every_cpu_and_a_plan_page_per_possible_cpu(path):
     doc = load(path)
     possible = cpulist_len(doc["files"]["sys/devices/system/cpu/possible"])
     assert possible == doc["provenance"]["cpu_count"]
-    rc, report, _ = scan(path)
+    _, report, _ = scan(path)
     assert report["plan"]["pages"] == possible
     assert [c["cpu"] for c in report["per_cpu"] if c["probed"]] == list(range(possible))
     # Only the flags Linux 6.1 leaves unnamed may differ (harness.UNNAMED_IN_6_1).
