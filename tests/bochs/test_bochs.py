@@ -2,7 +2,7 @@
 emulated Intel CPU with VMX; vmxprobe scans through the real msr driver, then the kernel
 loads kvm_intel and runs a guest. vmxprobe's verdict must be the kernel's outcome.
 
-The boots are shared (conftest.py: one session, two at a time); each test reads what its
+The boots are shared (conftest.py: once per pytest run, two at a time); each test reads what its
 case's guest reported (tests/bochs/bochs_guest.py)."""
 
 from __future__ import annotations
