@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(bochs bochsbios vgabios bochs-term grub-pc-bin grub-common xorriso mtools
               busybox-static python3-click linux-image-amd64 msr-tools linux-source-6.1
               build-essential bc flex bison libelf-dev libssl-dev kmod file lz4)
+# shellcheck source=scripts/apt-ensure.sh
 . scripts/apt-ensure.sh
 apt_ensure bochs-setup "${APT_PACKAGES[@]}"
 echo "bochs-setup: $(bochs --help 2>&1 | grep -m1 -o 'Bochs x86 Emulator [^ ]*')"

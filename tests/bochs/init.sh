@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the bochs tier's initramfs: mount what the guest script reads, run it, power
 # off (ACPI soft-off ends Bochs). The case name comes from vmxprobe.case= on the command
 # line, which the case floppy's GRUB snippet sets.
