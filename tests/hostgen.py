@@ -60,7 +60,11 @@ def compose(
     kernel="6.12.0-composed",
     extra_msrs=None,
     boot_params=True,
+    extra_cpuid=None,
+    max_leaf=None,
 ):
+    """A composed fixture document. extra_msrs maps an MSR index to one reading for every
+    online CPU, or to {cpu: reading}; extra_cpuid does the same for (leaf, subleaf)."""
     online = sorted(c for cpus in nodes.values() for c in cpus)
     possible = possible or online
     files = {
@@ -97,14 +101,17 @@ def compose(
     files["proc/cpuinfo"] = "\n".join(blocks) + "\n"
     msr = {0x3A: {c: feat_ctl for c in online}, 0x480: {c: vmx_basic for c in online}}
     for index, reading in (extra_msrs or {}).items():
-        msr[index] = {c: reading for c in online}
-    leaf0 = CpuidReading(value=(0x16 if vendor == INTEL else 0xD, *vendor))
+        msr[index] = dict(reading) if isinstance(reading, dict) else {c: reading for c in online}
+    top = max_leaf if max_leaf is not None else (0x16 if vendor == INTEL else 0xD)
+    leaf0 = CpuidReading(value=(top, *vendor))
     cpuid = {
         (0, 0): {c: leaf0 for c in online},
         (1, 0): {c: CpuidReading(value=(signature, (c & 0xFF) << 24 | 0x0800, ecx, 0x0)) for c in online},
     }
     if hypervisor:
         cpuid[(0x40000000, 0)] = {c: CpuidReading(value=(0x40000001, *hypervisor)) for c in online}
+    for key, reading in (extra_cpuid or {}).items():
+        cpuid[key] = dict(reading) if isinstance(reading, dict) else {c: reading for c in online}
     blobs = {}
     if boot_params:
         # Composed, not read: a host booted without tboot. Only tboot_addr (offset 0x58)
@@ -146,6 +153,66 @@ def synthetic(
         flags="fpu msr lm vmx",
         feat_ctl=v(feat_ctl),
         vmx_basic=v(vmx_basic),
+    )
+
+
+MSR_VM_CR, MSR_AMD64_SEV = 0xC0010114, 0xC0010131
+EPYC_SIGNATURE = 0x00800F12  # family 23, model 1, stepping 2
+AMD_FLAGS = (
+    "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 "
+    "ht syscall nx lm"
+)
+
+
+def amd_synthetic(
+    n_cpus=4,
+    n_nodes=1,
+    *,
+    vm_cr=0x0,
+    kernel="6.12.0-composed",
+    sev_status=None,
+    mem_encrypt=None,
+    svm=True,
+    hypervisor=None,
+    name=None,
+):
+    """An AMD host of n_cpus online CPUs: CPUID Fn8000_0001 with SVM (or not), VM_CR on
+    every CPU, and, with mem_encrypt (Fn8000_001F EAX), a SEV_STATUS where sev_status is
+    given. The svm flag in /proc/cpuinfo is what the kernel release shows: from 6.7 it
+    is cleared when VM_CR.SVMDIS is set."""
+    per = -(-n_cpus // n_nodes)
+    nodes = {n: list(range(n * per, min(n_cpus, (n + 1) * per))) for n in range(n_nodes)}
+    m = re.match(r"(\d+)\.(\d+)", kernel)
+    hides = m is not None and (int(m.group(1)), int(m.group(2))) >= (6, 7)
+    svmdis = isinstance(vm_cr, int) and bool(vm_cr & 0x10)
+    cpuid = {
+        (0x80000000, 0): CpuidReading(value=(0x8000001F if mem_encrypt is not None else 0x80000008, *AMD)),
+        (0x80000001, 0): CpuidReading(value=(EPYC_SIGNATURE, 0, 0x4 if svm else 0, 0)),
+    }
+    if mem_encrypt is not None:
+        cpuid[(0x8000001F, 0)] = CpuidReading(value=(mem_encrypt, 0, 0, 0))
+    msrs = {MSR_VM_CR: v(vm_cr) if isinstance(vm_cr, int) else vm_cr}
+    if sev_status is not None:
+        msrs[MSR_AMD64_SEV] = v(sev_status) if isinstance(sev_status, int) else sev_status
+    flags = AMD_FLAGS + (" svm" if svm and not (svmdis and hides) else "")
+    return compose(
+        name or f"amd-synthetic-{n_cpus}cpu",
+        f"synthetic AMD host: {n_cpus} CPUs on {n_nodes} node(s)",
+        [],
+        "Synthetic, for tests; not a real machine.",
+        nodes=nodes,
+        vendor=AMD,
+        signature=EPYC_SIGNATURE,
+        ecx=ECX_HYPERVISOR if hypervisor else 0,
+        model_name="synthetic AMD",
+        flags=flags + (" hypervisor" if hypervisor else ""),
+        feat_ctl=MsrReading(errno="EIO"),
+        vmx_basic=MsrReading(errno="EIO"),
+        hypervisor=hypervisor,
+        kernel=kernel,
+        max_leaf=0xD,
+        extra_cpuid=cpuid,
+        extra_msrs=msrs,
     )
 
 

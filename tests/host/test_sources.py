@@ -197,3 +197,20 @@ def test_recording_keeps_every_answer(tmp_path, tree):
         0x481: {2: MsrReading(errno="SHORT")},
     }
     assert rec.files == {"sys/devices/system/cpu/online": "0-3\n"}
+
+
+def test_replay_of_an_absent_device_fails_the_same_for_any_register():
+    """A CPU whose every recorded read failed at open() (no msr driver: ENOENT) answers
+    that for a register the fixture does not hold, as `fixture mount` serves it; where
+    the device opened, an unheld register is UNRECORDED."""
+    from vmxprobe.host import fixture
+    from vmxprobe.host.sources import FixtureHost
+
+    doc = hostgen.synthetic(2, 1)
+    doc["msr"] = {"0x3a": [{"cpus": "0", "errno": "ENOENT"}, {"cpus": "1", "value": "0x0000000000000005"}]}
+    doc["cpuid"]["0x00000000:0x0"] = [{"cpus": "0-1", "errno": "EACCES"}]
+    doc["cpuid"]["0x00000001:0x0"] = [{"cpus": "0-1", "errno": "EACCES"}]
+    src = FixtureHost(fixture.parse(doc))
+    assert src.read_msr(0, 0xC0010114) == MsrReading(errno="ENOENT")
+    assert src.read_msr(1, 0xC0010114) == MsrReading(errno="UNRECORDED")
+    assert src.read_cpuid(0, 0x80000001) == CpuidReading(errno="EACCES")

@@ -31,7 +31,7 @@ from typing import Any, Callable, NoReturn
 
 from vmxprobe.host.cpulist import CpulistError, parse_cpulist
 from vmxprobe.host.fixture import Fixture
-from vmxprobe.host.sources import CPU_DIR, NOTREG, SHORT, Reading
+from vmxprobe.host.sources import CPU_DIR, NOTREG, SHORT, Reading, open_error
 
 # For the i-th chunk of a read: the recorded reading, and how to pack its value.
 ReadingAt = Callable[[int], "tuple[Reading | None, Callable[[Any], bytes]]"]
@@ -42,12 +42,6 @@ INSTALL_HINT = "pip install 'vmxprobe[fuse]' (and libfuse3: apt-get install fuse
 class MountError(Exception):
     """A mount that could not be made or served; the message is one line."""
 
-
-# Recorded failures that the drivers give at open(), not at read(): no device node
-# (driver not loaded), no CAP_SYS_RAWIO (msr_open), permission bits, and a CPU that
-# is offline (msr_open/cpuid_open: !cpu_online -> ENXIO). EIO stays a read-time
-# failure: it is what rdmsr_safe_on_cpu() gives for a register that faults.
-OPEN_ERRORS = ("ENOENT", "ENXIO", "EPERM", "EACCES")
 
 _CPU_LINK = re.compile(rf"{CPU_DIR}/cpu\d+")
 _NODE = re.compile(r"node\d+")
@@ -60,14 +54,6 @@ def _err(code: int) -> OSError:
 def _code(name: str) -> int:
     value = getattr(errno, name, None) if name.startswith("E") else None
     return value if isinstance(value, int) else errno.EIO
-
-
-def _open_error(readings: list[Reading]) -> str | None:
-    """The errno open() gives for a device whose every recorded read failed the same
-    way at open time; None when the device opens and each read answers for itself."""
-    names = {r.errno for r in readings}
-    (name,) = names if len(names) == 1 else (None,)
-    return name if readings and name in OPEN_ERRORS else None
 
 
 class DevCpuTree:
@@ -124,7 +110,7 @@ class DevCpuTree:
         for cpu in self.cpus():
             for kind, table in (("msr", fx.msr), ("cpuid", fx.cpuid)):
                 recorded = [results[cpu] for results in table.values() if cpu in results]
-                failure = _open_error(recorded)
+                failure = open_error(recorded)
                 if failure == "ENOENT":
                     continue  # the driver was not loaded: no device node at all
                 path = f"dev/cpu/{cpu}/{kind}"

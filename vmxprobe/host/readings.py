@@ -1,9 +1,10 @@
 """The readings of one scan: everything a verdict needs, read once from one source.
 
-Topology first, then each online CPU's CPUID leaves and MSRs (IA32_FEATURE_CONTROL,
-IA32_VMX_BASIC and, where VMX_BASIC shows VMX, the capability MSRs the architecture says
-exist), then the kernel's own view in /proc/cpuinfo and the kvm_intel parameters that
-change what KVM compares."""
+Topology and the kernel's own view in /proc/cpuinfo first, then each online CPU's CPUID
+leaves and MSRs (IA32_FEATURE_CONTROL, IA32_VMX_BASIC and, where VMX_BASIC shows VMX, the
+capability MSRs the architecture says exist; on AMD and Hygon CPUs also VM_CR and, where
+the CPU offers memory encryption, SEV_STATUS), then the kvm_intel parameters that change
+what KVM compares."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from vmxprobe.arch.cpuid import (
     cpuid_vendor,
     hypervisor_name,
 )
+from vmxprobe.arch.svm import LEAF_MEM_ENCRYPT, MSR_AMD64_SEV, MSR_VM_CR, decode_mem_encrypt
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC
 from vmxprobe.host.sources import CPUINFO, OSRELEASE, CpuidReading, MsrReading, Source
 from vmxprobe.host.topology import Topology, read_topology
@@ -58,6 +60,12 @@ class CpuReadings:
         CPU's highest leaf (then the kernel reads it as 0: see read_cpu())."""
         return self.cpuid_bit(f.leaf, f.reg, f.bit, f.subleaf)
 
+    @property
+    def vendor(self) -> str | None:
+        """The vendor string CPUID leaf 0 gives, or None when it was not read."""
+        r = self.cpuid.get(0)
+        return cpuid_vendor(r.value) if r is not None and r.value is not None else None
+
 
 @dataclass
 class HostReadings:
@@ -74,8 +82,25 @@ class HostReadings:
     boot_params: bytes | None = None  # sys/kernel/boot_params/data: struct boot_params
     debugfs_x86: list[str] | None = None  # sys/kernel/debug/x86 entries the model looks for
 
+    def vendor(self, cpu: int) -> str | None:
+        """A CPU's vendor: CPUID leaf 0, or /proc/cpuinfo's vendor_id where the cpuid
+        device could not be read (the kernel prints what CPUID told it)."""
+        p = self.cpus.get(cpu)
+        got = p.vendor if p is not None else None
+        if got is None:
+            text = self.cpuinfo.get(cpu, {}).get("vendor_id")
+            got = text if isinstance(text, str) and text else None
+        return got
 
-def read_cpu(source: Source, cpu: int) -> CpuReadings:
+    def is_amd(self, cpu: int) -> bool | None:
+        """AMD or Hygon, the vendors with SVM; None when the vendor is not known."""
+        vendor = self.vendor(cpu)
+        return None if vendor is None else vendor in AMD_VENDORS
+
+
+def read_cpu(source: Source, cpu: int, vendor_hint: str | None = None) -> CpuReadings:
+    """One CPU's registers. `vendor_hint` is /proc/cpuinfo's vendor_id for this CPU: it
+    decides the AMD reads where the cpuid device cannot say."""
     p = CpuReadings(cpu)
     p.cpuid[0] = source.read_cpuid(cpu, 0)
     p.cpuid[1] = source.read_cpuid(cpu, 1)
@@ -96,7 +121,33 @@ def read_cpu(source: Source, cpu: int) -> CpuReadings:
     p.msr[MSR_IA32_FEAT_CTL] = source.read_msr(cpu, MSR_IA32_FEAT_CTL)
     p.msr[MSR_IA32_VMX_BASIC] = source.read_msr(cpu, MSR_IA32_VMX_BASIC)
     read_capabilities(source, p)
+    if (p.vendor or vendor_hint) in AMD_VENDORS:
+        read_svm(source, p)
     return p
+
+
+def read_svm(source: Source, p: CpuReadings) -> None:
+    """The AMD registers the SVM verdict rests on, on an AMD or Hygon CPU only.
+
+    VM_CR (0xc0010114) on every CPU: its SVMDIS bit decides SVM there (KVM's checks read
+    it per CPU from 6.3, init_amd() from 6.7). SEV_STATUS (0xc0010131) where CPUID
+    Fn8000_001F EAX offers SME or SEV, the condition under which sme_enable()
+    (arch/x86/mm/mem_encrypt_identity.c) reads it at boot; also where that leaf could not
+    be read at all, since the msr driver's rdmsr_safe_on_cpu() turns a missing register
+    into EIO rather than a fault, and the kernel's own answer is needed either way.
+    """
+    cpu = p.cpu
+    p.msr[MSR_VM_CR] = source.read_msr(cpu, MSR_VM_CR)
+    leaf = p.cpuid.get(LEAF_MEM_ENCRYPT)
+    ext = p.cpuid.get(LEAF_EXT_MAX)
+    if leaf is not None and leaf.value is not None:
+        wanted = decode_mem_encrypt(leaf.value[EAX]).reads_sev_status
+    else:
+        # Not read: either the CPU's extended range ends below the leaf (then the kernel
+        # does not read SEV_STATUS either), or the cpuid device did not answer.
+        wanted = not (ext is not None and ext.value is not None and ext.value[EAX] < LEAF_MEM_ENCRYPT)
+    if wanted:
+        p.msr[MSR_AMD64_SEV] = source.read_msr(cpu, MSR_AMD64_SEV)
 
 
 def _read_feature_leaves(source: Source, p: CpuReadings) -> None:
@@ -120,6 +171,9 @@ def _read_feature_leaves(source: Source, p: CpuReadings) -> None:
     ext = p.cpuid[LEAF_EXT_MAX] = read(cpu, LEAF_EXT_MAX)
     if ext.value is not None and LEAF_EXT_FEATURES <= ext.value[EAX] <= LEAF_EXT_MAX + 0xFFFF:
         p.cpuid[LEAF_EXT_FEATURES] = read(cpu, LEAF_EXT_FEATURES)
+        # Encrypted-memory capabilities: whether the kernel reads SEV_STATUS (read_svm()).
+        if ext.value[EAX] >= LEAF_MEM_ENCRYPT:
+            p.cpuid[LEAF_MEM_ENCRYPT] = read(cpu, LEAF_MEM_ENCRYPT)
 
 
 def read_capabilities(source: Source, p: CpuReadings) -> None:
@@ -248,9 +302,13 @@ def _read_host(source: Source) -> HostReadings:
     # identity.
     same_msrs: dict[tuple[Any, ...], dict[int, MsrReading]] = {}
     same_leaf: dict[CpuidReading, CpuidReading] = {}
+    # The kernel's own view first: its vendor_id stands in for CPUID leaf 0 where the
+    # cpuid device cannot be read, so that an AMD host without it still gets VM_CR read.
+    cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
     try:
         for cpu in topo.online:
-            p = probes[cpu] = read_cpu(source, cpu)
+            hint = cpuinfo.get(cpu, {}).get("vendor_id")
+            p = probes[cpu] = read_cpu(source, cpu, hint if isinstance(hint, str) else None)
             try:
                 p.msr = same_msrs.setdefault((tuple(p.msr), tuple(p.msr.values())), p.msr)
                 for leaf, r in p.cpuid.items():
@@ -263,7 +321,6 @@ def _read_host(source: Source) -> HostReadings:
         source.close()
     release = source.read_text(OSRELEASE)
     params = read_kvm_params(source)
-    cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
     return HostReadings(
         source_kind=source.kind,
         source_name=source.name,

@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol, Union
 
 from vmxprobe.files import read_capped
@@ -378,8 +379,27 @@ class Recorded(Protocol):
     cpuid: dict[tuple[int, int], dict[int, CpuidReading]]
 
 
+# Recorded failures that the drivers give at open(), not at read(): no device node
+# (driver not loaded), no CAP_SYS_RAWIO (msr_open), permission bits, and a CPU that
+# is offline (msr_open/cpuid_open: !cpu_online -> ENXIO). EIO stays a read-time
+# failure: it is what rdmsr_safe_on_cpu() gives for a register that faults.
+OPEN_ERRORS = ("ENOENT", "ENXIO", "EPERM", "EACCES")
+
+
+def open_error(readings: Sequence[Reading]) -> str | None:
+    """The errno open() gives for a device whose every recorded read failed the same
+    way at open time; None when the device opens and each read answers for itself."""
+    names = {r.errno for r in readings}
+    (name,) = names if len(names) == 1 else (None,)
+    return name if readings and name in OPEN_ERRORS else None
+
+
 class FixtureHost:
-    """Replays a loaded fixture. Never touches /dev/cpu."""
+    """Replays a loaded fixture. Never touches /dev/cpu.
+
+    A register the fixture does not hold answers UNRECORDED, except on a CPU whose
+    device failed at open() for every register recorded (no msr driver, not root): the
+    device fails the same way for any register, as `vmxprobe fixture mount` serves it."""
 
     kind = "fixture"
 
@@ -387,6 +407,18 @@ class FixtureHost:
         self.fixture = fixture
         self.name = fixture.name
         self.file_errors = dict(fixture.file_errors)
+        self._closed: dict[tuple[str, int], MsrReading | CpuidReading | None] = {}
+
+    def _device_failure(self, kind: str, cpu: int) -> MsrReading | CpuidReading | None:
+        key = (kind, cpu)
+        if key not in self._closed:
+            if kind == "msr":
+                name = open_error([r[cpu] for r in self.fixture.msr.values() if cpu in r])
+                self._closed[key] = None if name is None else MsrReading(errno=name)
+            else:
+                name = open_error([r[cpu] for r in self.fixture.cpuid.values() if cpu in r])
+                self._closed[key] = None if name is None else CpuidReading(errno=name)
+        return self._closed[key]
 
     def read_text(self, path: str) -> str | None:
         return self.fixture.files.get(path)
@@ -401,10 +433,18 @@ class FixtureHost:
         return sorted(n for n in names if pattern.fullmatch(n))
 
     def read_msr(self, cpu: int, index: int) -> MsrReading:
-        return self.fixture.msr.get(index, {}).get(cpu, _UNRECORDED_MSR)
+        got = self.fixture.msr.get(index, {}).get(cpu)
+        if got is not None:
+            return got
+        failed = self._device_failure("msr", cpu)
+        return failed if isinstance(failed, MsrReading) else _UNRECORDED_MSR
 
     def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading:
-        return self.fixture.cpuid.get((leaf, subleaf), {}).get(cpu, _UNRECORDED_CPUID)
+        got = self.fixture.cpuid.get((leaf, subleaf), {}).get(cpu)
+        if got is not None:
+            return got
+        failed = self._device_failure("cpuid", cpu)
+        return failed if isinstance(failed, CpuidReading) else _UNRECORDED_CPUID
 
     def close(self) -> None:
         pass
