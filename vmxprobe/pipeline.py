@@ -15,8 +15,8 @@ from vmxprobe.host.readings import HostReadings, read_host
 from vmxprobe.host.sources import Source
 from vmxprobe.kernel.numa import NodeMap, cpu_to_node
 from vmxprobe.kernel.pages import Allocation, Materialized, Placement, Verification, materialize
-from vmxprobe.kernel.root_vmcs import Plan, build_plan
-from vmxprobe.kernel.verdict import Verdict, judge
+from vmxprobe.kernel.root_vmcs import Plan, build_plan, not_applicable
+from vmxprobe.kernel.verdict import SVM, Verdict, judge
 
 Materializer = Callable[[Plan], Materialized]
 
@@ -71,7 +71,8 @@ def run(
     its allocation step: whether each page lands on the node the plan names is a
     property of the plan, not of the verdict. Only when the verdict reaches the
     allocation does a failed page make x86_vmx_init() -ENOMEM; otherwise the failure is
-    reported in the plan section alone.
+    reported in the plan section alone. A host whose verdict rests on SVM (AMD, Hygon)
+    has no root VMCS: its plan is empty, says why, and nothing is allocated.
 
     materialize_pages(plan) -> Materialized replaces the allocation (tests inject
     failures with it); by default pages are placed as Placement.for_source() decides.
@@ -80,7 +81,11 @@ def run(
     readings = read_host(source)
     verdict = judge(readings)
     nodes = cpu_to_node(readings.topology)
-    plan = build_plan(readings.topology, nodes, verdict.revision_id)
+    if verdict.virt == SVM:
+        plan = not_applicable(readings.topology)
+        materialize_plan = False
+    else:
+        plan = build_plan(readings.topology, nodes, verdict.revision_id)
     # Pages are placed on this machine's nodes only for a live scan of this machine;
     # a fixture or another root describes some other host, so placement is simulated.
     # `name` is the root's absolute path, also through a RecordingHost wrapper.

@@ -413,7 +413,9 @@ def test_capabilities_section_of_every_bundled_fixture_is_valid(name):
     assert render_caps_text(result.verdict.capabilities).endswith("\n")
 
 
-@pytest.mark.parametrize("name,code", [("amd-host", 1), ("intel-2s-ready", 0), ("pub-skylake", 0)])
+@pytest.mark.parametrize(
+    "name,code", [("amd-host", 0), ("amd-svm-locked-off", 1), ("intel-2s-ready", 0), ("pub-skylake", 0)]
+)
 def test_caps_command_exit_code_is_the_scans(name, code):
     if name not in fixture.bundled_names():
         pytest.skip(f"{name} is not bundled")

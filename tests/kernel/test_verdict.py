@@ -273,9 +273,32 @@ def test_bundled_guest_without_nested():
 
 def test_bundled_amd_host():
     report, v = scan(fixture.load("amd-host"))
-    assert v.x86_vmx_init == "EOPNOTSUPP"
+    assert v.x86_vmx_init == "EOPNOTSUPP" and v.kvm_intel == "EOPNOTSUPP"
+    # AMD: readiness rests on x86_svm_init() and kvm_amd (kernel/kvm_amd.py).
+    assert (v.virt, v.x86_svm_init, v.kvm_amd, v.ready) == ("svm", "ok", "ok", True)
     assert "SVM (AMD-V)" in reasons(report)
     assert report["host"]["vendor"] == "AuthenticAMD" and report["host"]["family"] == 0x17
+
+
+@pytest.mark.parametrize(
+    "virt,steps,ready,determined",
+    [
+        ("vmx", ("ok", "ok", "EOPNOTSUPP", "EOPNOTSUPP"), True, True),
+        ("vmx", ("EOPNOTSUPP", None, "EOPNOTSUPP", "EOPNOTSUPP"), False, True),
+        ("vmx", (None, None, "ok", "ok"), False, False),  # SVM fields never decide VMX hosts
+        ("svm", ("EOPNOTSUPP", "EOPNOTSUPP", "ok", "ok"), True, True),
+        ("svm", ("EOPNOTSUPP", "EOPNOTSUPP", "ok", "EIO"), False, True),
+        ("svm", ("EOPNOTSUPP", "EOPNOTSUPP", None, "EOPNOTSUPP"), False, True),  # a known refusal settles it
+        ("svm", ("EOPNOTSUPP", "EOPNOTSUPP", "ok", None), False, False),
+        ("svm", ("ok", "ok", None, None), False, False),  # VMX fields never decide SVM hosts
+    ],
+)
+def test_ready_and_determined_follow_the_hosts_extension(virt, steps, ready, determined):
+    from vmxprobe.kernel.verdict import Verdict
+
+    vmx_init, kvm_intel, svm_init, kvm_amd = steps
+    v = Verdict(x86_vmx_init=vmx_init, kvm_intel=kvm_intel, x86_svm_init=svm_init, kvm_amd=kvm_amd, virt=virt)
+    assert (v.ready, v.determined) == (ready, determined)
 
 
 def test_recorded_guest_without_msr_driver():

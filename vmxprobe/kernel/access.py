@@ -3,9 +3,11 @@ naming the register, the CPU, the errno, the cause and the fix."""
 
 from __future__ import annotations
 
+from vmxprobe.arch.cpuid import LEAF_EXT_FEATURES
+from vmxprobe.arch.svm import MSR_VM_CR
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC
 from vmxprobe.host.readings import CpuReadings
-from vmxprobe.host.sources import ACCESS_ERRORS, MEANING, CpuidReading, MsrReading
+from vmxprobe.host.sources import ACCESS_ERRORS, MEANING, UNRECORDED, CpuidReading, MsrReading
 
 # One-line causes and fixes for what stops a scan from seeing the registers.
 HINTS = {
@@ -52,4 +54,28 @@ def basic_access_note(p: CpuReadings) -> str | None:
     r = p.msr[MSR_IA32_VMX_BASIC]
     if not r.ok and r.errno in ACCESS_ERRORS and r.errno != "UNRECORDED":
         return f"IA32_VMX_BASIC could not be read on CPU {p.cpu} ({r.errno}): {HINTS.get(r.errno or '', '')}"
+    return None
+
+
+def unreadable_svm(p: CpuReadings, cpuinfo_answered: bool = False) -> list[str]:
+    """What left this AMD CPU's SVM flag or VM_CR unknown: VM_CR first (a read that
+    faults is not listed: the kernel reads it as 0), then CPUID Fn8000_0001 where
+    /proc/cpuinfo did not stand in."""
+    out = []
+    r = p.msr.get(MSR_VM_CR) or MsrReading(errno=UNRECORDED)
+    if not r.ok and r.errno != "EIO":
+        out.append(unreadable(p.cpu, "VM_CR (0xc0010114)", r))
+    leaf = p.cpuid.get(LEAF_EXT_FEATURES) or p.cpuid.get(0) or CpuidReading(errno=UNRECORDED)
+    if leaf.value is None and not cpuinfo_answered:
+        out.append(unreadable(p.cpu, "CPUID Fn8000_0001", leaf, CPUID_HINTS))
+    return out
+
+
+def vm_cr_access_note(p: CpuReadings) -> str | None:
+    """Why VM_CR could not be read, when it says something about our access."""
+    r = p.msr.get(MSR_VM_CR)
+    if r is not None and not r.ok and r.errno in ACCESS_ERRORS and r.errno != "UNRECORDED":
+        return (
+            f"VM_CR (0xc0010114) could not be read on CPU {p.cpu} ({r.errno}): {HINTS.get(r.errno or '', '')}"
+        )
     return None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from vmxprobe.arch import cpuid
 from vmxprobe.arch.cpuid import CpuFeature
+from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.host.readings import HostReadings
 from vmxprobe.kernel import feat_ctl
 from vmxprobe.kernel.release import CR4_LAM, KVM_CET, KernelModel
@@ -164,3 +165,38 @@ def _cleared_everywhere(scan: HostReadings, fs: tuple[CpuFeature, ...], cpus: tu
         return False
     flags = [scan.cpuinfo.get(c, {}).get("flags") for c in cpus]
     return all(fl is not None for fl in flags) and not any(f.cpuinfo in fl for fl in flags for f in fs if fl)
+
+
+def refusal(cpu: int, cr4: Cr4Check) -> str:
+    """Why the CR4 check refuses this CPU (kvm_intel and kvm_amd alike)."""
+    lacking = [
+        f"{s.features} (CR4.{s.cr4_bit}; CPU(s) {format_cpulist(s.without)} lack it)"
+        for s in cr4.splits
+        if cpu in s.with_it
+    ]
+    return (
+        f"CPU {cpu} has {', '.join(lacking)}: boot_cpu_data, the AND of every CPU, does not, so "
+        "its CR4 reserved bits differ from boot_cpu_data's; kvm_x86_check_processor_compatibility() "
+        "refuses it (-EIO, with no message)"
+    )
+
+
+def notes(cr4: Cr4Check) -> list[str]:
+    """What the check could not see, or saw the kernel mask."""
+    out = []
+    if cr4.masked:
+        out.append(
+            f"CPUID shows {', '.join(cr4.masked)} on some CPUs only, but /proc/cpuinfo on none: the "
+            "kernel cleared it on every CPU, so KVM's CR4 check sees no difference"
+        )
+    if cr4.cpuinfo_cpus:
+        out.append(
+            f"CPU(s) {format_cpulist(cr4.cpuinfo_cpus)}: the CR4 check's features were taken from "
+            "/proc/cpuinfo flags (the cpuid device was not read there)"
+        )
+    if cr4.not_read:
+        out.append(
+            f"CPU(s) {format_cpulist(cr4.not_read)}: neither the cpuid device nor /proc/cpuinfo "
+            "flags were read, so KVM's CR4 check was not made for them"
+        )
+    return out

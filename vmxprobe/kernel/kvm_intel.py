@@ -30,7 +30,7 @@ from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC, VmxBasic
 from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.host.readings import CpuReadings, HostReadings
 from vmxprobe.host.sources import MEANING
-from vmxprobe.kernel import access, feat_ctl, vmcs_config
+from vmxprobe.kernel import access, cr4_reserved_bits, feat_ctl, vmcs_config
 from vmxprobe.kernel.capabilities import STATE_NOT_READ, CapabilityAnalysis, msr_key
 from vmxprobe.kernel.cr4_reserved_bits import Cr4Check
 from vmxprobe.kernel.release import HW_C, KVM_PER_CPU_SUPPORT, KernelModel
@@ -204,7 +204,7 @@ def load_kvm_intel(
         before = first
         q = scan.cpus[cpu]
         if cpu in refused_cr4:
-            refuse(EIO, _cr4_reason(cpu, cr4))
+            refuse(EIO, cr4_reserved_bits.refusal(cpu, cr4))
         elif vmx[cpu][0] is False:
             refuse(EIO, f"{vmx[cpu][1]}; kvm_intel: {_not_enabled(q, cpu, model)} (-EIO)")
         elif vmx[cpu][0] is not None:
@@ -221,21 +221,7 @@ def load_kvm_intel(
         )
     reasons += _feature_control_notes(scan, boot, without)
     reasons += capability_notes(capsec, boot)
-    if cr4.masked:
-        reasons.append(
-            f"CPUID shows {', '.join(cr4.masked)} on some CPUs only, but /proc/cpuinfo on none: the "
-            "kernel cleared it on every CPU, so KVM's CR4 check sees no difference"
-        )
-    if cr4.cpuinfo_cpus:
-        reasons.append(
-            f"CPU(s) {format_cpulist(cr4.cpuinfo_cpus)}: the CR4 check's features were taken from "
-            "/proc/cpuinfo flags (the cpuid device was not read there)"
-        )
-    if cr4.not_read:
-        reasons.append(
-            f"CPU(s) {format_cpulist(cr4.not_read)}: neither the cpuid device nor /proc/cpuinfo "
-            "flags were read, so KVM's CR4 check was not made for them"
-        )
+    reasons += cr4_reserved_bits.notes(cr4)
     offline = sorted(set(scan.topology.possible) - set(scan.cpus))
     if offline:
         later = (
@@ -274,19 +260,6 @@ def _not_enabled(q: CpuReadings, cpu: int, model: KernelModel) -> str:
     if model.has(HW_C) and fc is not None and fc.ok:
         return f'"VMX not fully enabled on CPU {cpu}.  Check kernel logs and/or BIOS"'
     return f'"VMX not enabled (by BIOS) in MSR_IA32_FEAT_CTL on CPU {cpu}"'
-
-
-def _cr4_reason(cpu: int, cr4: Cr4Check) -> str:
-    lacking = [
-        f"{s.features} (CR4.{s.cr4_bit}; CPU(s) {format_cpulist(s.without)} lack it)"
-        for s in cr4.splits
-        if cpu in s.with_it
-    ]
-    return (
-        f"CPU {cpu} has {', '.join(lacking)}: boot_cpu_data, the AND of every CPU, does not, so "
-        "its CR4 reserved bits differ from boot_cpu_data's; kvm_x86_check_processor_compatibility() "
-        "refuses it (-EIO, with no message)"
-    )
 
 
 def _compare(

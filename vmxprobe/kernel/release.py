@@ -27,7 +27,8 @@ MAINLINE: Version = (7, 1)
 KVM_PER_CPU_SUPPORT: Version = (6, 3)  # kvm_is_vmx_supported()/this_cpu_has(); compat on online
 EVMCS_SANITIZE: Version = (6, 3)  # evmcs_sanitize_exec_ctrls() back in setup_vmcs_config()
 SVM_PER_CPU: Version = (6, 3)  # kvm_is_svm_supported() per CPU, VM_CR read on each CPU
-SVMDIS_CLEARS_FLAG: Version = (6, 6)  # init_amd() clears X86_FEATURE_SVM on VM_CR.SVMDIS
+SVM_CPU_DATA: Version = (6, 6)  # __kvm_is_svm_supported() asks cpu_data(cpu), not boot_cpu_data
+SVMDIS_CLEARS_FLAG: Version = (6, 7)  # init_amd() clears X86_FEATURE_SVM on VM_CR.SVMDIS
 CR4_LAM: Version = (6, 8)  # X86_FEATURE_LAM in __cr4_reserved_bits()
 EPT_VIOLATION_VE: Version = (6, 10)  # SECONDARY_EXEC_EPT_VIOLATION_VE optional
 PERF_GLOBAL_ERRATUM: Version = (6, 13)  # Nehalem/Westmere clear LOAD_PERF_GLOBAL_CTRL in vmcs_config
@@ -66,10 +67,14 @@ class KernelModel:
             return "x86_vmx_init() at boot (arch/x86/virt/hw.c)"
         return "kvm_intel's alloc_kvm_area() when the module loads (arch/x86/kvm/vmx/vmx.c)"
 
-    def line(self) -> str:
-        """The one line the text output gives."""
+    def line(self, svm: bool = False) -> str:
+        """The one line the text output gives; `svm` for a host judged by its SVM rules."""
         where = f"release {self.release}" if self.release else "release unknown: current upstream"
-        text = f"kernel model: {self.name} rules ({where}); root VMCS pages by {self.root_vmcs_by}"
+        if svm:
+            what = "x86_svm_init() at boot (arch/x86/virt/hw.c)" if self.has(HW_C) else "no x86_svm_init()"
+            text = f"kernel model: {self.name} rules ({where}); SVM: kvm_amd's checks, {what}, no root VMCS"
+        else:
+            text = f"kernel model: {self.name} rules ({where}); root VMCS pages by {self.root_vmcs_by}"
         return text + (f"; {self.note}" if self.note else "")
 
 

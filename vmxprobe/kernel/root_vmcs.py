@@ -26,6 +26,10 @@ class Plan:
     pages: tuple[PlannedPage, ...]
     # N_MEMORY of the host the plan is for; None when its sysfs does not say.
     nodes_with_memory: tuple[int, ...] | None = None
+    # False on a host whose verdict rests on SVM: AMD's SVM has no VMXON region, so
+    # nothing is planned or allocated; `why` says so.
+    applies: bool = True
+    why: str | None = None
 
     @property
     def header(self) -> int | None:
@@ -63,4 +67,23 @@ def build_plan(topo: Topology, nodes: NodeMap, revision_id: int | None) -> Plan:
         revision_id=revision_id,
         pages=pages,
         nodes_with_memory=None if topo.nodes_with_memory is None else tuple(topo.nodes_with_memory),
+    )
+
+
+# x86_svm_init() copies the SVM ops and allocates nothing (arch/x86/virt/hw.c); kvm_amd's
+# own per-CPU pages (svm_cpu_init()'s host save area) are the module's, not a boot plan.
+NO_ROOT_VMCS_SVM = (
+    "AMD SVM has no root VMCS: x86_svm_init() allocates nothing (arch/x86/virt/hw.c), and "
+    "VMXON's per-CPU region is Intel's alone"
+)
+
+
+def not_applicable(topo: Topology, why: str = NO_ROOT_VMCS_SVM) -> Plan:
+    """The plan of a host that brings up SVM: no page at all."""
+    return Plan(
+        revision_id=None,
+        pages=(),
+        nodes_with_memory=None if topo.nodes_with_memory is None else tuple(topo.nodes_with_memory),
+        applies=False,
+        why=why,
     )

@@ -1,6 +1,8 @@
 """What the kernel would decide, in the kernel's order: x86_vmx_init() (arch/x86/virt/hw.c)
 and kvm_intel's stricter checks, each reason naming the register, bit and CPU that
 decided it; and the running kernel's own view (/proc/cpuinfo) against the registers.
+On AMD and Hygon hosts, x86_svm_init() and kvm_amd decide instead (the verdict's `virt`
+is then "svm"); x86_vmx_init and kvm_intel are still given, and say -EOPNOTSUPP.
 
 judge() gives the verdict up to x86_vmx_init()'s allocation step; with_allocation() takes
 the outcome of that step (vmxprobe.kernel.pages) and gives the final verdict.
@@ -11,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from vmxprobe.arch import cpuid
 from vmxprobe.arch.cpuid import CPUID_HYPERVISOR_BIT, CPUID_VMX_BIT, ECX
+from vmxprobe.arch.svm import LEAF_MEM_ENCRYPT, MemEncrypt, VmCr, decode_mem_encrypt
 from vmxprobe.arch.vmx import (
     MSR_IA32_FEAT_CTL,
     MSR_IA32_VMX_BASIC,
@@ -21,7 +25,17 @@ from vmxprobe.arch.vmx import (
 )
 from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.host.readings import CpuReadings, HostReadings
-from vmxprobe.kernel import cr4_reserved_bits, feat_ctl, tboot, x86_vmx_init
+from vmxprobe.kernel import (
+    access,
+    cc_platform,
+    cr4_reserved_bits,
+    feat_ctl,
+    init_amd,
+    kvm_amd,
+    tboot,
+    x86_vmx_init,
+)
+from vmxprobe.kernel import x86_svm_init as svm_init
 from vmxprobe.kernel.capabilities import CapabilityAnalysis, analyse, hypervisor_signature
 from vmxprobe.kernel.hypervisors import KVM_EVMCS_VERSION, KVM_VMCS12_REVISION, is_kvm_nested, synthetic_vmx
 from vmxprobe.kernel.kvm_intel import ENOMEM, EOPNOTSUPP, load_kvm_intel, vmcs_configs
@@ -30,12 +44,36 @@ from vmxprobe.kernel.release import HW_C, MAINLINE, KernelModel, model_for
 from vmxprobe.kernel.tboot import Tboot
 
 OK = "ok"
+# Which extension a verdict rests on: Intel's VMX (and every host whose vendor is not
+# known), or AMD's SVM on AMD and Hygon CPUs.
+VMX = "vmx"
+SVM = "svm"
+
+
+@dataclass(frozen=True)
+class SvmState:
+    """The AMD registers behind an SVM verdict, decoded once for the renderers."""
+
+    vm_cr: VmCr | None = None  # the boot CPU's VM_CR as the kernel reads it (a fault reads 0)
+    sev: cc_platform.SevGuest | None = None
+    mem_encrypt: MemEncrypt | None = None  # the boot CPU's CPUID Fn8000_001F EAX
+    svmdis: tuple[int, ...] = ()  # online CPUs whose VM_CR has SVMDIS set
+    locked: tuple[int, ...] = ()  # online CPUs whose VM_CR has LOCK set
+    no_svm: tuple[int, ...] = ()  # online CPUs whose CPUID has no SVM
+    unread: tuple[int, ...] = ()  # online CPUs whose VM_CR could not be read
 
 
 @dataclass(frozen=True)
 class Verdict:
     x86_vmx_init: str | None = None  # ok | EOPNOTSUPP | EIO | ENOMEM | None (unknown)
     kvm_intel: str | None = None  # ok | EOPNOTSUPP | EIO | None (unknown)
+    # x86_svm_init() and kvm_amd: ok | EOPNOTSUPP | EIO (kvm_amd) on AMD hosts; EOPNOTSUPP
+    # on other vendors, as the kernel answers there; None when not determined (or the
+    # vendor is not known).
+    x86_svm_init: str | None = None
+    kvm_amd: str | None = None
+    virt: str = VMX
+    svm: SvmState | None = None
     boot_cpu: int | None = None
     revision_id: int | None = None  # what x86_vmx_init() would stamp, when it gets there
     reaches_allocation: bool = False
@@ -54,16 +92,22 @@ class Verdict:
 
     @property
     def ready(self) -> bool:
-        return (
-            not self.inconsistent
-            and not self.conditional
-            and self.x86_vmx_init == OK
-            and self.kvm_intel == OK
-        )
+        if self.inconsistent or self.conditional:
+            return False
+        if self.virt == SVM:
+            return self.x86_svm_init == OK and self.kvm_amd == OK
+        return self.x86_vmx_init == OK and self.kvm_intel == OK
 
     @property
     def determined(self) -> bool:
-        if self.inconsistent or self.conditional or self.x86_vmx_init is None:
+        if self.inconsistent or self.conditional:
+            return False
+        if self.virt == SVM:
+            # Either step refusing settles it: kvm_amd can be known to refuse (6.1 with a CPU
+            # lacking SVM) while x86_svm_init, by 7.1's rules, still needs an unread VM_CR.
+            steps = (self.x86_svm_init, self.kvm_amd)
+            return any(e not in (None, OK) for e in steps) or None not in steps
+        if self.x86_vmx_init is None:
             return False
         return self.x86_vmx_init != OK or self.kvm_intel is not None
 
@@ -108,10 +152,10 @@ def judge(scan: HostReadings) -> Verdict:
     model = model_for(scan.kernel)
     tb = tboot.detect(scan)
     if tb.launched is not None:
-        return _judge(scan, model, tb, tb.launched)
+        return _with_svm(scan, _judge(scan, model, tb, tb.launched))
     decided_by = feat_ctl.tboot_decides(scan)
-    plain = _judge(scan, model, tb, False)
-    if not decided_by:
+    plain = _with_svm(scan, _judge(scan, model, tb, False))
+    if not decided_by or plain.virt == SVM:
         return plain
     # IA32_FEATURE_CONTROL bits 1 and 2 differ on some CPUs and the host cannot say
     # whether tboot launched the kernel: judge both ways, never pick one silently.
@@ -146,16 +190,8 @@ def judge(scan: HostReadings) -> Verdict:
 
 def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool) -> Verdict:
     reasons: list[str] = []
-    undetermined: list[str] = []
-    inconsistent = False
-    beyond = scan.topology.beyond_kernel_max
-    if beyond:
-        inconsistent = True
-        undetermined.append(
-            f"the CPU lists name CPU(s) {format_cpulist(beyond)} beyond kernel_max "
-            f"{scan.topology.kernel_max}, which no kernel can have: this tree or fixture is not "
-            "one kernel's view, so the plan's size cannot be trusted; record the host again"
-        )
+    undetermined = _topology_lines(scan)
+    inconsistent = bool(undetermined)
     probed = sorted(scan.cpus)
     if not probed:
         undetermined.append(
@@ -227,6 +263,103 @@ def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool)
         tboot=tb,
         kvm_intel_stage=stage,
     )
+
+
+def _topology_lines(scan: HostReadings) -> list[str]:
+    """The CPU lists contradicting themselves: no verdict can be trusted then."""
+    beyond = scan.topology.beyond_kernel_max
+    if not beyond:
+        return []
+    return [
+        f"the CPU lists name CPU(s) {format_cpulist(beyond)} beyond kernel_max "
+        f"{scan.topology.kernel_max}, which no kernel can have: this tree or fixture is not "
+        "one kernel's view, so the plan's size cannot be trusted; record the host again"
+    ]
+
+
+def _with_svm(scan: HostReadings, v: Verdict) -> Verdict:
+    """Add x86_svm_init() and kvm_amd to a verdict; on an AMD or Hygon host they decide."""
+    boot = v.boot_cpu
+    if boot is None:
+        return v
+    amd = scan.is_amd(boot)
+    if amd is None:
+        return v
+    if not amd:
+        return dataclasses.replace(v, x86_svm_init=EOPNOTSUPP, kvm_amd=EOPNOTSUPP)
+    model = v.model
+    p = scan.cpus[boot]
+    sev = cc_platform.sev_guest(p)
+    init = svm_init.x86_svm_init(scan, boot, sev)
+    loaded = kvm_amd.load_kvm_amd(scan, boot, model, sev, cr4_reserved_bits.check(scan, model))
+    kvm = loaded.errno
+    reasons: list[str] = []
+    if model.has(HW_C):
+        reasons += list(init.reasons) + list(loaded.reasons)
+        if init.errno not in (None, OK) and kvm == OK:
+            # No SVM ops were set up at boot: enabling virtualization when the module loads
+            # fails in x86_virt_get_ref() (-EOPNOTSUPP), which KVM reports as -EIO.
+            kvm = kvm_amd.EIO
+            reasons.append(
+                f'x86_svm_init() failed, so enabling SVM at load fails: "kvm: enabling virtualization '
+                f'on CPU{boot} failed" (-EIO)'
+            )
+    else:
+        reasons += list(loaded.reasons) + [f"on 7.1 and later: {r}" for r in init.reasons]
+    reasons += _svm_hypervisor(p)
+    reasons += init_amd.kernel_view(scan, model)
+    note = access.vm_cr_access_note(p)
+    if note and (init.errno is not None or kvm is not None):
+        reasons.append(note)  # settled without it (no SVM in CPUID): say what was not read
+    reasons.append(
+        f"x86_vmx_init {v.x86_vmx_init or 'unknown'}, kvm_intel {v.kvm_intel or 'unknown'}: "
+        f"{scan.vendor(boot)} CPUs have SVM (AMD-V), not VMX; the root VMCS plan does not apply"
+    )
+    undetermined = _topology_lines(scan)
+    for line in init.undetermined + loaded.undetermined:
+        if line not in undetermined:
+            undetermined.append(line)
+    return dataclasses.replace(
+        v,
+        virt=SVM,
+        x86_svm_init=init.errno,
+        kvm_amd=kvm,
+        svm=_svm_state(scan, boot, sev),
+        reasons=tuple(reasons),
+        undetermined=tuple(undetermined),
+        conditional=(),
+        emulated=_svm_emulated(p),
+    )
+
+
+def _svm_state(scan: HostReadings, boot: int, sev: cc_platform.SevGuest) -> SvmState:
+    regs = {c: init_amd.vm_cr_of(p)[0] for c, p in scan.cpus.items()}
+    leaf = scan.cpus[boot].cpuid.get(LEAF_MEM_ENCRYPT)
+    return SvmState(
+        vm_cr=regs[boot],
+        sev=sev,
+        mem_encrypt=None if leaf is None or leaf.value is None else decode_mem_encrypt(leaf.value[0]),
+        svmdis=tuple(sorted(c for c, r in regs.items() if r is not None and r.svmdis)),
+        locked=tuple(sorted(c for c, r in regs.items() if r is not None and r.lock)),
+        no_svm=tuple(sorted(c for c, p in scan.cpus.items() if p.has(cpuid.SVM) is False)),
+        unread=tuple(sorted(c for c, r in regs.items() if r is None)),
+    )
+
+
+def _svm_emulated(p: CpuReadings) -> str | None:
+    if not p.cpuid_bit(1, ECX, CPUID_HYPERVISOR_BIT) or not p.has(cpuid.SVM):
+        return None
+    return f"{hypervisor_signature(p) or 'an unnamed hypervisor'} nested SVM"
+
+
+def _svm_hypervisor(p: CpuReadings) -> list[str]:
+    who = _svm_emulated(p)
+    if who is None:
+        return []
+    return [
+        f"CPU {p.cpu}: running under {who.removesuffix(' nested SVM')} (CPUID.01H:ECX[31] = 1) with SVM in "
+        "CPUID: SVM and VM_CR are what the hypervisor presents to its guest (nested SVM), not the hardware's"
+    ]
 
 
 def _label_hypervisor(p: CpuReadings, capsec: CapabilityAnalysis, reasons: list[str]) -> str | None:
