@@ -12,6 +12,7 @@ from tests.render.exports import parse_prom
 from vmxprobe import files as output
 from vmxprobe.cli import cli
 from vmxprobe.host import fixture
+from vmxprobe.kernel import root_vmcs
 
 SCHEMA = json.loads((resources.files("vmxprobe.schema") / "report-v1.json").read_text())
 EXPECTED_EXIT = {
@@ -19,7 +20,9 @@ EXPECTED_EXIT = {
     "intel-fw-locked-off": 1,
     "kvm-nested-guest": 0,
     "kvm-guest-no-nested": 1,
-    "amd-host": 1,
+    "amd-host": 0,
+    "amd-svm-locked-off": 1,
+    "amd-sev-guest": 1,
     "kvm-guest-no-msr-driver": 1,
 }
 
@@ -49,7 +52,9 @@ def test_every_bundled_fixture_scans_to_a_valid_report(name):
         "origin": fixture.load(name).provenance["origin"],
         "description": fixture.load(name).description,
     }
-    assert report["plan"]["pages"] == len(report["per_cpu"])
+    # One row per possible CPU; a root VMCS page for each where the plan applies (VMX).
+    assert report["plan"]["pages"] == (len(report["per_cpu"]) if report["plan"]["applies"] else 0)
+    assert report["plan"]["applies"] is (report["verdict"]["virt"] == "vmx")
     if name in EXPECTED_EXIT:
         assert r.exit_code == EXPECTED_EXIT[name]
     else:
@@ -83,6 +88,44 @@ def test_text_report_starts_with_the_verdict():
     )
     assert "\x1b[" not in r.stdout  # not a terminal: no colour
     assert "node 0: 8 page(s) for CPU(s) 0-7" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "name,code,first,kernel",
+    [
+        (
+            "amd-host",
+            0,
+            "READY: kvm_amd would load (SVM)",
+            "Kernel: Linux 6.1 rules (release 6.1.0-composed); SVM: kvm_amd's checks, no x86_svm_init(), "
+            "no root VMCS",
+        ),
+        (
+            "amd-svm-locked-off",
+            1,
+            "NOT READY: kvm_amd would fail (-EOPNOTSUPP) (SVM); on 7.1+ x86_svm_init() returns -EOPNOTSUPP",
+            "Kernel: Linux 6.12 rules (release 6.12.0-composed); SVM: kvm_amd's checks, no x86_svm_init(), "
+            "no root VMCS",
+        ),
+    ],
+)
+def test_amd_text_report_starts_with_the_svm_verdict(name, code, first, kernel):
+    r = vmxprobe("scan", "--fixture", name)
+    assert r.returncode == code and r.stderr == ""
+    lines = r.stdout.splitlines()
+    assert lines[0] == first and lines[3] == kernel
+    # The root VMCS plan is Intel's: one line says so, and no page is listed.
+    plan = [line for line in lines if line.startswith("Plan:")]
+    assert plan == ["Plan:   not applicable: " + root_vmcs.NO_ROOT_VMCS_SVM]
+    assert "page(s)" not in r.stdout and "materialised" not in r.stdout
+
+
+def test_amd_on_7_1_names_x86_svm_init_in_the_headline(fixture_file):
+    doc = json.loads(fixture.resolve("amd-svm-locked-off").read_text())
+    doc["files"]["proc/sys/kernel/osrelease"] = "7.1.3\n"
+    r = vmxprobe("scan", "--fixture", fixture_file(doc))
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[0] == "NOT READY: x86_svm_init() returns -EOPNOTSUPP (SVM)"
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
@@ -144,7 +187,7 @@ def test_output_symlink_is_replaced_not_followed(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("keep me")
     (tmp_path / "report.json").symlink_to(victim)
-    r = vmxprobe("scan", "--fixture", "amd-host", "-o", str(tmp_path / "report.json"))
+    r = vmxprobe("scan", "--fixture", "amd-svm-locked-off", "-o", str(tmp_path / "report.json"))
     assert r.returncode == 1
     assert victim.read_text() == "keep me"
     assert not (tmp_path / "report.json").is_symlink()
@@ -222,7 +265,7 @@ def test_this_machine_scans_without_a_traceback():
     report = json.loads(r.stdout)
     jsonschema.validate(report, SCHEMA)
     assert report["source"]["kind"] == "live" and report["plan"]["placement"] in ("bound", "unbound")
-    if report["plan"]["placement"] == "bound":
+    if report["plan"]["placement"] == "bound" and report["plan"]["applies"]:
         # This machine's own kernel placed every page on the node the plan names.
         for node in report["plan"]["verified"]["placement"]["nodes"]:
             assert node["verified_on_node"] == node["placed"]
@@ -234,9 +277,10 @@ def test_this_machine_scans_without_a_traceback():
         report["verdict"]["ready"], 1 if report["verdict"]["determined"] else 3
     )
     no_msr = not os.path.exists("/dev/cpu/0/msr")
-    if os.path.exists("/dev/cpu/0/cpuid") and no_msr and report["per_cpu"][0].get("cpuid_vmx") is False:
-        # A guest whose CPUID hides VMX: settled by CPUID alone, and the missing msr
-        # driver is still mentioned.
+    cpuid_bit = "cpuid_svm" if report["verdict"]["virt"] == "svm" else "cpuid_vmx"
+    if os.path.exists("/dev/cpu/0/cpuid") and no_msr and report["per_cpu"][0].get(cpuid_bit) is False:
+        # A guest whose CPUID hides VMX (or, on AMD, SVM): settled by CPUID alone, and
+        # the missing msr driver is still mentioned.
         assert r.returncode == 1
         assert any("modprobe msr" in x for x in report["verdict"]["reasons"])
 
@@ -265,7 +309,8 @@ def _capture_temp_names(monkeypatch, target):
         ("prometheus", "intel-2s-ready", 0),
         ("prometheus", "intel-fw-locked-off", 1),
         ("nfd", "intel-2s-ready", 0),
-        ("nfd", "amd-host", 1),
+        ("nfd", "amd-host", 0),
+        ("nfd", "amd-svm-locked-off", 1),
     ],
 )
 def test_scan_writes_the_export_atomically_with_a_temp_name_consumers_skip(

@@ -38,6 +38,18 @@ def test_nfd_labels_expire_and_expiry_is_configurable():
         nfd.render_nfd(r, environ={"VMXPROBE_NFD_EXPIRY": "3"})
 
 
+def test_nfd_labels_carry_the_amd_verdict():
+    a = nfd.nfd_labels(report("amd-svm-locked-off"))
+    assert a["vmxprobe.io/ready"] == "false" and a["vmxprobe.io/virt"] == "svm"
+    assert (a["vmxprobe.io/x86-svm-init"], a["vmxprobe.io/kvm-amd"]) == ("EOPNOTSUPP", "EOPNOTSUPP")
+    assert a["vmxprobe.io/vm-cr"] == "disabled_locked" and a["vmxprobe.io/root-vmcs-pages"] == "0"
+    ok = nfd.nfd_labels(report("amd-host"))
+    assert ok["vmxprobe.io/ready"] == "true" and ok["vmxprobe.io/kvm-amd"] == "ok"
+    intel = nfd.nfd_labels(report("intel-2s-ready"))
+    assert intel["vmxprobe.io/virt"] == "vmx" and intel["vmxprobe.io/kvm-amd"] == "EOPNOTSUPP"
+    assert "vmxprobe.io/vm-cr" not in intel
+
+
 def test_nfd_values_from_undetermined_and_nested_scans():
     u = nfd.nfd_labels(undetermined())
     assert u["vmxprobe.io/ready"] == "false" and u["vmxprobe.io/determined"] == "false"

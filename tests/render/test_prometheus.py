@@ -44,6 +44,10 @@ def test_prometheus_is_strict_text_format_for_every_fixture(name):
         (lambda: report("intel-2s-ready"), 1, 1),
         (lambda: report("intel-fw-locked-off"), 0, 1),
         (undetermined, 0, 0),
+        # AMD: x86_svm_init() and kvm_amd decide vmxprobe_ready.
+        (lambda: report("amd-host"), 1, 1),
+        (lambda: report("amd-svm-locked-off"), 0, 1),
+        (lambda: report("amd-sev-guest"), 0, 1),
     ],
 )
 def test_readiness_and_determined_gauges(doc, ready, determined):
@@ -79,6 +83,25 @@ def test_values_follow_the_report():
     nested = parse_prom(prometheus.render_prometheus(report("kvm-nested-guest")))
     assert 'hypervisor="KVM"' in nested["vmxprobe_cpu_info"][0][0]
     assert 'emulated="KVM nested VMX"' in nested["vmxprobe_verdict_info"][0][0]
+
+
+def test_amd_verdict_and_vm_cr_series():
+    fams = parse_prom(prometheus.render_prometheus(report("amd-svm-locked-off")))
+    assert fams["vmxprobe_svm_verdict_info"] == [
+        ('{x86_svm_init="EOPNOTSUPP",kvm_amd="EOPNOTSUPP",virt="svm"}', 1)
+    ]
+    assert fams["vmxprobe_vm_cr_svmdis"] == [("", 1)] and fams["vmxprobe_vm_cr_locked"] == [("", 1)]
+    assert fams["vmxprobe_vm_cr_info"] == [('{state="disabled_locked"}', 1)]
+    assert fams["vmxprobe_root_vmcs_pages"] == [("", 0)]  # SVM has no root VMCS
+    ready = parse_prom(prometheus.render_prometheus(report("amd-host")))
+    assert ready["vmxprobe_svm_verdict_info"][0][0] == '{x86_svm_init="ok",kvm_amd="ok",virt="svm"}'
+    assert ready["vmxprobe_vm_cr_svmdis"] == [("", 0)]
+    # An Intel host: the kernel's answer for SVM, and no VM_CR series at all.
+    intel = parse_prom(prometheus.render_prometheus(report("intel-2s-ready")))
+    assert intel["vmxprobe_svm_verdict_info"][0][0] == (
+        '{x86_svm_init="EOPNOTSUPP",kvm_amd="EOPNOTSUPP",virt="vmx"}'
+    )
+    assert not {"vmxprobe_vm_cr_svmdis", "vmxprobe_vm_cr_locked", "vmxprobe_vm_cr_info"} & set(intel)
 
 
 def test_label_values_are_escaped():
@@ -207,6 +230,8 @@ def promtool_check(promtool, text):
         ("intel-fw-locked-off", 1),  # not ready: firmware locked VMX off
         ("kvm-guest-no-msr-driver", 1),  # recorded on a real guest: no VMX in CPUID
         ("ul-x86_64-dell_e4310", 3),  # a topology dump without registers: undetermined
+        ("amd-host", 0),  # AMD, SVM enabled: kvm_amd would load
+        ("amd-svm-locked-off", 1),  # AMD, firmware disabled and locked SVM
     ],
 )
 def test_scan_textfile_passes_promtool_check_metrics(promtool, name, code):

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  ready: x86_vmx_init() and kvm_intel would both succeed
-  1  not ready: the registers say VMX cannot be brought up
+     (on AMD and Hygon: x86_svm_init() and kvm_amd)
+  1  not ready: the registers say VMX (on AMD: SVM) cannot be brought up
   2  usage error, or an invalid input file (fixture, root)
   3  could not determine (msr driver missing, not root, CPUs unreadable)
   70 internal error (a bug: please report it)"""

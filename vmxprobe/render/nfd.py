@@ -67,8 +67,12 @@ def nfd_labels(result: ScanResult) -> dict[str, str]:
         "determined": v.determined,
         "x86-vmx-init": v.x86_vmx_init or "unknown",
         "kvm-intel": v.kvm_intel or "unknown",
+        "x86-svm-init": v.x86_svm_init or "unknown",
+        "kvm-amd": v.kvm_amd or "unknown",
+        "virt": v.virt,
         "nested-vmx": v.emulated is not None,
         "feature-control": "unreadable" if fc is None else fc.state,
+        "vm-cr": None if v.svm is None else ("unreadable" if v.svm.vm_cr is None else v.svm.vm_cr.state),
         "vmcs-revision": None if basic is None else f"0x{basic.revision_id:x}",
         "vmcs-size": None if basic is None else basic.vmcs_size,
         "root-vmcs-pages": len(result.plan.pages),
@@ -105,7 +109,7 @@ def render_nfd(result: ScanResult, environ: Mapping[str, str] = os.environ) -> s
     scanned = datetime.fromtimestamp(result.scanned_at, timezone.utc)
     expires = scanned + timedelta(seconds=nfd_expiry_seconds(environ))
     lines = [
-        f"# vmxprobe {__version__}: VMX readiness of this node, "
+        f"# vmxprobe {__version__}: VMX/SVM readiness of this node, "
         f"scanned {result.generated_at} (report schema {SCHEMA_VERSION})",
         f"# +expiry-time={expires.strftime('%Y-%m-%dT%H:%M:%SZ')}",
     ]

@@ -91,8 +91,9 @@ def render_prometheus(result: ScanResult) -> str:
     )
     f.gauge(
         "vmxprobe_ready",
-        "1 if x86_vmx_init() and kvm_intel would both succeed; 0 if not, "
-        "or if it could not be determined (see vmxprobe_determined).",
+        "1 if x86_vmx_init() and kvm_intel would both succeed (on AMD and Hygon hosts: "
+        "x86_svm_init() and kvm_amd); 0 if not, or if it could not be determined (see "
+        "vmxprobe_determined).",
         [({}, v.ready)],
     )
     f.gauge(
@@ -115,6 +116,41 @@ def render_prometheus(result: ScanResult) -> str:
                 1,
             )
         ],
+    )
+    f.gauge(
+        "vmxprobe_svm_verdict_info",
+        "What x86_svm_init() and kvm_amd would return (ok or an errno, unknown if undetermined), "
+        "and which extension the readiness rests on: svm on AMD and Hygon hosts, vmx otherwise; "
+        "always 1.",
+        [
+            (
+                {
+                    "x86_svm_init": v.x86_svm_init or "unknown",
+                    "kvm_amd": v.kvm_amd or "unknown",
+                    "virt": v.virt,
+                },
+                1,
+            )
+        ],
+    )
+    vm_cr = v.svm.vm_cr if v.svm is not None else None
+    f.gauge(
+        "vmxprobe_vm_cr_svmdis",
+        "VM_CR (MSR 0xc0010114) SVMDIS bit (4) on the boot CPU of an AMD host: 1 means firmware "
+        "disabled SVM (absent if unreadable or not AMD).",
+        [({}, None if vm_cr is None else vm_cr.svmdis)],
+    )
+    f.gauge(
+        "vmxprobe_vm_cr_locked",
+        "VM_CR (MSR 0xc0010114) LOCK bit (3) on the boot CPU of an AMD host: 1 means SVMDIS "
+        "cannot change until reset (absent if unreadable or not AMD).",
+        [({}, None if vm_cr is None else vm_cr.lock)],
+    )
+    f.gauge(
+        "vmxprobe_vm_cr_info",
+        "VM_CR as the kernel reads it on an AMD host: enabled, disabled_locked (firmware turned "
+        "SVM off for this boot), disabled_unlocked, or unreadable; always 1 (absent on other hosts).",
+        [({"state": "unreadable" if vm_cr is None else vm_cr.state}, 1 if v.svm is not None else None)],
     )
     f.gauge(
         "vmxprobe_cpu_info",
@@ -175,7 +211,8 @@ def render_prometheus(result: ScanResult) -> str:
     )
     f.gauge(
         "vmxprobe_root_vmcs_pages",
-        "Root VMCS pages x86_vmx_init() allocates: one per possible CPU.",
+        "Root VMCS pages x86_vmx_init() allocates: one per possible CPU (0 on a host judged "
+        "by SVM, which has none).",
         [({}, len(plan.pages))],
     )
     f.gauge(

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from vmxprobe import __version__
+from vmxprobe.arch import cpuid
 from vmxprobe.arch.capabilities import msr_label
 from vmxprobe.arch.cpuid import CPUID_VMX_BIT, ECX
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC, PAGE_SIZE
@@ -16,7 +17,8 @@ from vmxprobe.host.sources import MsrReading
 from vmxprobe.kernel.capabilities import CapabilityAnalysis, msr_key, seamret_fields
 from vmxprobe.kernel.numa import BY_ROUND_ROBIN
 from vmxprobe.kernel.pages import FallbackCheck, PlacementCheck, Verification
-from vmxprobe.kernel.verdict import Verdict
+from vmxprobe.kernel.root_vmcs import PlannedPage, build_plan
+from vmxprobe.kernel.verdict import SVM, SvmState, Verdict
 from vmxprobe.kernel.vmcs_config import KvmRole
 from vmxprobe.pipeline import ScanResult
 
@@ -145,6 +147,9 @@ def verdict_section(v: Verdict) -> Json:
     return {
         "x86_vmx_init": v.x86_vmx_init,
         "kvm_intel": v.kvm_intel,
+        "x86_svm_init": v.x86_svm_init,
+        "kvm_amd": v.kvm_amd,
+        "virt": v.virt,
         "ready": v.ready,
         "determined": v.determined,
         "boot_cpu": v.boot_cpu,
@@ -156,10 +161,27 @@ def verdict_section(v: Verdict) -> Json:
             "name": v.model.name,
             "version": f"{v.model.version[0]}.{v.model.version[1]}",
             "release": v.model.release,
-            "root_vmcs_by": v.model.root_vmcs_by,
+            "root_vmcs_by": "nothing: SVM has no root VMCS" if v.virt == SVM else v.model.root_vmcs_by,
             "note": v.model.note,
         },
         "tboot": None if v.tboot is None else {"launched": v.tboot.launched, "evidence": v.tboot.evidence},
+    }
+
+
+def svm_section(s: SvmState | None) -> Json | None:
+    """The report's "svm" section: the registers an SVM verdict rests on."""
+    if s is None:
+        return None
+    sev = s.sev
+    return {
+        "vm_cr": None if s.vm_cr is None else s.vm_cr.fields(),
+        "sev_guest": None if sev is None else sev.guest,
+        "sev_status": None if sev is None or sev.status is None else sev.status.fields(),
+        "mem_encrypt": None if s.mem_encrypt is None else s.mem_encrypt.fields(),
+        "cpus_svmdis": format_cpulist(s.svmdis),
+        "cpus_locked": format_cpulist(s.locked),
+        "cpus_without_svm": format_cpulist(s.no_svm),
+        "cpus_vm_cr_unread": format_cpulist(s.unread),
     }
 
 
@@ -218,15 +240,24 @@ def _verified(v: Verification | None) -> Json | None:
     return out
 
 
+def _cpu_rows(result: ScanResult) -> tuple[PlannedPage, ...]:
+    """One row per possible CPU: the plan's pages, or, where the plan does not apply
+    (SVM), the same rows built from the topology without a page behind them."""
+    if result.plan.applies:
+        return result.plan.pages
+    return build_plan(result.readings.topology, result.nodes, None).pages
+
+
 def build(result: ScanResult) -> Json:
     """The report of one scan, as the schema has it."""
     scan, verdict, plan = result.readings, result.verdict, result.plan
     topo = scan.topology
     per_cpu = []
+    svm = verdict.virt == SVM
     # CPUs mostly read alike: each distinct set of readings is rendered once and copied
     # (a copy, so that no two entries share a dict).
     msr_texts: dict[int, dict[str, str]] = {}
-    for page in plan.pages:
+    for page in _cpu_rows(result):
         entry: Json = {
             "cpu": page.cpu,
             "node": page.node,
@@ -249,8 +280,12 @@ def build(result: ScanResult) -> Json:
                 }
             entry["msr"] = dict(texts)
             entry["cpuid_vmx"] = p.cpuid_bit(1, ECX, CPUID_VMX_BIT)
+            if svm:
+                entry["cpuid_svm"] = p.has(cpuid.SVM)
         info = scan.cpuinfo.get(page.cpu)
         entry["vmx_flag"] = None if info is None else "vmx" in info["flags"]
+        if svm:
+            entry["svm_flag"] = None if info is None else "svm" in info["flags"]
         per_cpu.append(entry)
     nodes = []
     for node, pages in plan.by_node().items():
@@ -278,6 +313,8 @@ def build(result: ScanResult) -> Json:
         "materialized": result.materialized,
         "verified": _verified(result.verification),
         "placement": result.placement,
+        "applies": plan.applies,
+        "why": plan.why,
     }
     failure = result.allocation
     if failure is not None and not failure.ok:
@@ -321,6 +358,7 @@ def build(result: ScanResult) -> Json:
             "missing": result.topology_missing,
             "file_errors": scan.file_errors,
         },
+        "svm": svm_section(verdict.svm),
         "verdict": verdict_section(verdict),
         "plan": plan_section,
     }
@@ -340,6 +378,16 @@ def render_caps_json(result: ScanResult) -> str:
     }
     doc["verdict"] = {
         k: report["verdict"][k]
-        for k in ("x86_vmx_init", "kvm_intel", "ready", "determined", "boot_cpu", "reasons")
+        for k in (
+            "x86_vmx_init",
+            "kvm_intel",
+            "x86_svm_init",
+            "kvm_amd",
+            "virt",
+            "ready",
+            "determined",
+            "boot_cpu",
+            "reasons",
+        )
     }
     return json.dumps(doc, indent=2) + "\n"

@@ -9,7 +9,7 @@ from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.kernel.numa import BY_ROUND_ROBIN
 from vmxprobe.kernel.pages import BOUND, Verification
 from vmxprobe.kernel.release import HW_C
-from vmxprobe.kernel.verdict import Verdict
+from vmxprobe.kernel.verdict import SVM, Verdict
 from vmxprobe.pipeline import ScanResult
 
 Style = Callable[..., str]
@@ -19,7 +19,29 @@ def plain(text: str, **kw: Any) -> str:
     return text
 
 
+def svm_headline(verdict: Verdict) -> str:
+    """The verdict of a host that brings up SVM (AMD, Hygon): x86_svm_init() and kvm_amd."""
+    at_boot = verdict.model.has(HW_C)  # is there an x86_svm_init() on this kernel?
+    init, kvm = verdict.x86_svm_init, verdict.kvm_amd
+    if verdict.ready:
+        return (
+            "READY: x86_svm_init() succeeds and kvm_amd would load (SVM)"
+            if at_boot
+            else "READY: kvm_amd would load (SVM)"
+        )
+    if not verdict.determined:
+        return "UNKNOWN: could not read what x86_svm_init() and kvm_amd depend on (SVM)"
+    if not at_boot:
+        also = f"; on 7.1+ x86_svm_init() returns -{init}" if init not in (None, "ok") else ""
+        return f"NOT READY: kvm_amd would fail (-{kvm}) (SVM){also}"
+    if init != "ok":
+        return f"NOT READY: x86_svm_init() returns -{init} (SVM)"
+    return f"NOT READY: x86_svm_init() succeeds but kvm_amd would fail (-{kvm}) (SVM)"
+
+
 def headline(verdict: Verdict, pages: int) -> str:
+    if verdict.virt == SVM:
+        return svm_headline(verdict)
     at_boot = verdict.model.has(HW_C)  # who allocates the root VMCS pages on this kernel
     if verdict.ready:
         if at_boot:
@@ -139,7 +161,7 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
         style(headline(v, len(plan.pages)), fg=colour, bold=True),
         source_line(result),
         host_line(result),
-        "Kernel: " + v.model.line().removeprefix("kernel model: "),
+        "Kernel: " + v.model.line(svm=v.virt == SVM).removeprefix("kernel model: "),
     ]
     lines.append(
         f"CPUs:   possible {format_cpulist(topo.possible) or '-'}, present "
@@ -155,6 +177,9 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
     if v.reasons:
         lines.append("Why:")
         lines += [f"  - {r}" for r in v.reasons]
+    if not plan.applies:
+        lines.append(f"Plan:   not applicable: {plan.why}")
+        return _tail(result, lines)
     header = "unknown" if plan.header is None else f"0x{plan.header:08x}"
     size = len(plan.pages) * PAGE_SIZE
     lines.append(
@@ -176,6 +201,11 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
             f"{format_cpulist(p.cpu for p in pages)}{served}{inferred}"
         )
     lines += _materialised_lines(result, header)
+    return _tail(result, lines)
+
+
+def _tail(result: ScanResult, lines: list[str]) -> str:
+    scan = result.readings
     for note in result.topology_notes:
         lines.append(f"Note:   {note}")
     if result.topology_missing:
