@@ -132,6 +132,9 @@ def test_benchmark_reports_are_valid_v1_reports():
         (("feature_control", "state"), ["enabled_locked"]),
         (("verdict", "x86_vmx_init"), {"ok": 1}),
         (("verdict", "kvm_intel"), []),
+        (("verdict", "x86_svm_init"), "ENOMEM"),
+        (("verdict", "kvm_amd"), ["ok"]),
+        (("verdict", "virt"), "sev"),
     ],
 )
 def test_a_list_or_object_where_an_enum_belongs_is_invalid_not_a_crash(tmp_path, path, value):
@@ -143,3 +146,25 @@ def test_a_list_or_object_where_an_enum_belongs_is_invalid_not_a_crash(tmp_path,
     write(tmp_path, "good.json", live())
     code, s, _ = summary_json(tmp_path)
     assert code == 3 and s["readiness"]["ready"] == 1 and s["invalid"]["count"] == 1
+
+
+def test_reports_before_the_amd_verdict_still_pass():
+    """The AMD fields are additive: a report without them passes the check and the
+    shipped schema (old reports of AMD hosts included)."""
+    for name in ("intel-2s-ready", "amd-host"):
+        doc = live(name)
+        for key in ("x86_svm_init", "kvm_amd", "virt"):
+            del doc["verdict"][key]
+        del doc["svm"], doc["plan"]["applies"], doc["plan"]["why"]
+        for e in doc["per_cpu"]:
+            e.pop("cpuid_svm", None), e.pop("svm_flag", None)
+        validator().validate(doc)
+        fleet_check.check(doc)
+        assert fleet_summary.virt_of(doc) == "vmx"
+
+
+def test_a_bad_vm_cr_state_is_invalid():
+    doc = live("amd-svm-locked-off")
+    doc["svm"]["vm_cr"]["state"] = "off"
+    with pytest.raises(fleet_check.Invalid, match="svm.vm_cr.state"):
+        fleet_check.check(doc)

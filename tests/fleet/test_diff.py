@@ -152,3 +152,33 @@ def test_diff_per_cpu_groups_are_capped():
     per_cpu = [c for c in changes if c["what"].startswith("per_cpu")]
     assert len(per_cpu) == fleet_diff.MAX_CPU_GROUPS + 1
     assert per_cpu[-1]["text"] == f"... and {32 - fleet_diff.MAX_CPU_GROUPS} more per-CPU change(s)"
+
+
+def test_diff_firmware_disables_svm(tmp_path):
+    r = diff(tmp_path, live("amd-host"), live("amd-svm-locked-off"))
+    assert r.exit_code == 1
+    out = r.stdout
+    assert "CHANGED: READY -> NOT READY" in out
+    assert (
+        "firmware now disables SVM and locks it (VM_CR 0x0000000000000000 -> 0x0000000000000018): "
+        'enable SVM (AMD-V, "SVM Mode") in the firmware setup' in out
+    )
+    assert "x86_svm_init(): ok -> -EOPNOTSUPP" in out and "kvm_amd: ok -> -EOPNOTSUPP" in out
+    assert "VM_CR on CPU(s) 0-15: 0x0000000000000000 -> 0x0000000000000018" in out
+    assert "svm flag in /proc/cpuinfo on CPU(s) 0-15: set -> clear" in out
+
+
+def test_diff_against_a_report_from_before_the_amd_verdict_is_unchanged(tmp_path):
+    """A report written before the AMD fields existed lacks them: upgrading vmxprobe is
+    not a change of the host."""
+    old = live("intel-2s-ready", when=1.79e9)
+    for key in ("x86_svm_init", "kvm_amd", "virt"):
+        del old["verdict"][key]
+    del old["svm"]
+    r = diff(tmp_path, old, live("intel-2s-ready", when=1.79e9 + 60))
+    assert r.exit_code == 0 and "UNCHANGED: READY" in r.stdout
+    old = live("amd-host", when=1.79e9)
+    for e in old["per_cpu"]:
+        del e["msr"]["0xc0010114"], e["msr"]["0xc0010131"], e["cpuid_svm"], e["svm_flag"]
+    r = diff(tmp_path, old, live("amd-host", when=1.79e9 + 60))
+    assert r.exit_code == 0, r.stdout

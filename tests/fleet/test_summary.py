@@ -26,7 +26,8 @@ def fleet_dir(tmp_path):
     write(d, "web01.json", live("intel-2s-ready"))
     write(d, "web02.json", live("intel-fw-locked-off"))
     write(d, "kvm01.json", live("kvm-nested-guest"))
-    write(d, "amd01.json", live("amd-host"))
+    write(d, "amd01.json", live("amd-svm-locked-off"))
+    write(d, "amd02.json", live("amd-host"))
     write(d, "db01.json", undetermined_doc())
     return d
 
@@ -36,33 +37,59 @@ def test_summary_counts_and_groups(fleet_dir):
     assert code == 1
     assert s["kind"] == "vmxprobe-fleet-summary"
     assert s["reports"] == {
-        "files": 5,
-        "read": 5,
+        "files": 6,
+        "read": 6,
         "skipped": 0,
         "oldest": s["reports"]["oldest"],
         "newest": s["reports"]["newest"],
     }
-    assert s["readiness"] == {"ready": 2, "not_ready": 2, "undetermined": 1}
-    assert s["by_revision_id"] == {"unknown": 2, "0x00000004": 1, "0x00000012": 1, "0x11e57ed0": 1}
-    assert s["by_vmcs_size"] == {"1024": 2, "unknown": 2, "4096": 1}
-    assert s["by_hypervisor"] == {"none": 4, "KVM": 1}
-    assert s["by_feature_control"] == {"unreadable": 2, "enabled_locked": 2, "disabled_locked": 1}
+    assert s["readiness"] == {"ready": 3, "not_ready": 2, "undetermined": 1}
+    # The VMX registers are counted for the hosts judged by VMX, VM_CR for those judged by SVM.
+    assert s["by_revision_id"] == {"unknown": 1, "0x00000004": 1, "0x00000012": 1, "0x11e57ed0": 1}
+    assert s["by_vmcs_size"] == {"1024": 2, "unknown": 1, "4096": 1}
+    assert s["by_feature_control"] == {"unreadable": 1, "enabled_locked": 2, "disabled_locked": 1}
+    assert s["by_vm_cr"] == {"enabled": 1, "disabled_locked": 1}
+    assert s["by_virt"] == {"vmx": 4, "svm": 2}
+    assert s["by_verdict"]["x86_svm_init ok, kvm_amd ok"] == 1
+    assert s["by_verdict"]["x86_svm_init -EOPNOTSUPP, kvm_amd -EOPNOTSUPP"] == 1
+    assert s["by_verdict"]["x86_vmx_init ok, kvm_intel ok"] == 2
+    assert s["by_hypervisor"] == {"none": 5, "KVM": 1}
     assert s["by_cpu_model"]["Intel(R) Xeon(R) CPU (composed) (6/63/2)"] == 2
     assert [h["host"] for h in s["not_ready"]["hosts"]] == ["amd01", "web02"]
+    amd01 = s["not_ready"]["hosts"][0]
+    assert (amd01["virt"], amd01["x86_svm_init"], amd01["kvm_amd"]) == ("svm", "EOPNOTSUPP", "EOPNOTSUPP")
+    assert "VM_CR (0xc0010114) = 0x0000000000000018" in amd01["reason"]
     assert "IA32_FEATURE_CONTROL" in s["not_ready"]["hosts"][1]["reason"]
     assert s["undetermined"]["hosts"][0]["host"] == "db01"
     assert "ENOENT" in s["undetermined"]["hosts"][0]["reason"]
     assert s["exit_code"] == 1
 
 
+def test_summary_csv_carries_the_amd_verdict(fleet_dir):
+    r = invoke("fleet", "--format", "csv", fleet_dir)
+    rows = {row["host"]: row for row in csv.DictReader(io.StringIO(r.stdout))}
+    assert list(csv.reader(io.StringIO(r.stdout)))[0][-4:] == ["virt", "x86_svm_init", "kvm_amd", "vm_cr"]
+    assert {k: rows["amd02"][k] for k in ("status", "virt", "x86_svm_init", "kvm_amd", "vm_cr")} == {
+        "status": "ready",
+        "virt": "svm",
+        "x86_svm_init": "ok",
+        "kvm_amd": "ok",
+        "vm_cr": "enabled",
+    }
+    # No plan applies to an AMD host: its CPU count comes from the possible list.
+    assert rows["amd02"]["possible_cpus"] == "16" and rows["amd01"]["vm_cr"] == "disabled_locked"
+    assert rows["web01"]["virt"] == "vmx" and rows["web01"]["kvm_amd"] == "EOPNOTSUPP"
+
+
 def test_summary_text(fleet_dir):
     r = invoke("fleet", fleet_dir)
     assert r.exit_code == 1
     out = r.stdout
-    assert "5 report file(s): 5 read, 0 skipped" in out
-    assert "2 ready (40.0%), 2 not ready (40.0%), 1 could not be determined (20.0%)" in out
+    assert "6 report file(s): 6 read, 0 skipped" in out
+    assert "3 ready (50.0%), 2 not ready (33.3%), 1 could not be determined (16.7%)" in out
     assert "none (bare metal)" in out
-    assert "Not ready (2):\n  amd01: CPU 0: CPUID" in out
+    assert "Not ready (2):\n  amd01: CPU 0: VM_CR (0xc0010114)" in out
+    assert "VM_CR (SVM hosts):\n         1  disabled_locked\n         1  enabled" in out
     assert "Could not be determined (1):\n  db01: IA32_VMX_BASIC" in out
 
 
@@ -89,7 +116,9 @@ def test_a_folder_named_diff_is_reachable(tmp_path, monkeypatch):
         ([live(), live("kvm-nested-guest")], 0),
         ([live(), live("intel-fw-locked-off")], 1),
         ([live(), undetermined_doc()], 3),
-        ([live(), live("amd-host"), undetermined_doc()], 1),
+        ([live(), live("amd-host"), undetermined_doc()], 3),
+        ([live(), live("amd-host")], 0),
+        ([live(), live("amd-sev-guest")], 1),
         ([live(), "{not json"], 3),
         ([live(), {"schema_version": 2}], 3),
     ],
@@ -272,7 +301,7 @@ def test_csv_is_one_row_per_report(fleet_dir, tmp_path):
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert list(rows[0].keys()) == list(fleet_summary.CSV_COLUMNS)
     by_host = {row["host"]: row for row in rows}
-    assert len(rows) == 6
+    assert len(rows) == 7
     assert by_host["web01"]["status"] == "ready" and by_host["web01"]["revision_id"] == "0x00000012"
     assert by_host["web02"]["status"] == "not_ready" and "IA32_FEATURE_CONTROL" in by_host["web02"]["reason"]
     assert by_host["web02"]["feature_control"] == "disabled_locked"
@@ -290,7 +319,7 @@ def test_csv_is_one_row_per_report(fleet_dir, tmp_path):
 def test_output_file_for_text_and_json(fleet_dir, tmp_path):
     out = tmp_path / "summary.txt"
     r = invoke("fleet", "-o", out, fleet_dir)
-    assert r.exit_code == 1 and r.stdout == "" and out.read_text().startswith("vmxprobe fleet: 5 report")
+    assert r.exit_code == 1 and r.stdout == "" and out.read_text().startswith("vmxprobe fleet: 6 report")
     r = invoke("fleet", "-o", tmp_path, fleet_dir)
     assert r.exit_code == 2
 
@@ -310,7 +339,7 @@ def test_progress_bar_only_wraps_when_asked(fleet_dir):
             seen.append("exit")
 
     text, s = fleet_summary.summarise([str(fleet_dir)], progress=Bar)
-    assert seen == ["enter", "exit"] and s.read == 5
+    assert seen == ["enter", "exit"] and s.read == 6
     r = invoke("fleet", fleet_dir)  # CliRunner's stderr is not a terminal: no bar
     assert "Reading reports" not in r.stderr
 

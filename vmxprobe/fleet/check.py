@@ -50,6 +50,12 @@ class Rules:
         self.source_origin = enum("source", "origin")
         self.x86_vmx_init = enum("verdict", "x86_vmx_init")
         self.kvm_intel = enum("verdict", "kvm_intel")
+        self.x86_svm_init = enum("verdict", "x86_svm_init")
+        self.kvm_amd = enum("verdict", "kvm_amd")
+        self.virt = enum("verdict", "virt")
+        svm = next(alt for alt in props["svm"]["oneOf"] if alt.get("type") == "object")
+        vm_cr = next(alt for alt in svm["properties"]["vm_cr"]["oneOf"] if alt.get("type") == "object")
+        self.vm_cr_state = frozenset(vm_cr["properties"]["state"]["enum"])
         self.fc_state = enum("feature_control", "state")
         basic = obj("vmx_basic")["properties"]
         self.revision_max = basic["revision_id"]["maximum"]
@@ -195,6 +201,19 @@ def check(doc) -> None:
         v["x86_vmx_init"],
     )
     _want(_in(v["kvm_intel"], r.kvm_intel), "verdict.kvm_intel", "ok, an errno or null", v["kvm_intel"])
+    # Added with the AMD verdict: optional, as older reports lack them.
+    for key, allowed in (("x86_svm_init", r.x86_svm_init), ("kvm_amd", r.kvm_amd)):
+        _want(_in(v.get(key), allowed), f"verdict.{key}", "ok, an errno or null", v.get(key))
+    if "virt" in v:
+        _want(isinstance(v["virt"], str) and v["virt"] in r.virt, "verdict.virt", "vmx or svm", v["virt"])
+    svm = doc.get("svm")
+    if svm is not None:
+        _want(isinstance(svm, dict), "svm", "an object or null", svm)
+        vm_cr = svm.get("vm_cr")
+        if vm_cr is not None:
+            _want(isinstance(vm_cr, dict), "svm.vm_cr", "an object or null", vm_cr)
+            state = vm_cr.get("state")
+            _want(_in(state, r.vm_cr_state), "svm.vm_cr.state", "a VM_CR state", state)
     for key in ("reasons", "undetermined"):
         items = v.get(key, [])
         if not (isinstance(items, list) and all(isinstance(i, str) for i in items)):
@@ -202,6 +221,7 @@ def check(doc) -> None:
     _str_or_null(v, "emulated", "verdict")
     plan = _object(doc, "plan", r)
     _want(is_int(plan["pages"]) and plan["pages"] >= 0, "plan.pages", "a count", plan["pages"])
+    _want(isinstance(plan.get("applies", True), bool), "plan.applies", "a boolean", plan.get("applies"))
     _int_or_null(plan, "revision_id", "plan")
 
 

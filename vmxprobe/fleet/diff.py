@@ -16,7 +16,13 @@ DIFF_KIND = "vmxprobe-fleet-diff"
 OUTPUT_VERSION = 1
 
 
-MSR_NAMES = {"0x3a": "IA32_FEATURE_CONTROL", "0x480": "IA32_VMX_BASIC"}
+MSR_NAMES = {
+    "0x3a": "IA32_FEATURE_CONTROL",
+    "0x480": "IA32_VMX_BASIC",
+    "0xc0010114": "VM_CR",
+    "0xc0010131": "SEV_STATUS",
+}
+SVM_MSRS = ("0xc0010114", "0xc0010131")
 STATUS_TEXT = {"ready": "READY", "not_ready": "NOT READY", "undetermined": "UNKNOWN"}
 MAX_CPU_GROUPS = 16
 
@@ -59,6 +65,16 @@ def compare(old: dict, new: dict) -> dict:
                 vn[key],
                 f"{name}: {_errno_text(vo[key])} -> {_errno_text(vn[key])}",
             )
+    # The SVM steps, where both reports have them (older reports do not: no change).
+    for key, name in (("x86_svm_init", "x86_svm_init()"), ("kvm_amd", "kvm_amd")):
+        if key in vo and key in vn and vo[key] != vn[key]:
+            change(
+                f"verdict.{key}",
+                vo[key],
+                vn[key],
+                f"{name}: {_errno_text(vo[key])} -> {_errno_text(vn[key])}",
+            )
+    changes += _vm_cr_changes(old, new)
     if vo.get("emulated") != vn.get("emulated"):
         a, b = (v.get("emulated") or "none (hardware)" for v in (vo, vn))
         change("verdict.emulated", vo.get("emulated"), vn.get("emulated"), f"VMX emulation: {a} -> {b}")
@@ -197,6 +213,50 @@ def compare(old: dict, new: dict) -> dict:
     return {"changed": bool(changes), "readiness": {"old": so, "new": sn}, "changes": changes, "notes": notes}
 
 
+def _vm_cr_changes(old: dict, new: dict) -> list[dict]:
+    """VM_CR on the boot CPU of an AMD host, where both reports have the svm section."""
+    so, sn = old.get("svm"), new.get("svm")
+    if not isinstance(so, dict) or not isinstance(sn, dict):
+        return []
+    co, cn = so.get("vm_cr"), sn.get("vm_cr")
+    state_o = co["state"] if isinstance(co, dict) else None
+    state_n = cn["state"] if isinstance(cn, dict) else None
+    raw_o = co["raw"] if isinstance(co, dict) else "unreadable"
+    raw_n = cn["raw"] if isinstance(cn, dict) else "unreadable"
+    if state_o != state_n:
+        advice = ""
+        if state_n == "disabled_locked":
+            why = "firmware now disables SVM and locks it"
+            advice = ': enable SVM (AMD-V, "SVM Mode") in the firmware setup'
+        elif state_n == "disabled_unlocked":
+            why = "firmware now disables SVM (VM_CR unlocked)"
+            advice = ': enable SVM (AMD-V, "SVM Mode") in the firmware setup'
+        elif state_n == "enabled":
+            why = "firmware now enables SVM"
+        elif cn is None:
+            why = "VM_CR can no longer be read"
+        else:
+            why = "VM_CR changed"
+        return [
+            {
+                "what": "svm.vm_cr.state",
+                "old": state_o,
+                "new": state_n,
+                "text": f"{why} (VM_CR {raw_o} -> {raw_n}){advice}",
+            }
+        ]
+    if raw_o != raw_n:
+        return [
+            {
+                "what": "svm.vm_cr.raw",
+                "old": raw_o,
+                "new": raw_n,
+                "text": f"VM_CR value changed, SVM still {state_n}: {raw_o} -> {raw_n}",
+            }
+        ]
+    return []
+
+
 def _errno_text(e) -> str:
     return "unknown" if e is None else ("ok" if e == "ok" else f"-{e}")
 
@@ -223,9 +283,18 @@ def _per_cpu_changes(old_cpus: list, new_cpus: list) -> list[dict]:
             set(mo) | set(mn), key=lambda k: int(k, 16) if re.fullmatch(r"0x[0-9a-f]+", k) else -1
         ):
             a, b = mo.get(index), mn.get(index)
+            if (a is None or b is None) and index in SVM_MSRS:
+                continue  # read from the AMD verdict on: an older report does not have it
             if a != b:
                 groups.setdefault((MSR_NAMES.get(index, f"MSR {index}"), a, b), []).append(e["cpu"])
-        for key, label in (("cpuid_vmx", "CPUID VMX bit"), ("vmx_flag", "vmx flag in /proc/cpuinfo")):
+        for key, label in (
+            ("cpuid_vmx", "CPUID VMX bit"),
+            ("vmx_flag", "vmx flag in /proc/cpuinfo"),
+            ("cpuid_svm", "CPUID SVM bit"),
+            ("svm_flag", "svm flag in /proc/cpuinfo"),
+        ):
+            if key in ("cpuid_svm", "svm_flag") and (key not in o or key not in e):
+                continue  # written only for hosts judged by SVM, and by newer vmxprobes
             if o.get(key) != e.get(key):
                 groups.setdefault((label, o.get(key), e.get(key)), []).append(e["cpu"])
     out: list[dict[str, Any]] = []
@@ -278,7 +347,7 @@ def render_diff_text(result: dict, old_path: str, new_path: str, old: dict, new:
         out += [f"  - {c['text']}" for c in result["changes"]]
     else:
         out.append(
-            f"UNCHANGED: {STATUS_TEXT[r['new']]}; the same readiness, CPU, VMX registers, CPUs and kernel"
+            f"UNCHANGED: {STATUS_TEXT[r['new']]}; the same readiness, CPU, VMX/SVM registers, CPUs and kernel"
         )
     if result["notes"]:
         out.append("Notes:")

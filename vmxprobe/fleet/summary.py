@@ -34,6 +34,7 @@ from vmxprobe.fleet.check import (
     parse_timestamp,
     read_report,
 )
+from vmxprobe.host.cpulist import parse_cpulist
 
 DEFAULT_LIMIT = 20
 # Below this many reports a progress bar is noise.
@@ -75,6 +76,41 @@ def first_reason(doc: dict) -> str:
     v = doc["verdict"]
     items = (v.get("undetermined") or v["reasons"]) if status_of(doc) == "undetermined" else v["reasons"]
     return items[0] if items else ""
+
+
+def virt_of(doc: dict) -> str:
+    """The extension a report's verdict rests on: "svm" on AMD hosts, "vmx" otherwise and
+    in reports written before the field existed."""
+    return doc["verdict"].get("virt") or "vmx"
+
+
+def verdict_key(doc: dict) -> str:
+    """The kernel's two steps for the host's extension, as one group key."""
+    v = doc["verdict"]
+    if virt_of(doc) == "svm":
+        pairs = (("x86_svm_init", v.get("x86_svm_init")), ("kvm_amd", v.get("kvm_amd")))
+    else:
+        pairs = (("x86_vmx_init", v["x86_vmx_init"]), ("kvm_intel", v["kvm_intel"]))
+    return ", ".join(f"{name} {_errno(e)}" for name, e in pairs)
+
+
+def _errno(e: str | None) -> str:
+    return "unknown" if e is None else ("ok" if e == "ok" else f"-{e}")
+
+
+def vm_cr_state(doc: dict) -> str:
+    svm = doc.get("svm")
+    if not isinstance(svm, dict):
+        return "unreadable"
+    vm_cr = svm.get("vm_cr")
+    return vm_cr["state"] if isinstance(vm_cr, dict) else "unreadable"
+
+
+def possible_count(doc: dict) -> int:
+    """Possible CPUs: the plan's pages on a VMX host, the CPU list where no plan applies."""
+    if doc["plan"].get("applies", True):
+        return doc["plan"]["pages"]
+    return len(parse_cpulist(doc["cpus"]["possible"]))
 
 
 def revision_of(doc: dict) -> int | None:
@@ -169,6 +205,11 @@ CSV_COLUMNS = (
     "stale",
     "duplicate",
     "reason",
+    # Added with the AMD verdict, at the end so that columns keep their positions.
+    "virt",
+    "x86_svm_init",
+    "kvm_amd",
+    "vm_cr",
 )
 
 
@@ -191,11 +232,14 @@ class Summary:
         self.groups = {
             name: Counter()
             for name in (
+                "verdict",
+                "virt",
                 "revision_id",
                 "vmcs_size",
+                "feature_control",
+                "vm_cr",
                 "cpu_model",
                 "hypervisor",
-                "feature_control",
                 "tool_version",
             )
         }
@@ -242,12 +286,20 @@ class Summary:
             doc["source"],
         )
         rid = revision_of(doc)
+        virt = virt_of(doc)
         g = self.groups
-        g["revision_id"].add(revision_text(rid))
-        g["vmcs_size"].add("unknown" if basic is None else str(basic["vmcs_size"]))
+        g["verdict"].add(verdict_key(doc))
+        g["virt"].add(virt)
+        # The VMX registers say nothing about a host judged by SVM, and VM_CR nothing
+        # about one judged by VMX: each host is counted under its own extension's.
+        if virt == "svm":
+            g["vm_cr"].add(vm_cr_state(doc))
+        else:
+            g["revision_id"].add(revision_text(rid))
+            g["vmcs_size"].add("unknown" if basic is None else str(basic["vmcs_size"]))
+            g["feature_control"].add("unreadable" if fc is None else fc["state"])
         g["cpu_model"].add(cpu_model(hostinfo))
         g["hypervisor"].add(hostinfo["hypervisor"] or "none")
-        g["feature_control"].add("unreadable" if fc is None else fc["state"])
         g["tool_version"].add(doc["tool"]["version"])
         key = (host, path)
         reason = first_reason(doc) if status != "ready" else ""
@@ -260,6 +312,9 @@ class Summary:
                     "reason": reason,
                     "x86_vmx_init": v["x86_vmx_init"],
                     "kvm_intel": v["kvm_intel"],
+                    "x86_svm_init": v.get("x86_svm_init"),
+                    "kvm_amd": v.get("kvm_amd"),
+                    "virt": virt,
                 },
             )
         when = parse_timestamp(doc["generated_at"])
@@ -297,7 +352,7 @@ class Summary:
             "cpu_model_name": hostinfo.get("model_name") or "",
             "hypervisor": hostinfo["hypervisor"] or "",
             "emulated": v.get("emulated") or "",
-            "possible_cpus": doc["plan"]["pages"],
+            "possible_cpus": possible_count(doc),
             "kernel": hostinfo["kernel"] or "",
             "tool_version": doc["tool"]["version"],
             "generated_at": doc["generated_at"],
@@ -306,6 +361,10 @@ class Summary:
             "stale": stale,
             "duplicate": bool(seen),
             "reason": reason,
+            "virt": virt,
+            "x86_svm_init": v.get("x86_svm_init") or "",
+            "kvm_amd": v.get("kvm_amd") or "",
+            "vm_cr": vm_cr_state(doc) if virt == "svm" else "",
         }
 
     # -- results --
@@ -379,11 +438,14 @@ class Summary:
             )
         )
         titles = {
+            "verdict": "Kernel verdict",
+            "virt": "Extension (vmx: Intel VT-x, svm: AMD-V)",
             "revision_id": "VMCS revision id",
             "vmcs_size": "VMCS size (bytes)",
+            "feature_control": "IA32_FEATURE_CONTROL",
+            "vm_cr": "VM_CR (SVM hosts)",
             "cpu_model": "CPU model (family/model/stepping)",
             "hypervisor": "Hypervisor",
-            "feature_control": "IA32_FEATURE_CONTROL",
             "tool_version": "vmxprobe version",
         }
         for name, title in titles.items():
