@@ -172,11 +172,11 @@ def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool)
     basic_value, fc_value = p.msr[MSR_IA32_VMX_BASIC].value, p.msr[MSR_IA32_FEAT_CTL].value
     syn = synthetic_vmx(basic_value or None, None)
     evmcs = bool(syn and syn.evmcs and syn.evmcs.kvm_uses_evmcs)
-    setups = vmcs_configs(scan, model, boot, evmcs)
-    capsec = analyse(scan, boot, setups)
-    emulated = _label_hypervisor(p, capsec, reasons)
     # The boot CPU's registers, decoded once: the verdict and every renderer use these.
     basic = None if basic_value is None else decode_vmx_basic(basic_value)
+    setups = vmcs_configs(scan, model, boot, evmcs)
+    capsec = analyse(scan, boot, setups, basic)
+    emulated = _label_hypervisor(p, capsec, reasons)
     step = x86_vmx_init.before_allocation(scan, boot, basic, under_tboot)
     reasons += step.reasons
     undetermined += step.undetermined
