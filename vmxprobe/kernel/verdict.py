@@ -199,7 +199,7 @@ def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool)
         reasons.append(
             "x86_vmx_init() failed, so the kernel cleared X86_FEATURE_VMX on every CPU: no vmx flag "
             "in /proc/cpuinfo, and kvm_intel refuses on whichever CPU loads it "
-            '("VMX not fully enabled on CPU N.  Check kernel logs and/or BIOS", -EOPNOTSUPP)'
+            '("kvm_intel: VMX not fully enabled on CPU N.  Check kernel logs and/or BIOS", -EOPNOTSUPP)'
         )
         if step.errno == x86_vmx_init.EOPNOTSUPP:
             reasons += kernel_view(scan, capsec, model, under_tboot)
