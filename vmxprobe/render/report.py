@@ -235,6 +235,9 @@ def build(result: ScanResult) -> Json:
             "online": page.online,
             "probed": page.cpu in scan.cpus,
         }
+        firmware = result.nodes.firmware_node.get(page.cpu)
+        if firmware is not None:
+            entry["firmware_node"] = firmware
         p = scan.cpus.get(page.cpu)
         if p is not None:
             key = msr_key(p)
