@@ -152,11 +152,12 @@ def test_which_bit_decides_vmx_with_and_without_tboot(fc, plain, under_tboot):
 def test_the_refusal_names_the_kernels_message_for_each_case():
     s = scan_with(0x3)
     ok, why = feat_ctl.vmx_feature(s, 0, tboot=False)
-    assert '"VMX (outside TXT) disabled by BIOS"' in why
+    # feat_ctl.c: "#define pr_fmt(fmt) \"x86/cpu: \" fmt"; pr_err_once(): one line per boot.
+    assert 'logged once: "x86/cpu: VMX (outside TXT) disabled by BIOS"' in why
     assert "only VMX inside SMX (bit 1) is on, which counts only under tboot" in why
     s = scan_with(0x5)
     ok, why = feat_ctl.vmx_feature(s, 0, tboot=True)
-    assert '"VMX (inside TXT) disabled by BIOS"' in why
+    assert 'logged once: "x86/cpu: VMX (inside TXT) disabled by BIOS"' in why
     assert "VMX outside SMX (bit 2) is on, which does not count under tboot" in why
 
 
