@@ -24,6 +24,7 @@ import pytest
 from tests import published
 from tests.published import setreg
 from tests.scanning import run
+from vmxprobe.host import fixture
 from vmxprobe.host.sources import CpuidReading, FixtureHost
 
 FC, BASIC, PROC2, PIN = 0x3A, 0x480, 0x48B, 0x481
@@ -308,3 +309,22 @@ def test_offline_cpus(release, words):
     report, v, r = scan(fx)
     assert v.kvm_intel == "ok"
     assert f"CPU(s) 4-7 are not online, so not read: each gets its root VMCS page and {words}" in r
+
+
+# --- held to a real kernel's log ----------------------------------------------------------
+
+BOCHS_REFUSED = ["bochs-lock-ap-off-smp2", "bochs-lock-smx-only", "bochs-lock-vmx-off"]
+
+
+@pytest.mark.parametrize("name", BOCHS_REFUSED)
+def test_every_line_the_6_1_kernel_logged_is_quoted(name):
+    # fixtures/bochs-*.json: registers read by Debian's 6.1.192 on an emulated Intel CPU,
+    # with what that kernel then logged when kvm_intel was loaded
+    # (provenance.kernel_outcome.log: feat_ctl.c's "x86/cpu: " lines and x86.c's "kvm: ").
+    fx = fixture.load(name)
+    outcome = fx.provenance["kernel_outcome"]
+    report, v, r = scan(fx)
+    assert v.kvm_intel == outcome["kvm_intel"] == "EOPNOTSUPP"
+    assert outcome["log"]
+    for line in outcome["log"]:
+        assert f'"{line}"' in r, line
