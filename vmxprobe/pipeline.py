@@ -13,6 +13,7 @@ from vmxprobe.host.fixture import Fixture
 from vmxprobe.host.identity import HostIdentity, identify
 from vmxprobe.host.readings import HostReadings, read_host
 from vmxprobe.host.sources import Source
+from vmxprobe.kernel.acpi_numa import with_firmware
 from vmxprobe.kernel.numa import NodeMap, cpu_to_node
 from vmxprobe.kernel.pages import Allocation, Materialized, Placement, Verification, materialize
 from vmxprobe.kernel.root_vmcs import Plan, build_plan, not_applicable
@@ -80,7 +81,7 @@ def run(
     """
     readings = read_host(source)
     verdict = judge(readings)
-    nodes = cpu_to_node(readings.topology)
+    nodes = with_firmware(cpu_to_node(readings.topology), readings)
     if verdict.virt == SVM:
         plan = not_applicable(readings.topology)
         materialize_plan = False

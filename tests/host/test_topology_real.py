@@ -248,6 +248,7 @@ def test_partial_dumps_say_which_facts_were_absent():
     for f in ("possible", "present", "online"):
         assert f"/sys/devices/system/cpu/{f}" in t.missing
     assert t.possible == list(range(16)) and t.online == list(range(16))
+    assert not t.possible_known and topo("ul-x86_64-64cpu").possible_known
     r = cli_runner().invoke(cli, ["scan", "--fixture", "ul-x86_64-hpdl585"])
     assert "Absent: /sys/devices/system/cpu/possible" in r.stdout
     # An Opteron host: judged by SVM, without a root VMCS plan.
