@@ -442,7 +442,11 @@ def test_service_command_runs_live_under_the_units_restrictions(tmp_path, system
     called = set(re.findall(r"^\d+\s+(\w+)\(", trace.read_text(), re.M))
     assert {"openat", "pread64"} <= called, sorted(called)  # the trace is the scan's
     if free["plan"]["placement"] == "bound":
-        assert {"mbind", "move_pages"} <= called, sorted(called)
+        # The NUMA probe binds on every live scan; pages are checked with move_pages()
+        # only where there are pages: an AMD host (judged by SVM) has no root VMCS.
+        assert "mbind" in called, sorted(called)
+        if free["plan"].get("applies", True):
+            assert "move_pages" in called, sorted(called)
     allowed = allowed_syscalls(service["SystemCallFilter"], syscall_groups(systemd_analyze))
     assert called - allowed == set(), f"refused by SystemCallFilter=: {sorted(called - allowed)}"
 
