@@ -12,7 +12,6 @@ import pytest
 
 from benchmarks import fleet as bench_fleet
 from tests.fleet.reports import invoke, live, report, summary_json, undetermined_doc, write
-from vmxprobe.fleet import bounded as fleet_bounded
 from vmxprobe.fleet import check as fleet_check
 from vmxprobe.fleet import summary as fleet_summary
 
@@ -220,32 +219,6 @@ def test_lists_are_capped_by_name_whatever_the_order(tmp_path):
     _, s, _ = summary_json("--limit", "0", tmp_path)
     assert len(s["not_ready"]["hosts"]) == 40 and s["not_ready"]["cut"] == 0
     assert [h["host"] for h in s["not_ready"]["hosts"]] == sorted(names)
-
-
-def test_capped_keeps_the_smallest():
-    rng = random.Random(5)
-    keys = list(range(1000))
-    rng.shuffle(keys)
-    c = fleet_bounded.Capped(10)
-    for k in keys:
-        c.add((f"h{k:04d}",), k)
-    assert c.items() == list(range(10)) and c.count == 1000 and c.cut == 990
-
-
-def test_name_set_finds_every_duplicate_and_grows():
-    ns = fleet_bounded.NameSet(size=8)
-    names = [f"node-{i}" for i in range(20000)]
-    assert all(ns.add(n) == 0 for n in names)
-    assert ns.add("node-5") == 1 and ns.add("node-5") == 2 and ns.add("node-19999") == 1
-    assert ns.add("new") == 0
-
-
-def test_group_keys_are_capped(monkeypatch):
-    monkeypatch.setattr(fleet_bounded, "MAX_GROUP_KEYS", 3)
-    c = fleet_bounded.Counter()
-    for k in "aabcdde":
-        c.add(k)
-    assert c.counts == {"a": 2, "b": 1, "c": 1, fleet_bounded.OTHER: 3} and c.folded == 3
 
 
 def test_directories_dot_files_and_recursion(tmp_path):
