@@ -346,11 +346,3 @@ def test_capabilities_section_of_every_bundled_fixture_is_valid(name):
     if any(0x481 in fx.msr and r.ok for r in fx.msr.get(0x481, {}).values()):
         assert section["state"] == "read"
     assert render_caps_text(result.verdict.capabilities).endswith("\n")
-
-
-@pytest.mark.parametrize("name,code", [("amd-host", 1), ("intel-2s-ready", 0), ("pub-skylake", 0)])
-def test_caps_command_exit_code_is_the_scans(name, code):
-    if name not in fixture.bundled_names():
-        pytest.skip(f"{name} is not bundled")
-    r = cli_runner().invoke(cli, ["caps", "--fixture", name])
-    assert r.exit_code == code
