@@ -1,8 +1,11 @@
 """Tests for vmxprobe.kernel.hypervisors: KVM's nested VMX recognised by
 VMCS12_REVISION (arch/x86/kvm/vmx/vmcs12.h, 0x11e57ed0), other hypervisors by their
 CPUID signature, and hv_init_evmcs() (arch/x86/kvm/vmx/hyperv_evmcs.c): kvm_intel uses
-the enlightened VMCS when Hyper-V recommends it (CPUID 0x40000004 EAX bit 14) and the
-highest version it offers (0x4000000A EAX bits 7:0) is at least KVM_EVMCS_VERSION 1."""
+the enlightened VMCS when Hyper-V recommends it (CPUID 0x40000004 EAX bit 14) and
+0x4000000A EAX bits 7:0 (HV_X64_ENLIGHTENED_VMCS_VERSION, 0xff) are at least
+KVM_EVMCS_VERSION 1. Bits 7:0 are the lowest version offered and 15:8 the highest, as in
+the range KVM offers its own guests: (KVM_EVMCS_VERSION << 8) | 1,
+nested_get_evmcs_version() in arch/x86/kvm/vmx/hyperv.c."""
 
 import pytest
 
@@ -44,8 +47,9 @@ def test_other_hypervisors_by_signature():
         (1 << 14, 0x0000, 0, 0, False),  # recommended but no version offered
         # The kernel compares nested_features & HV_X64_ENLIGHTENED_VMCS_VERSION (0xff,
         # bits 7:0) with KVM_EVMCS_VERSION: bits 15:8 alone do not count.
-        (1 << 14, 0x0100, 1, 0, False),
-        (1 << 14, 0x0002, 0, 2, True),
+        (1 << 14, 0x0100, 0, 1, False),
+        (1 << 14, 0x0002, 2, 0, True),
+        (1 << 14, 0x0201, 1, 2, True),  # v1..v2, as KVM would offer with KVM_EVMCS_VERSION 2
         (0, 0x0101, 1, 1, False),  # offered, not recommended
         (1 << 14, None, None, None, False),  # no nested-features leaf
     ],
