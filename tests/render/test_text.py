@@ -70,3 +70,14 @@ def test_style_colours_the_headline_only(name, colour):
     assert out[0].startswith("<") and out[0].endswith(">")
     assert not any(line.startswith("<") for line in out[1:])
     assert text.plain("x", fg="red") == "x"
+
+
+def test_a_scan_that_did_not_allocate_does_not_blame_the_readings():
+    """Without materialising the plan the verdict stops before x86_vmx_init()'s loop:
+    the headline says the allocation was not tried, not that something was unreadable;
+    with it, the same fixture is READY."""
+    fx = fixture.load("bochs-skylake-x-debian")
+    r = pipeline.run(FixtureHost(fx), fx, materialize_plan=False)
+    head = text.render_text(r).splitlines()[0]
+    assert head == "UNKNOWN: every check before the allocation passed; the allocation was not tried"
+    assert text.render_text(pipeline.run(FixtureHost(fx), fx)).startswith("READY: ")
