@@ -128,17 +128,6 @@ def test_amd_on_7_1_names_x86_svm_init_in_the_headline(fixture_file):
     assert r.stdout.splitlines()[0] == "NOT READY: x86_svm_init() returns -EOPNOTSUPP (SVM)"
 
 
-def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
-    from vmxprobe.cli.common import use_colour
-
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    monkeypatch.delenv("NO_COLOR", raising=False)
-    assert use_colour(None) is True
-    assert use_colour("out.txt") is False
-    monkeypatch.setenv("NO_COLOR", "1")
-    assert use_colour(None) is False
-
-
 def test_version_and_module_entry():
     r = vmxprobe("--version")
     assert r.returncode == 0 and r.stdout.strip() == "vmxprobe, version 0.1.0"
