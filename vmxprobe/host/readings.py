@@ -75,7 +75,9 @@ class HostReadings:
     debugfs_x86: list[str] | None = None  # sys/kernel/debug/x86 entries the model looks for
 
 
-def read_cpu(source: Source, cpu: int) -> CpuReadings:
+def read_cpu(source: Source, cpu: int, rounds: Rounds | None = None) -> CpuReadings:
+    """One CPU's readings. `rounds` is read_capabilities()'s memo, shared by the CPUs of
+    one scan."""
     p = CpuReadings(cpu)
     p.cpuid[0] = source.read_cpuid(cpu, 0)
     p.cpuid[1] = source.read_cpuid(cpu, 1)
@@ -93,10 +95,12 @@ def read_cpu(source: Source, cpu: int) -> CpuReadings:
     # Both MSRs are read on every CPU, whatever CPUID says: the msr driver reads with
     # rdmsr_safe_on_cpu(), so a register the CPU lacks costs an EIO, not a crash, and
     # the EIO is itself evidence (a hypervisor hiding VMX, an AMD CPU).
-    p.msr[MSR_IA32_FEAT_CTL] = source.read_msr(cpu, MSR_IA32_FEAT_CTL)
-    p.msr[MSR_IA32_VMX_BASIC] = source.read_msr(cpu, MSR_IA32_VMX_BASIC)
-    read_capabilities(source, p)
+    p.msr[MSR_IA32_FEAT_CTL], p.msr[MSR_IA32_VMX_BASIC] = source.read_msrs(cpu, _ALWAYS_READ)
+    read_capabilities(source, p, rounds)
     return p
+
+
+_ALWAYS_READ = (MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC)
 
 
 def _read_feature_leaves(source: Source, p: CpuReadings) -> None:
@@ -122,7 +126,12 @@ def _read_feature_leaves(source: Source, p: CpuReadings) -> None:
         p.cpuid[LEAF_EXT_FEATURES] = read(cpu, LEAF_EXT_FEATURES)
 
 
-def read_capabilities(source: Source, p: CpuReadings) -> None:
+# What each round read, by what decided it: IA32_VMX_BASIC, the MSRs already held, and
+# the values read so far in the order read. CPUs that read alike ask alike.
+Rounds = dict[tuple[Any, ...], list[int]]
+
+
+def read_capabilities(source: Source, p: CpuReadings, rounds: Rounds | None = None) -> None:
     """Read the VMX capability MSRs (0x481-0x493) that exist on this CPU, in rounds.
 
     Only after IA32_VMX_BASIC reads non-zero (a CPU with VMX always reports a VMCS size):
@@ -138,15 +147,20 @@ def read_capabilities(source: Source, p: CpuReadings) -> None:
     if basic is None or not basic.value:
         return
     values: dict[int, int] = {}
-    read, cpu = source.read_msr, p.cpu
+    if rounds is None:
+        rounds = {}
+    asked: tuple[Any, ...] = (basic.value, tuple(msr))
     while True:
-        todo = [i for i in readable_msrs(values, basic.value) if i not in msr]
+        todo = rounds.get(asked)
+        if todo is None:
+            todo = rounds[asked] = [i for i in readable_msrs(values, basic.value) if i not in msr]
         if not todo:
             return
-        for index in todo:
-            r = msr[index] = read(cpu, index)
+        for index, r in zip(todo, source.read_msrs(p.cpu, todo)):
+            msr[index] = r
             if r.value is not None:  # r.ok, without a property call per register
                 values[index] = r.value
+            asked += (index, r.value)
 
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -248,9 +262,10 @@ def _read_host(source: Source) -> HostReadings:
     # identity.
     same_msrs: dict[tuple[Any, ...], dict[int, MsrReading]] = {}
     same_leaf: dict[CpuidReading, CpuidReading] = {}
+    rounds: Rounds = {}
     try:
         for cpu in topo.online:
-            p = probes[cpu] = read_cpu(source, cpu)
+            p = probes[cpu] = read_cpu(source, cpu, rounds)
             try:
                 p.msr = same_msrs.setdefault((tuple(p.msr), tuple(p.msr.values())), p.msr)
                 for leaf, r in p.cpuid.items():
