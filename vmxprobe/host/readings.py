@@ -7,6 +7,7 @@ change what KVM compares."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 import sys
@@ -34,7 +35,8 @@ from vmxprobe.arch.cpuid import (
 )
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC
 from vmxprobe.host.sources import CPUINFO, OSRELEASE, CpuidReading, MsrReading, Source
-from vmxprobe.host.topology import Topology, read_topology
+from vmxprobe.host.topology import Topology, read_cpu_sets, read_topology
+from vmxprobe.host.workers import FAILED, Forked, usable_cpus
 
 CpuInfo = dict[str, Any]  # one /proc/cpuinfo block: "flags", "vmx flags", "bugs" as frozensets
 
@@ -252,33 +254,92 @@ def read_host(source: Source) -> HostReadings:
             gc.enable()
 
 
-def _read_host(source: Source) -> HostReadings:
-    topo = read_topology(source)
-    probes: dict[int, CpuReadings] = {}
-    # The CPUs of a host mostly read the same values: a CPU whose MSR readings equal an
-    # earlier CPU's shares that CPU's msr dict (read-only from here on), and equal CPUID
-    # results are one object. 8192 CPUs' registers then take a fraction of the memory,
-    # and the comparisons that follow (kernel.capabilities.msr_key()) find equal CPUs by
-    # identity.
-    same_msrs: dict[tuple[Any, ...], dict[int, MsrReading]] = {}
-    same_leaf: dict[CpuidReading, CpuidReading] = {}
+# Workers for the registers of a live host (host.workers): as many as the CPUs this
+# process may use, up to MAX_WORKERS, each with at least MIN_CPUS_PER_WORKER CPUs to
+# read; with fewer, the scan reads alone (docs/benchmarks.md has the figures).
+MIN_CPUS_PER_WORKER = 128
+MAX_WORKERS = 8
+
+_Packed = list[
+    tuple[int, dict[int, MsrReading], dict[int, CpuidReading], dict[tuple[int, int], CpuidReading]]
+]
+
+
+class _Alike:
+    """The CPUs of a host mostly read the same values: a CPU whose MSR readings equal an
+    earlier CPU's shares that CPU's msr dict (read-only from here on), and equal CPUID
+    results are one object. 8192 CPUs' registers then take a fraction of the memory, and
+    the comparisons that follow (kernel.capabilities.msr_key()) find equal CPUs by
+    identity."""
+
+    def __init__(self) -> None:
+        self.msrs: dict[tuple[Any, ...], dict[int, MsrReading]] = {}
+        self.leaves: dict[CpuidReading, CpuidReading] = {}
+
+    def share(self, p: CpuReadings) -> None:
+        try:
+            p.msr = self.msrs.setdefault((tuple(p.msr), tuple(p.msr.values())), p.msr)
+            same = self.leaves.setdefault
+            for leaf, r in p.cpuid.items():
+                p.cpuid[leaf] = same(r, r)
+            for key, r in p.subleaves.items():
+                p.subleaves[key] = same(r, r)
+        except TypeError:  # a value that cannot be hashed: kept as it is
+            pass
+
+
+def _read_cpus(source: Source, cpus: list[int], alike: _Alike, out: dict[int, CpuReadings]) -> None:
     rounds: Rounds = {}
+    for cpu in cpus:
+        p = out[cpu] = read_cpu(source, cpu, rounds)
+        alike.share(p)
+
+
+def _read_block(source: Source, cpus: list[int]) -> _Packed:
+    """A worker's job: its CPUs' readings as plain tuples (pickled once for each shared
+    object)."""
+    got: dict[int, CpuReadings] = {}
     try:
-        for cpu in topo.online:
-            p = probes[cpu] = read_cpu(source, cpu, rounds)
-            try:
-                p.msr = same_msrs.setdefault((tuple(p.msr), tuple(p.msr.values())), p.msr)
-                for leaf, r in p.cpuid.items():
-                    p.cpuid[leaf] = same_leaf.setdefault(r, r)
-                for key, r in p.subleaves.items():
-                    p.subleaves[key] = same_leaf.setdefault(r, r)
-            except TypeError:  # a value that cannot be hashed: kept as it is
-                pass
+        _read_cpus(source, cpus, _Alike(), got)
     finally:
         source.close()
-    release = source.read_text(OSRELEASE)
-    params = read_kvm_params(source)
-    cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
+    return [(p.cpu, p.msr, p.cpuid, p.subleaves) for p in got.values()]
+
+
+def _blocks(source: Source, online: list[int]) -> list[list[int]]:
+    """The online CPUs in contiguous blocks, one per worker; [] to read them here."""
+    if getattr(source, "parallel", False) is not True:
+        return []
+    n = min(usable_cpus(), MAX_WORKERS, len(online) // MIN_CPUS_PER_WORKER)
+    if n < 2:
+        return []
+    return [online[len(online) * i // n : len(online) * (i + 1) // n] for i in range(n)]
+
+
+def _read_host(source: Source) -> HostReadings:
+    cpu_sets = read_cpu_sets(source)
+    blocks = _blocks(source, cpu_sets.online)
+    probes: dict[int, CpuReadings] = {}
+    alike = _Alike()
+    try:
+        # With workers, the registers are read while this process reads the rest of
+        # the topology and the files below; without, in the order of the sections.
+        with Forked(functools.partial(_read_block, source), blocks) as workers:
+            topo = read_topology(source, cpu_sets)
+            if not blocks:
+                _read_cpus(source, topo.online, alike, probes)
+            release = source.read_text(OSRELEASE)
+            params = read_kvm_params(source)
+            cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
+            for block, got in zip(blocks, workers.results()):
+                if got is FAILED:  # read here instead: the same reads, the same errors
+                    _read_cpus(source, block, alike, probes)
+                    continue
+                for cpu, msr, cpuid, subleaves in got:
+                    p = probes[cpu] = CpuReadings(cpu, cpuid, subleaves, msr)
+                    alike.share(p)
+    finally:
+        source.close()
     return HostReadings(
         source_kind=source.kind,
         source_name=source.name,

@@ -164,6 +164,9 @@ class LiveHost:
     """
 
     kind = "live"
+    # Its CPUs may be read by forked workers (host.workers), each with a copy of this
+    # object and descriptors of its own.
+    parallel = True
 
     def __init__(self, root: str = "/"):
         self.root = root
