@@ -45,7 +45,7 @@ MIB = 1 << 20
 # files are extended to it, so each read returns 8 bytes on both sides (see tree()).
 MSR_SPAN = 0x493 + 8
 
-TARGET_FLOOR_RATIO = 2.0  # scan time / rdmsr floor, at the largest size
+TARGET_FLOOR_RATIO = 1.0  # scan time / rdmsr floor, at the largest size
 TARGET_FLAT = 1.25  # time per CPU at the largest size / the smallest per-CPU time
 TARGET_EXTRA_MIB = 64  # peak RSS at the largest size, beyond the plan's pages
 TARGET_STARTUP_RATIO = 2.5  # vmxprobe --version / python3 -c pass
@@ -134,21 +134,20 @@ def reads_per_cpu(root: str, n: int) -> tuple[list[int], int]:
     """The MSR indexes vmxprobe reads on each CPU of the tree (the same on every CPU),
     and the number of CPUID reads per CPU; every read must return all its bytes."""
     from vmxprobe.host.readings import read_host
-    from vmxprobe.host.sources import LiveHost
+    from vmxprobe.host.sources import LiveHost, RecordingHost
 
+    # What `vmxprobe record` would keep: every read, CPU by CPU (a recording scan reads
+    # in this process alone, so that it sees every read).
+    rec = RecordingHost(LiveHost(root))
+    scan = read_host(rec)
     msr: dict[int, list[int]] = {}
-    cpuid: dict[int, int] = {}
-
-    class Counting(LiveHost):
-        def read_msr(self, cpu, index):
+    for index, per_cpu in rec.msr.items():  # indexes in the order first read
+        for cpu in per_cpu:
             msr.setdefault(cpu, []).append(index)
-            return super().read_msr(cpu, index)
-
-        def read_cpuid(self, cpu, leaf, subleaf=0):
+    cpuid: dict[int, int] = {}
+    for per_cpu in rec.cpuid.values():
+        for cpu in per_cpu:
             cpuid[cpu] = cpuid.get(cpu, 0) + 1
-            return super().read_cpuid(cpu, leaf, subleaf)
-
-    scan = read_host(Counting(root))
     shapes = {tuple(v) for v in msr.values()}
     if len(msr) != n or len(shapes) != 1:
         raise SystemExit(
