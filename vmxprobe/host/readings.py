@@ -75,6 +75,7 @@ class HostReadings:
     kvm_params: dict[str, str] = field(default_factory=dict)  # kvm_intel module parameters
     boot_params: bytes | None = None  # sys/kernel/boot_params/data: struct boot_params
     debugfs_x86: list[str] | None = None  # sys/kernel/debug/x86 entries the model looks for
+    acpi_tables: dict[str, bytes] = field(default_factory=dict)  # ACPI_TABLES read, by path
 
 
 def read_cpu(source: Source, cpu: int, rounds: Rounds | None = None) -> CpuReadings:
@@ -228,6 +229,9 @@ BOOT_PARAMS = "sys/kernel/boot_params/data"
 # arch/x86/kernel/tboot.c tboot_late_init(): created only when tboot_enabled().
 DEBUGFS_X86 = "sys/kernel/debug/x86"
 _DEBUGFS_NAMES = re.compile(r"tboot_log")
+# The firmware's CPU and NUMA tables (drivers/acpi/sysfs.c, mode 0400: root only): the
+# MADT ("APIC"), SRAT and FADT ("FACP") that the kernel's boot-time placement read.
+ACPI_TABLES = tuple(f"sys/firmware/acpi/tables/{name}" for name in ("APIC", "SRAT", "FACP"))
 
 
 def read_kvm_params(source: Source) -> dict[str, str]:
@@ -351,4 +355,5 @@ def _read_host(source: Source) -> HostReadings:
         kvm_params=params,
         boot_params=source.read_bytes(BOOT_PARAMS),
         debugfs_x86=source.list_dir(DEBUGFS_X86, _DEBUGFS_NAMES),
+        acpi_tables={p: data for p in ACPI_TABLES if (data := source.read_bytes(p)) is not None},
     )

@@ -235,6 +235,9 @@ def build(result: ScanResult) -> Json:
             "online": page.online,
             "probed": page.cpu in scan.cpus,
         }
+        firmware = result.nodes.firmware_node.get(page.cpu)
+        if firmware is not None:
+            entry["firmware_node"] = firmware
         p = scan.cpus.get(page.cpu)
         if p is not None:
             key = msr_key(p)
@@ -271,6 +274,7 @@ def build(result: ScanResult) -> Json:
     plan_section: Json = {
         "page_size": PAGE_SIZE,
         "pages": len(plan.pages),
+        "pages_lower_bound": plan.lower_bound,
         "bytes": len(plan.pages) * PAGE_SIZE,
         "revision_id": plan.revision_id,
         "header": None if plan.header is None else f"0x{plan.header:08x}",
