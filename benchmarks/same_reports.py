@@ -90,7 +90,8 @@ def cases(work: str) -> tuple[list[tuple[str, list[str]]], list[socket.socket]]:
 
 
 def run(checkout: str, argv: list[str]) -> tuple[int, bytes, bytes]:
-    env = {**os.environ, "PYTHONPATH": checkout}
+    # No byte-code written: the older checkout is only read.
+    env = {**os.environ, "PYTHONPATH": checkout, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("VMXPROBE_DEBUG", None)
     r = subprocess.run([sys.executable, "-m", "vmxprobe", *argv], capture_output=True, env=env, cwd=checkout)
     return r.returncode, STAMP.sub(rb'"\1": "-"', r.stdout), r.stderr
