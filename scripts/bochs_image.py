@@ -279,19 +279,48 @@ def module_closure(mod_dir: str, names=GUEST_MODULES) -> dict[str, list[str]]:
     return out
 
 
-def install_modules(kernel: Kernel, root: str) -> None:
+ORACLE = "extra/root_vmcs_oracle.ko"
+
+
+def oracle_module(kernel: Kernel, cache: str) -> str:
+    """tests/oracle/root_vmcs_oracle.ko for Debian's kernel, built by
+    scripts/kernel-oracle.sh against that kernel's linux-headers and cached: the kernel's
+    own cpu_to_node() and page_to_nid() for every possible CPU (/proc/root_vmcs_oracle)."""
+    out = os.path.join(cache, f"oracle-{kernel.release}")
+    ko = os.path.join(out, "root_vmcs_oracle.ko")
+    sources = sorted(glob.glob(os.path.join(REPO, "tests", "oracle", "*")))
+    stamp = hashlib.sha256(b"".join(open(p, "rb").read() for p in sources)).hexdigest()
+    stamp_file = os.path.join(out, "sources.sha256")
+    if os.path.isfile(ko) and os.path.isfile(stamp_file) and open(stamp_file).read() == stamp:
+        return ko
+    env = {**os.environ, "VMXPROBE_VM_KERNEL": kernel.image}
+    _run(
+        ["bash", os.path.join(REPO, "scripts", "kernel-oracle.sh"), "build", out],
+        "building the oracle module (scripts/kernel-oracle.sh; linux-headers for Debian's kernel)",
+        env=env,
+    )
+    with open(stamp_file, "w") as f:
+        f.write(stamp)
+    return ko
+
+
+def install_modules(kernel: Kernel, root: str, extra: str | None = None) -> None:
     closure = module_closure(kernel.modules)
     dest = f"/lib/modules/{kernel.release}"
     for rel in closure:
         if not rel.endswith(".ko"):
             raise ImageError(f"{kernel.modules}/{rel}: compressed modules are not supported here")
         _copy(os.path.join(kernel.modules, rel), root, f"{dest}/{rel}")
+    if extra is not None:
+        # The oracle depends on nothing the kernel does not have built in.
+        _copy(extra, root, f"{dest}/{ORACLE}")
+        closure = {**closure, ORACLE: []}
     with open(os.path.join(root, dest.lstrip("/"), "modules.dep"), "w") as f:
         for rel, deps in sorted(closure.items()):
             f.write(f"{rel}: {' '.join(deps)}\n".replace(": \n", ":\n"))
 
 
-def stage_root(root: str, kernels: list[Kernel]) -> dict:
+def stage_root(root: str, kernels: list[Kernel], oracle: str | None = None) -> dict:
     for d in ("bin", "dev", "proc", "sys", "tmp", "root", "opt/vmxprobe"):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     _copy(busybox(), root, "/bin/busybox")
@@ -324,7 +353,7 @@ def stage_root(root: str, kernels: list[Kernel]) -> dict:
     _compile(root, "usr/lib", sourceless=True)
     _compile(root, "opt", sourceless=False)
     for k in kernels:
-        install_modules(k, root)
+        install_modules(k, root, oracle if k.label == "debian" else None)
     return {"stdlib_files": len(stdlib_files), "libraries": libs}
 
 
@@ -391,9 +420,9 @@ def _input_files(kernels: list[Kernel]) -> list[str]:
     return files
 
 
-def image_key(kernels: list[Kernel]) -> str:
+def image_key(kernels: list[Kernel], oracle: str | None = None) -> str:
     h = hashlib.sha256()
-    for path in _input_files(kernels):
+    for path in _input_files(kernels) + ([oracle] if oracle else []):
         h.update(path.encode() + b"\0")
         with open(path, "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())
@@ -409,7 +438,8 @@ def build(cache: str | None = None, log=None) -> Image:
     cache = cache or cache_dir()
     os.makedirs(cache, exist_ok=True)
     kernels = [fast_kernel(cache), debian_kernel()]
-    key = image_key(kernels)
+    oracle = oracle_module(kernels[1], cache)
+    key = image_key(kernels, oracle)
     out = os.path.join(cache, f"image-{key}")
     iso = os.path.join(out, "boot.iso")
     by_label = {k.label: k for k in kernels}
@@ -424,7 +454,7 @@ def build(cache: str | None = None, log=None) -> Image:
     work = tempfile.mkdtemp(prefix="image.", dir=cache)
     try:
         root = os.path.join(work, "root")
-        facts = stage_root(root, kernels)
+        facts = stage_root(root, kernels, oracle)
         isodir = os.path.join(work, "iso")
         os.makedirs(os.path.join(isodir, "boot", "grub"))
         cpio = os.path.join(work, "initramfs.cpio")

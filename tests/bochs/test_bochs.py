@@ -274,3 +274,19 @@ def cpuinfo_flags(cpuinfo: str) -> dict[int, set[str]]:
 
 def vmx_flags(cpuinfo: str) -> dict[int, set[str]]:
     return {cpu: set(v.split()) for cpu, v in _per_cpu(cpuinfo, "vmx flags").items()}
+
+
+def test_the_kernels_own_placement_is_the_plans(boot):
+    """Where the image carries the oracle module (Debian's kernel: tests/oracle, built by
+    scripts/kernel-oracle.sh), the kernel itself runs arch/x86/virt/hw.c's loop: for every
+    possible CPU its cpu_to_node() must be the plan's node, and the node of the page it
+    got (page_to_nid()) the plan's serving node (docs/numa-placement.md)."""
+    found = boot.bundle.get("oracle")
+    if found is None:
+        pytest.skip("the oracle module is built for Debian's kernel only")
+    assert found["load"]["result"] == "ok", found
+    kernel = {int(c): (int(n), int(nid)) for c, n, nid in (line.split() for line in found["lines"])}
+    report = boot.report("scan")
+    serving = {p["node"]: p["serving_node"] for p in report["plan"]["nodes"]}
+    planned = {e["cpu"]: (e["node"], serving[e["node"]]) for e in report["per_cpu"]}
+    assert kernel == planned
