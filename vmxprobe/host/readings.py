@@ -246,9 +246,8 @@ def read_kvm_params(source: Source) -> dict[str, str]:
 
 
 def read_host(source: Source) -> HostReadings:
-    # A scan of 8192 CPUs makes some 10^5 small objects that live until the report is
-    # printed and hold no reference cycles: the cyclic collector's passes over them,
-    # one every 700 allocations, cost a few per cent of the scan and free nothing.
+    # The cyclic collector is paused while reading: the readings hold no cycles
+    # (docs/benchmarks.md, "What made the difference").
     paused = gc.isenabled()
     gc.disable()
     try:
