@@ -33,6 +33,9 @@ class Recorder:
             raise AssertionError(f"read 0x{index:x}, which the SDM says does not exist here")
         return MsrReading(value=self.values[index])
 
+    def read_msrs(self, cpu, indexes):
+        return [self.read_msr(cpu, index) for index in indexes]
+
 
 def probe_for(values, **kw):
     src = Recorder(values, **kw)
@@ -76,6 +79,48 @@ def test_a_fault_where_the_msr_should_exist_is_kept():
     p, src = probe_for(values, faults={0x48C})
     assert p.msr[0x48C] == MsrReading(errno="EIO")
     assert 0x491 in p.msr  # still read: it hangs on 0x48B, not on 0x48C
+
+
+class Bounded(Recorder):
+    """A Recorder that fails the test instead of reading without end."""
+
+    def read_msr(self, cpu, index):
+        assert len(self.reads) < 200, "read_capabilities() does not stop"
+        return super().read_msr(cpu, index)
+
+
+@pytest.mark.parametrize(
+    "name,faults",
+    [
+        ("penryn-e7500", ()),
+        ("raptor-lake-s", ()),
+        ("skylake-u", {0x48C}),
+        ("skylake-u", {0x482, 0x48B}),
+        ("raptor-lake-s", set(range(0x481, 0x494))),  # every capability MSR faults
+    ],
+)
+def test_rounds_shared_by_cpus_read_what_each_reads_alone(name, faults):
+    # The memo of rounds a scan shares between its CPUs: a CPU that reads like an
+    # earlier one takes its rounds from it, and must read exactly what it would alone,
+    # in the same order, also when a whole round faults.
+    values = {0x493: 0x3, **published.PUBLISHED[name]["msrs"]}  # 0x493 as above
+    alone = Bounded(values, faults)
+    p = CpuProbe(0)
+    p.msr[0x480] = MsrReading(value=values[0x480])
+    read_capabilities(alone, p)
+    rounds: dict = {}
+    for other in ("penryn-e7500", "skylake-u", name):  # the memo also holds other CPUs
+        o = {0x493: 0x3, **published.PUBLISHED[other]["msrs"]}
+        q = CpuProbe(1)
+        q.msr[0x480] = MsrReading(value=o[0x480])
+        read_capabilities(Bounded(o), q, rounds)
+    for _ in range(2):
+        shared = Bounded(values, faults)
+        q = CpuProbe(2)
+        q.msr[0x480] = MsrReading(value=values[0x480])
+        read_capabilities(shared, q, rounds)
+        assert shared.reads == alone.reads
+        assert list(q.msr.items()) == list(p.msr.items())
 
 
 # --- read_host --------------------------------------------------------------------------
