@@ -81,6 +81,7 @@ def two_node_vm(tmp_path_factory, oracle_ko) -> Boot:
         cpus=4,
         memory="2G",
         numa=guest.TWO_NODES,
+        qemu_opts=guest.intel(),
     )
 
 
@@ -95,7 +96,7 @@ def memoryless_vm(tmp_path_factory, oracle_ko) -> Boot:
         memory="2G",
         numa=guest.MEMORYLESS,
         numa_distance=guest.MEMORYLESS_DISTANCES,
-        qemu_opts=guest.MEMORYLESS_QEMU_OPTS,
+        qemu_opts=guest.intel(guest.MEMORYLESS_QEMU_OPTS),
     )
 
 
@@ -110,7 +111,7 @@ def four_node_vm(tmp_path_factory, oracle_ko) -> Boot:
         memory="3G",
         numa=guest.FOUR_NODES,
         numa_distance=guest.FOUR_NODE_DISTANCES,
-        qemu_opts=guest.FOUR_NODE_QEMU_OPTS,
+        qemu_opts=guest.intel(guest.FOUR_NODE_QEMU_OPTS),
         append=guest.FOUR_NODE_APPEND,
     )
 
@@ -124,5 +125,10 @@ def no_numa_vm(tmp_path_factory, oracle_ko) -> Boot:
         guest.FACTS_SCRIPT,
         cpus=2,
         memory="512M",
-        qemu_opts=guest.NO_NUMA_QEMU_OPTS,
+        qemu_opts=guest.intel(guest.NO_NUMA_QEMU_OPTS),
     )
+
+
+@pytest.fixture(scope="session")
+def amd_vm(tmp_path_factory, oracle_ko) -> Boot:
+    return _boot(tmp_path_factory, oracle_ko, "amd", guest.AMD_SCRIPT, cpus=2, memory="1G")

@@ -171,6 +171,18 @@ with materialize(plan, place=placement.place) as m:
 """
 
 
+# The placement boots run an Intel CPU: QEMU's TCG "max" CPU is AuthenticAMD, and on an
+# AMD host the root VMCS plan does not apply (SVM has none; x86_svm_init() allocates
+# nothing), so nothing would be placed. vendor=GenuineIntel keeps every TCG feature, and
+# TCG still filters VMX: the verdict is -EOPNOTSUPP and the plan is materialised and
+# bound. vng passes "-cpu max" first; a later -cpu replaces it (harness.build_command()).
+INTEL_CPU = "-cpu max,vendor=GenuineIntel"
+
+
+def intel(qemu_opts: str = "") -> str:
+    return f"{INTEL_CPU} {qemu_opts}".strip()
+
+
 def py(name: str, code: str, prefix: str = "") -> str:
     return f"echo '@@ {name}'\n{prefix}\"$VM_GUEST_PYTHON\" - <<'PY'\n{code}\nPY\n"
 
@@ -351,6 +363,31 @@ awk '/^Node/ {node=$2; zone=$4} /^ +present/ && $2 > 0 {print "node" node, zone}
 oracle oracle-live
 run live-json $VMXPROBE scan --format json
 dump_acpi
+echo '@@ end'
+"""
+)
+
+
+# --- boot 5: TCG's own AMD CPU, judged by kvm_amd -----------------------------------------
+
+# QEMU's TCG "max" CPU is AuthenticAMD with SVM (TCG emulates SVM), and VM_CR reads 0 as
+# any MSR TCG does not implement. vmxprobe judges kvm_amd from CPUID and VM_CR, then the
+# kernel answers: `modprobe kvm_amd` (its exit status and log lines) and /dev/kvm.
+AMD_SCRIPT = (
+    PRELUDE
+    + r"""
+echo '@@ cpuinfo'
+grep -m1 '^vendor_id' /proc/cpuinfo
+grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -x -e vmx -e svm -e hypervisor | sort | tr '\n' ' '; echo
+modprobe msr; modprobe cpuid
+run amd-json $VMXPROBE scan --format json
+run amd-text $VMXPROBE scan
+echo '@@ kvm_amd'
+before=$(dmesg | wc -l)
+modprobe kvm_amd 2>"$VM_OUTDIR/kvm_amd.err"; echo "rc $?"
+test -e /dev/kvm && echo "dev_kvm yes" || echo "dev_kvm no"
+echo '@@ kvm_amd_log'
+dmesg | tail -n +$((before + 1)) | grep -i -e kvm -e svm
 echo '@@ end'
 """
 )
