@@ -11,6 +11,7 @@ import click
 
 from vmxprobe.exitcodes import EXIT_NOT_READY, EXIT_READY, EXIT_UNKNOWN, EXIT_USAGE
 from vmxprobe.files import OutputError, write_atomic
+from vmxprobe.printable import printable
 
 if TYPE_CHECKING:
     from vmxprobe.host.fixture import Fixture
@@ -50,7 +51,8 @@ class Fail(click.ClickException):
         self.exit_code = code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"vmxprobe: error: {self.format_message()}", err=True)
+        # One line, whatever a path or a value in it holds.
+        click.echo(f"vmxprobe: error: {printable(self.format_message())}", err=True)
 
 
 def use_colour(output_path: str | None) -> bool:
@@ -125,7 +127,7 @@ def exit_with_verdict(
         first = undetermined[0] if undetermined else "the registers could not be read"
         more = len(undetermined) - 1
         click.echo(
-            f"vmxprobe: could not determine: {first}"
+            f"vmxprobe: could not determine: {printable(first)}"
             + (f" (and {more} more; see the report)" if more > 0 and more_hint else ""),
             err=True,
         )

@@ -11,6 +11,7 @@ import click
 
 from vmxprobe.cli.common import Fail, Group, load_fixture
 from vmxprobe.host import devfs
+from vmxprobe.printable import printable
 
 
 def _offline_spec(ctx, param, values):
@@ -100,8 +101,10 @@ def mount_cmd(fixture, mountpoint, background, allow_other, offline_after, detac
         except devfs.MountError as e:
             raise Fail(str(e)) from None
         click.echo(
-            f"vmxprobe: mounted {fx.name} at {mountpoint} (server pid {pid}); "
-            f"unmount with: fusermount3 -u {mountpoint}"
+            printable(
+                f"vmxprobe: mounted {fx.name} at {mountpoint} (server pid {pid}); "
+                f"unmount with: fusermount3 -u {mountpoint}"
+            )
         )
         return
 
@@ -112,8 +115,10 @@ def mount_cmd(fixture, mountpoint, background, allow_other, offline_after, detac
             os.close(null)
         else:
             click.echo(
-                f"vmxprobe: serving {fx.name} at {mountpoint} ({len(tree.cpus())} "
-                "CPUs); Ctrl-C or SIGTERM unmounts",
+                printable(
+                    f"vmxprobe: serving {fx.name} at {mountpoint} ({len(tree.cpus())} "
+                    "CPUs); Ctrl-C or SIGTERM unmounts"
+                ),
                 err=True,
             )
 

@@ -19,6 +19,7 @@ from vmxprobe.cli.common import (
     source_options,
     style_for,
 )
+from vmxprobe.printable import printable
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -62,7 +63,7 @@ def scan(root: str | None, fixture: str | None, fmt: str, output: str | None) ->
 
         text = render_text(result, style=style_for(output))
     if note:
-        click.echo(f"vmxprobe: note: {note}", err=True)
+        click.echo(f"vmxprobe: note: {printable(note)}", err=True)
     emit(text, output)
     v = result.verdict
     exit_with_verdict(v.ready, v.determined, v.undetermined)
@@ -105,7 +106,7 @@ def record(root: str, output: str | None, name: str | None, description: str, ho
         if seen and all(e == "ENOENT" for e in seen):
             missing.append(f"/dev/cpu/N/{kind}")
     if missing:
-        click.echo(f"vmxprobe: recorded; absent on this host: {', '.join(missing)}", err=True)
+        click.echo(f"vmxprobe: recorded; absent on this host: {printable(', '.join(missing))}", err=True)
 
 
 @click.command("fixtures")
@@ -116,6 +117,7 @@ def fixtures_cmd() -> None:
     for name in fixture.bundled_names():
         try:
             fx = fixture.load(name)
-            click.echo(f"{name:<28} {fx.provenance.get('origin', '?'):<9} {fx.description}")
+            line = f"{name:<28} {fx.provenance.get('origin', '?'):<9} {fx.description}"
         except fixture.FixtureError as e:
-            click.echo(f"{name:<28} (unreadable: {e})")
+            line = f"{name:<28} (unreadable: {e})"
+        click.echo(printable(line))

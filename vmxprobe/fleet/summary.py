@@ -34,6 +34,7 @@ from vmxprobe.fleet.check import (
     parse_timestamp,
     read_report,
 )
+from vmxprobe.printable import printable
 
 DEFAULT_LIMIT = 20
 # Below this many reports a progress bar is noise.
@@ -392,7 +393,7 @@ class Summary:
                 continue
             shown = {"none": "none (bare metal)"} if name == "hypervisor" else {}
             out.append(f"{title}:")
-            out += [f"  {count:>8}  {shown.get(key, key)}" for key, count in c.ordered()]
+            out += [f"  {count:>8}  {printable(shown.get(key, key))}" for key, count in c.ordered()]
             if c.folded:
                 out.append(
                     f"  ({c.folded} report(s) with values past the first "
@@ -404,7 +405,9 @@ class Summary:
             if not c.count:
                 return
             out.append(style(f"{title} ({c.count}):", bold=True))
-            out.extend("  " + line(item) for item in c.items())
+            # Host names, file names and reasons come from the reports: escaped, so that
+            # none of them can draw on the terminal or start a line of its own.
+            out.extend("  " + printable(line(item)) for item in c.items())
             if c.cut:
                 out.append(f"  ... and {c.cut} more (--limit N, or --format csv for every report)")
 
@@ -445,7 +448,9 @@ def format_duration(seconds: float) -> str:
 def _csv_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    return "" if v is None else str(v)
+    # Escaped as in the text output: a file name that is not UTF-8 shows its bytes as
+    # \xNN, a newline in a reason does not become a line of the file.
+    return "" if v is None else printable(str(v))
 
 
 def summarise(

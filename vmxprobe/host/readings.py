@@ -142,7 +142,9 @@ def parse_cpuinfo(text: str | None) -> dict[int, CpuInfo]:
         block = text[start:end]
         start = end + 2
         entry: CpuInfo = {}
-        for line in block.splitlines():
+        # Lines end in "\n" alone (show_cpuinfo()): splitlines() would also cut a model
+        # name (the CPU's brand string, any bytes) at a "\r", "\x1c" or "\x85" in it.
+        for line in block.split("\n"):
             pair = known(line)
             if pair is None:
                 key, sep, value = line.partition(":")

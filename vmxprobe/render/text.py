@@ -10,6 +10,7 @@ from vmxprobe.kernel.numa import BY_ROUND_ROBIN
 from vmxprobe.kernel.pages import BOUND, Verification
 from vmxprobe.kernel.verdict import Verdict
 from vmxprobe.pipeline import ScanResult
+from vmxprobe.printable import printable
 
 Style = Callable[..., str]
 
@@ -161,4 +162,7 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
         lines.append(f"Absent: {', '.join(result.topology_missing)}")
     if scan.file_errors:
         lines.append("Unreadable: " + ", ".join(f"/{p} ({e})" for p, e in sorted(scan.file_errors.items())))
-    return "\n".join(lines) + "\n"
+    # Host data (a model name, an osrelease, a vendor string) is escaped line by line:
+    # no escape sequence reaches the terminal, no newline in it starts a line. The
+    # headline is ours, and may carry colour.
+    return "\n".join(lines[:1] + [printable(line) for line in lines[1:]]) + "\n"

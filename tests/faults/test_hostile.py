@@ -1,0 +1,107 @@
+"""Hostile input, command by command (docs/faults.md, "What each hostile input gets"):
+each case runs vmxprobe in a child process on input made to break it, and checks the
+documented exit code, the one line that says why, and that every byte written is valid
+UTF-8 with no raw control character (tests/faults/hostile.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests import hostgen
+from tests.faults.hostile import CASES, base_fixture, case, document_cases, run, sane, write_fixture
+from tests.fleet.reports import live, write
+
+CPU = "sys/devices/system/cpu"
+NODE = "sys/devices/system/node"
+
+# Escape sequences a terminal obeys: colour, clear screen, set the window title, a bare
+# carriage return that overwrites the line, a C1 CSI, a Unicode line separator.
+ESCAPES = "\x1b[31mRED\x1b[0m \x1b[2J\x1b]0;owned\x07 \rOVER \x9b2J \u2028NEXT"
+
+
+def _fixture_with_escapes(tmp_path) -> str:
+    doc = base_fixture()
+    doc["files"]["proc/cpuinfo"] = doc["files"]["proc/cpuinfo"].replace(
+        "model name\t: synthetic", f"model name\t: Xeon {ESCAPES}"
+    )
+    doc["files"]["proc/sys/kernel/osrelease"] = f"6.1.0 {ESCAPES}\n"
+    # The CPUID vendor string is 12 bytes of registers: a fixture can make it anything.
+    doc["cpuid"]["0x00000000:0x0"][0]["value"] = ["0x00000016", "0x1b5b3332", "0x0a0d4a6d", "0x07075b1b"]
+    return write_fixture(tmp_path, doc)
+
+
+def _no_escape_reaches_the_output(text: str) -> None:
+    assert "\\x1b[31mRED" in text or "\\\\x1b[31mRED" in text, text
+
+
+# --- 8: control characters from host data never reach a terminal raw -------------------
+
+
+@case("8a", 0)
+@pytest.mark.parametrize("fmt", ["text", "json", "prometheus", "nfd"])
+def test_escape_sequences_in_a_fixture_are_shown_escaped(tmp_path, fmt):
+    fx = _fixture_with_escapes(tmp_path)
+    r = sane(run("scan", "--fixture", fx, "--format", fmt), 0)
+    if fmt == "text":
+        _no_escape_reaches_the_output(r.text)
+        assert "Xeon \\x1b[31mRED" in r.text and "kernel 6.1.0 \\x1b[31mRED" in r.text
+    elif fmt == "prometheus":
+        _no_escape_reaches_the_output(r.text)
+        for line in r.text.splitlines():
+            # a sample, a HELP or a TYPE line: a newline in a label cannot start a line
+            assert line.startswith(("# HELP vmxprobe_", "# TYPE vmxprobe_", "vmxprobe_")), line
+    elif fmt == "json":
+        assert json.loads(r.text)["host"]["kernel"] == f"6.1.0 {ESCAPES}"
+
+
+@case("8b", 0)
+def test_escape_sequences_in_a_root_tree_are_shown_escaped(tmp_path):
+    root = str(tmp_path / "root")
+    doc = base_fixture()
+    hostgen.write_tree(doc, root)
+    with open(os.path.join(root, "proc/sys/kernel/osrelease"), "w") as f:
+        f.write(f"6.1.0 {ESCAPES}\n")
+    with open(os.path.join(root, "proc/cpuinfo"), "w") as f:
+        f.write(doc["files"]["proc/cpuinfo"].replace("model name\t: synthetic", f"model name\t: {ESCAPES}"))
+    for fmt in ("text", "prometheus"):
+        r = sane(run("scan", "--root", root, "--format", fmt))
+        _no_escape_reaches_the_output(r.text)
+    out = tmp_path / "report.txt"
+    sane(run("scan", "--root", root, "-o", str(out)))
+    _no_escape_reaches_the_output(out.read_text(encoding="utf-8"))
+
+
+@case("8c", 3)
+def test_a_newline_in_a_report_name_cannot_start_a_line_of_fleet_output(tmp_path):
+    d = tmp_path / "reports"
+    d.mkdir()
+    bad = live()
+    bad["verdict"].update(
+        ready=False, determined=False, x86_vmx_init=None, kvm_intel=None, undetermined=[f"cut {ESCAPES}"]
+    )
+    write(d, "web\nFAKE: ready.json", bad)
+    write(d, "db01.json", live())
+    r = sane(run("fleet", str(d)), 3)
+    assert not any(line.startswith("FAKE") for line in r.text.splitlines()), r.text
+    assert "web\\nFAKE: ready: cut \\x1b[31mRED" in r.text
+    csv_out = sane(run("fleet", str(d), "--format", "csv"), 3).text
+    assert "web\\nFAKE: ready" in csv_out and len(csv_out.splitlines()) == 3
+
+
+@case("8d", 2)
+def test_an_error_line_shows_a_hostile_argument_escaped(tmp_path):
+    r = sane(run("scan", "--root", str(tmp_path / f"no{ESCAPES}")), 2)
+    assert r.error.count("\n") == 1 and "no\\x1b[31mRED" in r.error
+
+
+# --- the document and these tests agree ---------------------------------------------------
+
+
+def test_every_case_is_documented_with_its_exit_code():
+    doc = document_cases()
+    assert set(doc) == set(CASES), set(doc) ^ set(CASES)
+    for cid, code in CASES.items():
+        assert doc[cid] == code, f"case {cid}: docs/faults.md says exit {doc[cid]}, the test {code}"
