@@ -98,10 +98,10 @@ print("online_again", open("/sys/devices/system/cpu/online").read().strip())
 print("read_again", len(os.pread(fd, 8, 0x3a)))
 '''
 
-# vmxprobe/numa.py alone, loaded by path.
+# vmxprobe/host/mempolicy.py alone, loaded by path.
 NUMA_PY = r'''
 import ctypes, errno, importlib.util, mmap, os
-spec = importlib.util.spec_from_file_location("numa", os.environ["VM_REPO"] + "/vmxprobe/numa.py")
+spec = importlib.util.spec_from_file_location("numa", os.environ["VM_REPO"] + "/vmxprobe/host/mempolicy.py")
 numa = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(numa)
 print("available", numa.numa_available())
