@@ -176,6 +176,7 @@ def chattr_works() -> bool:
         shutil.rmtree(d)
 
 
+@dataclass
 class Tree:
     root: str
     base: str
