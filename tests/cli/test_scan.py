@@ -172,6 +172,18 @@ def test_record_then_replay(tmp_path, tree):
         assert live[key] == replay[key], key
 
 
+def test_record_refuses_a_name_or_description_a_fixture_could_not_hold(tmp_path, tree):
+    root = tree(hostgen.synthetic(2, 1))
+    for option in ("--name", "--description"):
+        r = vmxprobe("record", "--root", root, option, "host\x1b[2J")
+        assert r.returncode == 2 and f"{option}: control characters" in r.stderr, r.stderr
+    # a name taken from an output file name is escaped instead, and the fixture loads
+    out = tmp_path / "rec\tone.json"
+    assert vmxprobe("record", "--root", root, "-o", str(out)).returncode == 0
+    assert json.loads(out.read_text())["name"] == "rec\\tone"
+    assert vmxprobe("scan", "--fixture", str(out)).returncode == 0
+
+
 def test_record_hostname_only_when_asked(tmp_path, tree):
     root = tree(hostgen.synthetic(2, 1))
     r = vmxprobe("record", "--root", root, "--hostname")

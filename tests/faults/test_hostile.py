@@ -97,6 +97,88 @@ def test_an_error_line_shows_a_hostile_argument_escaped(tmp_path):
     assert r.error.count("\n") == 1 and "no\\x1b[31mRED" in r.error
 
 
+# --- 2: strings that are not valid Unicode --------------------------------------------------
+
+LONE = "\ud800"  # json.dumps writes it as the escape \ud800, as a hostile file holds it
+
+
+@case("2a", 2)
+@pytest.mark.parametrize(
+    "where, path",
+    [
+        ("name", "$.name"),
+        ("description", "$.description"),
+        ("cpuinfo", '$.files["proc/cpuinfo"]'),
+        ("osrelease", '$.files["proc/sys/kernel/osrelease"]'),
+        ("dir entry", '$.dirs["sys/devices/system/node"][0]'),
+    ],
+)
+def test_a_fixture_with_a_lone_surrogate_is_refused_naming_it(tmp_path, where, path):
+    doc = base_fixture()
+    if where in ("name", "description"):
+        doc[where] = f"x{LONE}y"
+    elif where == "cpuinfo":
+        doc["files"]["proc/cpuinfo"] = doc["files"]["proc/cpuinfo"].replace("synthetic", f"syn{LONE}")
+    elif where == "osrelease":
+        doc["files"]["proc/sys/kernel/osrelease"] = f"6.1{LONE}\n"
+    else:
+        doc["dirs"]["sys/devices/system/node"].insert(0, f"node{LONE}")
+    fx = write_fixture(tmp_path, doc)
+    for fmt in ("text", "json", "prometheus"):
+        r = sane(run("scan", "--fixture", fx, "--format", fmt), 2)
+        assert r.error.startswith("vmxprobe: error: invalid fixture:") and path in r.error, r.error
+        assert r.out == b""
+    # refused before anything is mounted
+    sane(run("fixture", "mount", fx, str(tmp_path)), 2)
+
+
+def _not_utf8_root(tmp_path) -> bytes:
+    root = os.path.join(os.fsencode(str(tmp_path)), b"host\xff\xfe")
+    hostgen.write_tree(base_fixture(), os.fsdecode(root))
+    return root
+
+
+@case("2b", 0)
+def test_a_root_path_that_is_not_utf8_gives_valid_utf8_everywhere(tmp_path):
+    root = _not_utf8_root(tmp_path)
+    for fmt in ("text", "json", "prometheus", "nfd"):
+        r = sane(run("scan", "--root", root, "--format", fmt))
+        if fmt == "text":
+            assert "host\\xff\\xfe" in r.text
+    out = tmp_path / "report.txt"
+    sane(run("scan", "--root", root, "-o", str(out)))
+    assert "host\\xff\\xfe" in out.read_text(encoding="utf-8")
+    # a recording of it is a fixture that loads: its provenance holds no surrogate
+    rec = tmp_path / "rec.json"
+    sane(run("record", "--root", root, "-o", str(rec)), 0)
+    assert json.loads(rec.read_text())["provenance"]["root"].endswith("host\\xff\\xfe")
+    sane(run("scan", "--fixture", str(rec), "--format", "json"))
+
+
+@case("2c", 1)
+def test_fleet_lists_a_report_with_a_lone_surrogate_as_invalid_and_goes_on(tmp_path):
+    d = tmp_path / "reports"
+    d.mkdir()
+    bad = live()
+    bad["host"]["model_name"] = f"Xeon{LONE}"
+    with open(d / "web01.json", "w", encoding="ascii") as f:
+        json.dump(bad, f)
+    write(d, "web02.json", live())
+    # not ready, so that the text output lists it by name
+    web03 = write(d, "web03.json", live("intel-fw-locked-off"))
+    os.rename(web03, os.path.join(os.fsencode(str(d)), b"web\xff.json"))
+    r = sane(run("fleet", str(d)), 1)
+    assert "2 read, 1 skipped" in r.text
+    assert "web01.json: host.model_name: a string that is not valid Unicode" in r.text, r.text
+    assert "web\\xff" in r.text
+    c = sane(run("fleet", str(d), "--format", "csv"), 1).text
+    assert "web\\xff," in c and "web\\xff.json" in c
+    j = json.loads(sane(run("fleet", str(d), "--format", "json"), 1).text)
+    assert j["invalid"]["count"] == 1
+    r = sane(run("fleet", "diff", str(d / "web02.json"), str(d / "web01.json")), 2)
+    assert "NEW" in r.error and "host.model_name: a string" in r.error
+
+
 # --- the document and these tests agree ---------------------------------------------------
 
 

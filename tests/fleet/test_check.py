@@ -1,5 +1,6 @@
 """The fleet's report check (vmxprobe.fleet.check) agrees with the shipped schema."""
 
+import io
 import json
 import random
 import time
@@ -143,3 +144,16 @@ def test_a_list_or_object_where_an_enum_belongs_is_invalid_not_a_crash(tmp_path,
     write(tmp_path, "good.json", live())
     code, s, _ = summary_json(tmp_path)
     assert code == 3 and s["readiness"]["ready"] == 1 and s["invalid"]["count"] == 1
+
+
+def test_a_lone_surrogate_makes_a_report_invalid_naming_where():
+    doc = live()
+    doc["verdict"]["reasons"] = ["fine", "bad \udcff"]
+    bad = r"verdict.reasons\[1\]: a string that is not valid Unicode"
+    with pytest.raises(fleet_check.Invalid, match=bad):
+        fleet_check.read_report("r.json", stream=io.BytesIO(json.dumps(doc).encode()))
+    # UTF-8-encoded surrogates are not UTF-8 (json.loads() of bytes would take them)
+    raw = json.dumps(live()).replace('"0.1.0"', '"0.1.0 \\ud800"', 1).encode()
+    raw = raw.replace(b"\\ud800", b"\xed\xa0\x80")
+    with pytest.raises(fleet_check.Unreadable, match="not UTF-8"):
+        fleet_check.read_report("r.json", stream=io.BytesIO(raw))

@@ -170,3 +170,24 @@ def test_published_generations_carry_their_source():
         for index, value in entry["msrs"].items():
             assert fx.msr[int(index, 16)][0].value == int(value, 16), (name, index)
     assert len(generations) >= 10, generations
+
+
+@pytest.mark.parametrize(
+    "change, path",
+    [
+        (lambda d: d.update(name="x\ud800"), "$.name"),
+        (lambda d: d["files"].update({"proc/cpuinfo": "model name\t: \udcff\n"}), '$.files["proc/cpuinfo"]'),
+        (lambda d: d["provenance"].update(notes="\udfff"), "$.provenance.notes"),
+        (lambda d: d["files"].update({"proc/\ud800": "x"}), '$.files["proc/\\ud800"]'),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_refused_with_its_json_path(change, path):
+    d = doc()
+    change(d)
+    raw = json.dumps(d).encode()  # the \udXXX escape a hostile file holds
+    with pytest.raises(FixtureError, match="not valid Unicode") as e:
+        fixture.parse(fixture.decode_json(raw, "fx.json"), "fx.json")
+    assert path in str(e.value)
+    d = doc()
+    d["name"] = "emoji \U0001f600"  # a surrogate pair in JSON is one character: fine
+    fixture.parse(json.loads(json.dumps(d)))

@@ -197,3 +197,11 @@ def test_recording_keeps_every_answer(tmp_path, tree):
         0x481: {2: MsrReading(errno="SHORT")},
     }
     assert rec.files == {"sys/devices/system/cpu/online": "0-3\n"}
+
+
+def test_a_root_that_is_not_utf8_is_named_escaped(tmp_path):
+    root = os.path.join(os.fsencode(str(tmp_path)), b"h\xff\x1b")
+    os.mkdir(root)
+    host = LiveHost(os.fsdecode(root))
+    assert host.name == str(tmp_path) + "/h\\xff\\x1b"
+    host.name.encode("utf-8")

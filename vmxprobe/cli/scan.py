@@ -90,12 +90,20 @@ def record(root: str, output: str | None, name: str | None, description: str, ho
 
     if not os.path.isdir(root):
         raise Fail(f"--root {root}: not a directory; give the root of a host tree (default /)")
+    for option, text in (("--name", name), ("--description", description)):
+        if text is not None and printable(text) != text:
+            # They are shown on a terminal; a fixture holding them would not load.
+            raise Fail(f"{option}: control characters or bytes that are not UTF-8 are not allowed")
     rec = RecordingHost(LiveHost(root))
     readings = read_host(rec)
     if name is None:
-        name = os.path.splitext(os.path.basename(output))[0] if output else "recorded-host"
+        name = printable(os.path.splitext(os.path.basename(output))[0]) if output else "recorded-host"
     doc = fixture.from_recording(
-        rec, name, description, readings.kernel, hostname=socket.gethostname() if hostname else None
+        rec,
+        name,
+        description,
+        readings.kernel,
+        hostname=printable(socket.gethostname()) if hostname else None,
     )
     emit(json.dumps(doc, indent=1) + "\n", output, what="fixture")
     missing = list(readings.topology.missing)

@@ -13,12 +13,14 @@ from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
 from vmxprobe import __version__
+from vmxprobe.printable import first_surrogate
 
 # A 512-CPU report is about 150 KiB; anything far past that is not a scan report, and
 # reading it whole would break the promise that memory does not depend on the input.
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 
 SUMMARY_KIND = "vmxprobe-fleet-summary"
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class Rules:
@@ -243,13 +245,22 @@ def read_report(path: str, stream: BinaryIO | None = None) -> dict[str, Any]:
     if len(data) > MAX_REPORT_BYTES:
         raise Unreadable(f"larger than {MAX_REPORT_BYTES >> 20} MiB: not a scan report")
     try:
-        doc = json.loads(data)
+        # Decoded strictly: json.loads() of bytes would take UTF-8-encoded surrogates.
+        doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise Unreadable("not UTF-8 text") from None
     except ValueError as e:
         raise Unreadable(f"not JSON: {e}") from None
     except RecursionError:
         raise Unreadable("not JSON a report could be: nested too deeply") from None
+    # A \udXXX escape without its pair is valid JSON but not Unicode: no text or csv
+    # output could hold it. Only such an escape makes one, so most reports skip the walk.
+    if _SURROGATE_ESCAPE.search(data):
+        bad = first_surrogate(doc)
+        if bad is not None:
+            raise Invalid(
+                f"{bad.removeprefix('$.')}: a string that is not valid Unicode (a lone surrogate escape)"
+            )
     try:
         check(doc)
         parse_timestamp(doc["generated_at"])  # a pattern-valid but impossible date is invalid

@@ -14,6 +14,7 @@ from vmxprobe import __version__
 from vmxprobe.files import InputError, read_bounded
 from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist
 from vmxprobe.host.sources import NOTREG, CpuidReading, MsrReading, RecordingHost
+from vmxprobe.printable import first_surrogate
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -189,6 +190,10 @@ def _hex_int(text: Any, where: str, what: str, bits: int) -> int:
 
 def parse(doc: Any, where: str = "fixture") -> Fixture:
     _expect(isinstance(doc, dict), where, "top level must be a JSON object")
+    # A \udXXX escape without its pair is valid JSON but not Unicode: no output (text,
+    # a mount's files, a report) could hold it. A recorder never writes one.
+    bad = first_surrogate(doc)
+    _expect(bad is None, where, f"{bad}: a string that is not valid Unicode (a lone surrogate escape)")
     _expect(
         doc.get("format") == FORMAT,
         where,
