@@ -179,6 +179,81 @@ def test_fleet_lists_a_report_with_a_lone_surrogate_as_invalid_and_goes_on(tmp_p
     assert "NEW" in r.error and "host.model_name: a string" in r.error
 
 
+# --- 5: standard output that cannot be written ------------------------------------------
+
+
+def _commands(tmp_path) -> list[tuple]:
+    """Every command, with arguments that make it write to standard output."""
+    d = tmp_path / "reports"
+    d.mkdir(exist_ok=True)
+    a = write(d, "web01.json", live())
+    b = write(d, "web02.json", live("intel-fw-locked-off"))
+    root = str(tmp_path / "root")
+    if not os.path.isdir(root):
+        hostgen.write_tree(base_fixture(), root)
+    return [
+        ("--help",),
+        ("--version",),
+        ("scan", "--help"),
+        ("fixture", "--help"),
+        ("fleet", "--help"),
+        ("scan", "--fixture", "intel-2s-ready"),
+        ("scan", "--fixture", "intel-2s-ready", "--format", "json"),
+        ("scan", "--root", root, "--format", "prometheus"),
+        ("caps", "--fixture", "intel-2s-ready"),
+        ("record", "--root", root),
+        ("fixtures",),
+        ("decode", "0x00da040000000004"),
+        ("fleet", str(d)),
+        ("fleet", str(d), "--format", "csv"),
+        ("fleet", "diff", a, b),
+    ]
+
+
+def _cannot_write(r, why: str) -> None:
+    sane(r, 2)
+    assert r.error == f"vmxprobe: error: cannot write to standard output: {why}\n", r.error
+
+
+@case("5a", 2)
+def test_stdout_on_a_full_device_is_exit_2_for_every_command(tmp_path):
+    for args in _commands(tmp_path):
+        with open("/dev/full", "wb") as full:
+            _cannot_write(run(*args, stdout=full), "No space left on device")
+
+
+@case("5b", 2)
+def test_a_closed_stdout_is_exit_2_for_every_command(tmp_path):
+    for args in _commands(tmp_path):
+        _cannot_write(run(*args, stdout="closed"), "Bad file descriptor")
+    # nothing to write to standard output: nothing fails
+    out = tmp_path / "r.json"
+    sane(run("scan", "--fixture", "intel-2s-ready", "--format", "json", "-o", str(out), stdout="closed"), 0)
+    assert json.loads(out.read_text())["verdict"]["ready"] is True
+
+
+@case("5c", 2)
+def test_a_pipe_whose_reader_is_gone_is_exit_2(tmp_path):
+    for args in _commands(tmp_path)[5:8]:
+        rfd, wfd = os.pipe()
+        os.close(rfd)
+        with os.fdopen(wfd, "wb") as w:
+            _cannot_write(run(*args, stdout=w), "Broken pipe")
+
+
+@case("5d", 2)
+def test_an_encoding_that_cannot_hold_the_output_is_exit_2(tmp_path):
+    doc = base_fixture()
+    doc["files"]["proc/cpuinfo"] = doc["files"]["proc/cpuinfo"].replace("synthetic", "Xeon\u2122")
+    fx = write_fixture(tmp_path, doc)
+    latin1 = {"PYTHONIOENCODING": "latin-1"}
+    r = run("scan", "--fixture", fx, env=latin1)
+    assert r.code == 2 and r.error.startswith("vmxprobe: error: cannot write to standard output: "), r.error
+    assert "latin-1" in r.error and r.error.count("\n") == 1
+    # what latin-1 can hold is written
+    assert run("scan", "--fixture", "intel-2s-ready", env=latin1).code == 0
+
+
 # --- the document and these tests agree ---------------------------------------------------
 
 
