@@ -86,8 +86,14 @@ def sane(r: Out, exit: int | None = None) -> Out:
     for stream in (r.out, r.err):
         stream.decode("utf-8")  # valid UTF-8, or UnicodeDecodeError
         assert not _RAW_CONTROL.search(stream), stream[:2000]
-    for line in r.error.splitlines():
-        assert line.startswith("vmxprobe: "), r.err
+    lines = r.error.splitlines()
+    if lines and lines[0].startswith("Usage: "):
+        # click's usage error: the usage, a hint, and one "Error: " line naming the option
+        assert r.code == 2 and lines[-1].startswith("Error: "), r.err
+        assert all(ln.startswith(("Usage: ", "  ", "Try ")) or not ln for ln in lines[:-1]), r.err
+    else:
+        for line in lines:
+            assert line.startswith("vmxprobe: "), r.err
     if exit is not None:
         assert r.code == exit, (r.code, r.err[:2000])
     return r

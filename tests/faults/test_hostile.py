@@ -97,6 +97,114 @@ def test_an_error_line_shows_a_hostile_argument_escaped(tmp_path):
     assert r.error.count("\n") == 1 and "no\\x1b[31mRED" in r.error
 
 
+# --- 1: numbers past Python's int-string limit (4300 digits) ------------------------------
+
+HUGE = "9" * 5000
+
+
+@case("1a", 2)
+@pytest.mark.parametrize(
+    "where, path",
+    [
+        (("msr", "0x3a", 0, "cpus"), '$.msr["0x3a"][0].cpus'),
+        (("msr", "0x480", 0, "cpus"), '$.msr["0x480"][0].cpus'),
+    ],
+)
+def test_a_huge_number_in_a_fixture_group_is_refused_naming_it(tmp_path, where, path):
+    doc = base_fixture()
+    doc[where[0]][where[1]][where[2]][where[3]] = f"0-{HUGE}"
+    r = sane(run("scan", "--fixture", write_fixture(tmp_path, doc)), 2)
+    assert path in r.error and "invalid fixture" in r.error, r.error
+
+
+# Host files that hold numbers, each with one past the limit; node1 is absent from the
+# node directory listing when its entry is replaced.
+HUGE_FILES = {
+    f"{CPU}/kernel_max": f"{HUGE}\n",
+    f"{CPU}/possible": f"0-{HUGE}\n",
+    f"{CPU}/online": f"0-3,{HUGE}\n",
+    f"{NODE}/node1/cpulist": f"2-{HUGE}\n",
+    f"{NODE}/node0/distance": f"{HUGE} 20\n",
+    f"{NODE}/node0/meminfo": f"Node 0 MemTotal:       {HUGE} kB\n",  # read without has_memory
+    "proc/sys/kernel/osrelease": f"{HUGE}.1.0\n",
+}
+
+
+def _huge_cpuinfo(text: str) -> str:
+    blocks = text.split("\n\n")
+    blocks[3] = blocks[3].replace("processor\t: 3", f"processor\t: {HUGE}")
+    return "\n\n".join(blocks).replace("cpu family\t: 6", f"cpu family\t: {HUGE}")
+
+
+def _huge_host(doc: dict, what: str, huge: str = HUGE) -> dict:
+    if what == "cpuinfo":
+        doc["files"]["proc/cpuinfo"] = _huge_cpuinfo(doc["files"]["proc/cpuinfo"])
+        # without CPUID leaf 1, the host's family comes from cpuinfo's "cpu family"
+        del doc["cpuid"]["0x00000001:0x0"]
+    elif what == "node dir":
+        doc["dirs"][NODE] = [f"node{huge}" if n == "node1" else n for n in doc["dirs"][NODE]]
+    elif what == "cpu link":
+        doc["dirs"][f"{CPU}/cpu0"] = [f"node{huge}"]
+    else:
+        doc["files"][what] = HUGE_FILES[what]
+        if what.endswith("meminfo"):
+            del doc["files"][f"{NODE}/has_memory"], doc["files"][f"{NODE}/has_normal_memory"]
+    return doc
+
+
+@case("1b", 0)
+@pytest.mark.parametrize("what", [*HUGE_FILES, "cpuinfo", "node dir", "cpu link"])
+def test_a_huge_number_in_a_host_file_is_an_ignored_value_in_a_fixture_and_a_tree(tmp_path, what):
+    doc = _huge_host(base_fixture(), what)
+    r = sane(run("scan", "--fixture", write_fixture(tmp_path, doc), "--format", "json"))
+    # A directory name holds at most 255 bytes (NAME_MAX): in a tree, 250 digits.
+    root = str(tmp_path / "root")
+    hostgen.write_tree(_huge_host(base_fixture(), what, HUGE[:250]), root)
+    t = sane(run("scan", "--root", root, "--format", "json"))
+    for out in (r, t):
+        report = json.loads(out.text)
+        notes = "\n".join(report["topology"]["notes"])
+        if what == f"{CPU}/online" and out is r:
+            # the list is ignored; the fixture lists no cpuN folders to fall back on (the
+            # tree has them, and reads each cpuN/online)
+            assert out.code == 3 and "/sys/devices/system/cpu/online lists none" in out.error
+        elif what == "cpuinfo":
+            # CPU 3's block is ignored, and CPUID leaf 1 is not there to stand in: CPU 3
+            # could not be determined, named as such
+            assert out.code == 3 and report["per_cpu"][3]["vmx_flag"] is None
+            assert "CPUID leaf 1 on CPU 3" in out.error, out.error
+        else:
+            assert out.code == 0, (out.code, out.err)
+        if what in (f"{CPU}/possible", f"{CPU}/online", f"{NODE}/node1/cpulist", f"{CPU}/kernel_max"):
+            assert f"/{what}:" in notes and "ignored" in notes, notes
+        if what == f"{NODE}/node0/distance":
+            assert f"/{what}: not a list of numbers" in notes, notes
+        if what in ("node dir", "cpu link"):
+            assert "not a node id" in notes and "ignored" in notes, notes
+
+
+@case("1c", 2)
+@pytest.mark.parametrize(
+    "args, env, words",
+    [
+        (("fixture", "mount", "intel-2s-ready", ".", f"--offline-after={HUGE}:1"), {}, "--offline-after"),
+        (("fixture", "mount", "intel-2s-ready", ".", f"--offline-after=1:{HUGE}"), {}, "--offline-after"),
+        (("fleet", ".", f"--stale-after={HUGE}d"), {}, "--stale-after"),
+        (("fleet", ".", f"--limit={HUGE}"), {}, "--limit"),
+        (
+            ("scan", "--fixture", "intel-2s-ready", "--format", "nfd"),
+            {"VMXPROBE_NFD_EXPIRY": f"{HUGE}h"},
+            "EXPIRY",
+        ),
+        (("decode", "--msr", HUGE, "0x1"), {}, ""),
+        (("decode", "0x" + "f" * 5000), {}, ""),
+    ],
+)
+def test_a_huge_number_in_an_option_is_a_usage_error(args, env, words):
+    r = sane(run(*args, env=env), 2)
+    assert words in r.error.splitlines()[-1], r.error
+
+
 # --- 2: strings that are not valid Unicode --------------------------------------------------
 
 LONE = "\ud800"  # json.dumps writes it as the escape \ud800, as a hostile file holds it

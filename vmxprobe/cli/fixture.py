@@ -17,9 +17,11 @@ from vmxprobe.printable import printable
 def _offline_spec(ctx, param, values):
     hooks = {}
     for v in values:
-        m = re.fullmatch(r"(\d+):(\d+)", v)
+        # ASCII digits, few enough for int(): a CPU id and a count of reads
+        m = re.fullmatch(r"([0-9]{1,5}):([0-9]{1,9})", v)
         if not m:
-            raise click.BadParameter(f"{v!r}: expected CPU:READS, e.g. 3:2")
+            shown = v if len(v) <= 40 else f"{v[:37]}..."
+            raise click.BadParameter(f"{shown!r}: expected CPU:READS, e.g. 3:2 (CPU up to 5 digits)")
         hooks[int(m.group(1))] = int(m.group(2))
     return hooks
 

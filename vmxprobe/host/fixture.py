@@ -14,7 +14,7 @@ from vmxprobe import __version__
 from vmxprobe.files import InputError, read_bounded
 from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist
 from vmxprobe.host.sources import NOTREG, CpuidReading, MsrReading, RecordingHost
-from vmxprobe.printable import first_surrogate
+from vmxprobe.printable import first_surrogate, json_path
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -141,16 +141,16 @@ def _groups(
 ) -> dict[int, R]:
     _expect(isinstance(groups, list), where, f"{key}: expected a list of groups")
     out: dict[int, R] = {}
-    for g in groups:
+    for i, g in enumerate(groups):
         _expect(
             isinstance(g, dict) and isinstance(g.get("cpus"), str),
             where,
-            f'{key}: each group needs a "cpus" cpulist string',
+            f'{key}[{i}]: each group needs a "cpus" cpulist string',
         )
         try:
             cpus = parse_cpulist(g["cpus"])
         except CpulistError as e:
-            raise FixtureError(f"{where}: {key}: {e}") from None
+            raise FixtureError(f"{where}: {key}[{i}].cpus: {e}") from None
         _expect(
             ("value" in g) != ("errno" in g),
             where,
@@ -254,7 +254,12 @@ def parse(doc: Any, where: str = "fixture") -> Fixture:
         index = _hex_int(key, where, f"msr key {key!r}", 32)
         _expect(key == f"0x{index:x}", where, f"msr key {key!r} must be written 0x{index:x}")
         msr[index] = _groups(
-            groups, where, f"msr {key}", lambda v, what: _hex_int(v, where, what, 64), budget, MsrReading
+            groups,
+            where,
+            json_path("$.msr", key),
+            lambda v, what: _hex_int(v, where, what, 64),
+            budget,
+            MsrReading,
         )
     cpuid_doc = doc.get("cpuid", {})
     _expect(isinstance(cpuid_doc, dict), where, '"cpuid" must be an object')
@@ -271,7 +276,7 @@ def parse(doc: Any, where: str = "fixture") -> Fixture:
         leaf_sub = (int(m.group(1), 16), int(m.group(2), 16))
         canonical = f"0x{leaf_sub[0]:08x}:0x{leaf_sub[1]:x}"
         _expect(key == canonical, where, f"cpuid key {key!r} must be written {canonical}")
-        cpuid[leaf_sub] = _groups(groups, where, f"cpuid {key}", regs, budget, CpuidReading)
+        cpuid[leaf_sub] = _groups(groups, where, json_path("$.cpuid", key), regs, budget, CpuidReading)
     return Fixture(
         name=name,
         description=desc,

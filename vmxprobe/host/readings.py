@@ -109,7 +109,9 @@ def read_capabilities(source: Source, p: CpuReadings) -> None:
                 values[index] = r.value
 
 
-_DIGITS = re.compile(r"[0-9]+")
+# A CPU number: ASCII digits (str.isdigit() also takes "²", which int() rejects), and
+# few enough that int() cannot meet Python's int-string limit (4300 digits).
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def parse_cpuinfo(text: str | None) -> dict[int, CpuInfo]:
