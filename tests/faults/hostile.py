@@ -54,13 +54,20 @@ class Out:
 
 
 def run(
-    *args: Any, env: dict | None = None, stdin=subprocess.DEVNULL, stdout=None, timeout=120, cwd=None
+    *args: Any,
+    env: dict | None = None,
+    stdin=subprocess.DEVNULL,
+    stdout=None,
+    timeout=120,
+    cwd=None,
+    prefix: tuple[str, ...] = (),
 ) -> Out:
     """`python -m vmxprobe ARGS` in a child process; arguments may be bytes (a path that
-    is not UTF-8). stdout=None captures it; a file object or "closed" redirects it."""
+    is not UTF-8). stdout=None captures it; a file object or "closed" redirects it.
+    `prefix` runs it under another command (setpriv)."""
     environ = {**os.environ, "PYTHONPATH": REPO, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
     environ.pop("VMXPROBE_DEBUG", None)
-    cmd: list[Any] = [sys.executable, "-m", "vmxprobe", *args]
+    cmd: list[Any] = [*prefix, sys.executable, "-m", "vmxprobe", *args]
     if stdout == "closed":
         # The shell's `>&-`: the command starts with no descriptor 1 at all.
         cmd = [sys.executable, "-c", "import os, sys; os.close(1); os.execv(sys.argv[1], sys.argv[1:])", *cmd]

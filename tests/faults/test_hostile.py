@@ -12,6 +12,7 @@ import pytest
 
 from tests import hostgen
 from tests.faults.hostile import CASES, base_fixture, case, document_cases, run, sane, write_fixture
+from tests.faults.matrix import NO_DAC, is_root, not_ours
 from tests.fleet.reports import live, write
 
 CPU = "sys/devices/system/cpu"
@@ -360,6 +361,56 @@ def test_an_encoding_that_cannot_hold_the_output_is_exit_2(tmp_path):
     assert "latin-1" in r.error and r.error.count("\n") == 1
     # what latin-1 can hold is written
     assert run("scan", "--fixture", "intel-2s-ready", env=latin1).code == 0
+
+
+# --- 10: an empty --root -----------------------------------------------------------------
+
+
+@case("10a", 2)
+@pytest.mark.parametrize("command", ["scan", "caps", "record"])
+def test_an_empty_root_is_a_usage_error_not_a_scan_of_slash(command):
+    r = sane(
+        run(command, "--root", "", "--format", "json") if command != "record" else run(command, "--root", ""),
+        2,
+    )
+    assert r.out == b"" and "--root" in r.error and "empty" in r.error, r.error
+
+
+# --- 11: messages that point the right way ------------------------------------------------
+
+
+@case("11a", 3)
+def test_an_unreadable_cpu_folder_says_run_as_root(host):
+    if not is_root():
+        pytest.skip("needs root and setpriv to drop CAP_DAC_OVERRIDE")
+    cpu_dir = host.path(CPU)
+    for top, dirs, files in os.walk(cpu_dir):
+        for name in dirs + files:
+            not_ours(os.path.join(top, name), 0o700)
+    not_ours(cpu_dir, 0o700)
+    prefix = ("setpriv", "--bounding-set", ",".join("-" + c for c in NO_DAC))
+    r = sane(run("scan", "--root", host.root, "--format", "json", prefix=prefix), 3)
+    assert json.loads(r.text)["topology"]["file_errors"][CPU] == "EACCES"
+    assert r.error == (
+        "vmxprobe: could not determine: cannot read /sys/devices/system/cpu (EACCES): "
+        "it lists the CPUs, and this user may not read it: run as root (sudo vmxprobe scan)\n"
+    ), r.error
+
+
+@case("11b", 3)
+def test_a_cpu_without_device_nodes_does_not_blame_a_missing_driver(host):
+    # CPU 2 is listed online, cpu2/online says 1, but its /dev/cpu/2 is gone; CPUs 0, 1
+    # and 3 have theirs, so the msr and cpuid drivers are loaded.
+    host.remove("dev/cpu/2")
+    host.write(f"{CPU}/cpu2/online", "1\n")
+    r = sane(run("scan", "--root", host.root, "--format", "json"), 3)
+    why = "\n".join(json.loads(r.text)["verdict"]["undetermined"])
+    assert "modprobe" not in why and "not loaded" not in why, why
+    assert "CPU 2 (ENOENT): no /dev/cpu/2/msr although the msr driver is loaded" in why, why
+    # with no device on any CPU, the driver is what is missing
+    host.remove("dev/cpu")
+    r = sane(run("scan", "--root", host.root, "--format", "json"), 3)
+    assert "the msr driver is not loaded: run `modprobe msr`" in r.error
 
 
 # --- the document and these tests agree ---------------------------------------------------

@@ -84,6 +84,18 @@ def load_fixture(spec: str) -> Fixture:
         raise Fail(f"invalid fixture: {e}") from None
 
 
+def root_dir(root: str | None) -> str:
+    """The folder --root names, / when it is not given."""
+    if root == "":
+        # An empty value (an unset variable in `--root "$ROOT"`) is a mistake, not a
+        # request to read the host itself.
+        raise Fail("--root is empty: give the root of a host tree, or leave --root out to read /")
+    root = "/" if root is None else root
+    if not os.path.isdir(root):
+        raise Fail(f"--root {root}: not a directory; give the root of a host tree (default /)")
+    return root
+
+
 def open_source(root: str | None, fixture: str | None) -> tuple[Source, Fixture | None]:
     """The host --root or --fixture names (the live host at / by default)."""
     from vmxprobe.host.sources import FixtureHost, LiveHost
@@ -93,10 +105,7 @@ def open_source(root: str | None, fixture: str | None) -> tuple[Source, Fixture 
     if fixture is not None:
         fx = load_fixture(fixture)
         return FixtureHost(fx), fx
-    root = root or "/"
-    if not os.path.isdir(root):
-        raise Fail(f"--root {root}: not a directory; give the root of a host tree (default /)")
-    return LiveHost(root), None
+    return LiveHost(root_dir(root)), None
 
 
 def source_options(f: F) -> F:

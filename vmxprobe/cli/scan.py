@@ -16,6 +16,7 @@ from vmxprobe.cli.common import (
     exit_with_verdict,
     open_source,
     output_option,
+    root_dir,
     source_options,
     style_for,
 )
@@ -88,8 +89,7 @@ def record(root: str, output: str | None, name: str | None, description: str, ho
     from vmxprobe.host.readings import read_host
     from vmxprobe.host.sources import LiveHost, RecordingHost
 
-    if not os.path.isdir(root):
-        raise Fail(f"--root {root}: not a directory; give the root of a host tree (default /)")
+    root = root_dir(root)
     for option, text in (("--name", name), ("--description", description)):
         if text is not None and printable(text) != text:
             # They are shown on a terminal; a fixture holding them would not load.

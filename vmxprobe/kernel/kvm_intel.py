@@ -93,6 +93,7 @@ def load_kvm_intel(scan: HostReadings, boot: int, basic: VmxBasic, capsec: Capab
     # of readings (capabilities.msr_key()), not once per CPU.
     setup_of: dict[int, str] = {}
     boot_fc = scan.cpus[boot].msr[MSR_IA32_FEAT_CTL]
+    loaded = access.drivers_loaded(scan)
     for cpu in sorted(scan.cpus):
         if cpu == boot:
             continue
@@ -100,7 +101,7 @@ def load_kvm_intel(scan: HostReadings, boot: int, basic: VmxBasic, capsec: Capab
         q = scan.cpus[cpu]
         if has_vmx is None:
             unknown = True
-            undetermined += access.unreadable_cpu(q, "flags" in scan.cpuinfo.get(q.cpu, {}))
+            undetermined += access.unreadable_cpu(q, "flags" in scan.cpuinfo.get(q.cpu, {}), loaded)
             continue
         if not has_vmx:
             refuse(
@@ -120,7 +121,7 @@ def load_kvm_intel(scan: HostReadings, boot: int, basic: VmxBasic, capsec: Capab
                 )
             else:
                 unknown = True
-                undetermined.append(access.unreadable(cpu, "IA32_VMX_BASIC (0x480)", r))
+                undetermined.append(access.unreadable(cpu, "IA32_VMX_BASIC (0x480)", r, loaded=loaded))
             continue
         # vmx_check_processor_compat(): setup_vmcs_config() on this CPU first, then the
         # memcmp() of the result against the boot CPU's vmcs_config.

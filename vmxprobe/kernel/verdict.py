@@ -21,7 +21,7 @@ from vmxprobe.arch.vmx import (
 )
 from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.host.readings import CpuReadings, HostReadings
-from vmxprobe.kernel import feat_ctl, x86_vmx_init
+from vmxprobe.kernel import access, feat_ctl, x86_vmx_init
 from vmxprobe.kernel.capabilities import CapabilityAnalysis, analyse, hypervisor_signature
 from vmxprobe.kernel.hypervisors import KVM_EVMCS_VERSION, KVM_VMCS12_REVISION, is_kvm_nested
 from vmxprobe.kernel.kvm_intel import EOPNOTSUPP, load_kvm_intel
@@ -83,9 +83,7 @@ def judge(scan: HostReadings) -> Verdict:
         )
     probed = sorted(scan.cpus)
     if not probed:
-        undetermined.append(
-            "no online CPU to read: /sys/devices/system/cpu/online lists none (is this a Linux root?)"
-        )
+        undetermined.append(access.no_cpus(scan))
         return Verdict(undetermined=tuple(undetermined), inconsistent=inconsistent)
     # x86 boots on CPU 0; x86_vmx_init() runs there, during identify_boot_cpu().
     boot = 0 if 0 in scan.cpus else probed[0]
