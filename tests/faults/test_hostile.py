@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 
@@ -286,6 +287,79 @@ def test_fleet_lists_a_report_with_a_lone_surrogate_as_invalid_and_goes_on(tmp_p
     assert j["invalid"]["count"] == 1
     r = sane(run("fleet", "diff", str(d / "web02.json"), str(d / "web01.json")), 2)
     assert "NEW" in r.error and "host.model_name: a string" in r.error
+
+
+# --- 4: reports with unexpected types inside per_cpu -------------------------------------
+
+
+def _per_cpu_broken(how: str) -> dict:
+    doc = live()
+    e = doc["per_cpu"][1]
+    if how == "msr value list":
+        e["msr"]["0x3a"] = ["0x5"]
+    elif how == "msr value object":
+        e["msr"]["0x480"] = {"v": 1}
+    elif how == "msr list":
+        e["msr"] = [["0x3a", "0x5"]]
+    elif how == "cpuid_vmx list":
+        e["cpuid_vmx"] = [True]
+    elif how == "vmx_flag object":
+        e["vmx_flag"] = {}
+    elif how == "entry string":
+        doc["per_cpu"][1] = "cpu1"
+    return doc
+
+
+@case("4a", 1)
+@pytest.mark.parametrize(
+    "how",
+    ["msr value list", "msr value object", "msr list", "cpuid_vmx list", "vmx_flag object", "entry string"],
+)
+def test_unexpected_types_in_per_cpu_are_an_invalid_report_and_the_run_goes_on(tmp_path, how):
+    d = tmp_path / "reports"
+    d.mkdir()
+    bad = write(d, "web01.json", _per_cpu_broken(how))
+    good = write(d, "web02.json", live())
+    write(d, "web03.json", live("intel-fw-locked-off"))
+    r = sane(run("fleet", str(d)), 1)
+    assert (
+        "3 report file(s): 2 read, 1 skipped" in r.text and "Skipped, not a valid scan report (1):" in r.text
+    )
+    assert "web01.json: per_cpu[1]" in r.text, r.text
+    for fmt in ("csv", "json"):
+        sane(run("fleet", str(d), "--format", fmt), 1)
+    for old, new in ((good, bad), (bad, good)):
+        r = sane(run("fleet", "diff", old, new), 2)
+        assert "per_cpu[1]" in r.error and "not a scan report" not in r.error, r.error
+
+
+# --- 9: special files named *.json among the reports -------------------------------------
+
+
+@case("9a", 3)
+def test_special_files_among_the_reports_are_listed_as_skipped(tmp_path):
+    d = tmp_path / "reports"
+    d.mkdir()
+    write(d, "web01.json", live())
+    os.mkfifo(d / "fifo.json")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(d / "sock.json"))
+    os.symlink("/dev/null", d / "null.json")
+    os.symlink(d / "gone", d / "dangling.json")
+    try:
+        r = sane(run("fleet", str(d), timeout=60), 3)
+    finally:
+        sock.close()
+    assert "5 report file(s): 1 read, 4 skipped" in r.text, r.text
+    for name, why in (
+        ("fifo.json", "not a regular file: a FIFO"),
+        ("sock.json", "not a regular file: a socket"),
+        ("null.json", "not a regular file: a character device"),
+        ("dangling.json", "a symbolic link to nothing"),
+    ):
+        assert f"{d / name}: {why}" in r.text, r.text
+    j = json.loads(sane(run("fleet", str(d), "--format", "json", timeout=60), 3).text)
+    assert j["unreadable"]["count"] == 4 and j["reports"]["skipped"] == 4
 
 
 # --- 5: standard output that cannot be written ------------------------------------------

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -121,6 +122,24 @@ def iter_paths(paths, recursive: bool, errors: list) -> Iterator[str]:
             yield p
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_a_report(entry: os.DirEntry) -> str:
+    """Why a *.json entry that is not a regular file or a folder is not read."""
+    try:
+        mode = entry.stat().st_mode  # through a symbolic link
+    except FileNotFoundError:
+        return "a symbolic link to nothing: not read"
+    kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+    return f"not a regular file: {kind}" + (" (through a symbolic link)" if entry.is_symlink() else "")
+
+
 def _iter_dir(path, recursive, errors):
     subdirs = []
     try:
@@ -130,10 +149,15 @@ def _iter_dir(path, recursive, errors):
                 if name.startswith("."):
                     continue
                 try:
-                    if name.lower().endswith(".json") and entry.is_file():
+                    report = name.lower().endswith(".json")
+                    if report and entry.is_file():
                         yield entry.path
                     elif recursive and entry.is_dir(follow_symlinks=False):
                         subdirs.append(entry.path)
+                    elif report and not entry.is_dir():
+                        # A FIFO, socket, device or dangling link where a report should
+                        # be: not opened (a FIFO would block), but listed and counted.
+                        errors.append((entry.path, _not_a_report(entry)))
                 except OSError as e:
                     errors.append((entry.path, e.strerror or str(e)))
     except OSError as e:
