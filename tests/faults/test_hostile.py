@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import time
 
 import pytest
 
@@ -37,6 +41,80 @@ def _fixture_with_escapes(tmp_path) -> str:
 
 def _no_escape_reaches_the_output(text: str) -> None:
     assert "\\x1b[31mRED" in text or "\\\\x1b[31mRED" in text, text
+
+
+# --- 3 and 6: fixture mount ----------------------------------------------------------------
+
+
+def _fuse() -> None:
+    if not os.path.exists("/dev/fuse") or not shutil.which("fusermount3"):
+        pytest.skip("no /dev/fuse or fusermount3 here (scripts/ci-fuse-setup.sh installs them)")
+
+
+def _vmxprobe_mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [ln.split(" ")[4] for ln in f if " - fuse.vmxprobe " in ln]
+
+
+def _servers(words: str) -> list[int]:
+    """Processes whose command line holds `words`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if words.encode() in f.read() and int(pid) != os.getpid():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def _undo(before: list[str]) -> None:
+    """Whatever a failed run left mounted is unmounted, so that a failure here stays here."""
+    for point in set(_vmxprobe_mounts()) - set(before):
+        subprocess.run(["fusermount3", "-u", "-z", point], capture_output=True, timeout=30)
+
+
+@case("3a", 2)
+def test_a_background_mount_that_fails_after_mounting_leaves_nothing_mounted(tmp_path):
+    _fuse()
+    mnt = str(tmp_path / "mnt")
+    os.mkdir(mnt)
+    before = _vmxprobe_mounts()
+    try:
+        with open("/dev/full", "wb") as full:
+            r = run("fixture", "mount", "intel-2s-ready", mnt, "--background", stdout=full, timeout=90)
+        _cannot_write(r, "No space left on device")
+        assert mnt not in _vmxprobe_mounts()
+        deadline = time.monotonic() + 10
+        while _servers(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _servers(mnt) == []
+    finally:
+        _undo(before)
+
+
+@case("6a", 2)
+@pytest.mark.parametrize("where", ["/proc/self", "/proc/{pid}", "/proc", "/sys/kernel", "/dev", "/dev/shm"])
+@pytest.mark.parametrize("background", [True, False])
+def test_a_mount_under_proc_sys_or_dev_is_refused(where, background):
+    point = where.format(pid=os.getpid())
+    before = _vmxprobe_mounts()
+    try:
+        r = run(
+            "fixture", "mount", "intel-2s-ready", point, *(["--background"] if background else []), timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        _undo(before)
+        for pid in _servers(point):
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"fixture mount {point} did not return within 60 s")
+    finally:
+        _undo(before)
+    sane(r, 2)
+    top = "/" + os.path.realpath(point).split("/")[1]
+    assert f"under {top}" in r.error and r.error.count("\n") == 1, r.error
+    assert _vmxprobe_mounts() == before
 
 
 # --- 8: control characters from host data never reach a terminal raw -------------------
