@@ -7,6 +7,7 @@
 #   - make, gcc and the linux-headers for that kernel, to build the oracle module the
 #     `vm` tests load (scripts/kernel-oracle.sh deps)
 #   - shellcheck, promtool, ansible-lint, kubernetes-validate (scripts/ci-lint-setup.sh)
+#   - Bochs, GRUB, linux-source-6.1 and its build tools for the `bochs` tests (scripts/bochs-setup.sh)
 #   - strace, for the no-write check
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +23,5 @@ bash scripts/ci-fleet-setup.sh
 bash scripts/vm-setup.sh
 bash scripts/kernel-oracle.sh deps
 bash scripts/ci-lint-setup.sh
+bash scripts/bochs-setup.sh
 "$PYTHON" -m pip install -q -e '.[test,fuse,lint]'

@@ -25,6 +25,15 @@ KVM_SIG = (0x4B4D564B, 0x564B4D56, 0x0000004D)  # "KVMKVMKVM\0\0\0"
 
 ECX_VMX, ECX_SMX, ECX_HYPERVISOR = 1 << 5, 1 << 6, 1 << 31
 
+# sys/kernel/boot_params/data of a host booted without tboot, as composed fixtures carry
+# it: all zero (a real one holds the E820 map and more, which no reader here uses).
+BOOT_PARAMS = "sys/kernel/boot_params/data"
+COMPOSED_BOOT_PARAMS = bytes(4096)
+BOOT_PARAMS_SOURCE = {
+    "what": "sys/kernel/boot_params/data: composed, all zero (booted without tboot: tboot_addr at 0x58 is 0)",
+    "url": "https://github.com/torvalds/linux/blob/master/arch/x86/include/uapi/asm/bootparam.h",
+}
+
 
 def cpumap(cpus) -> str:
     mask = sum(1 << c for c in cpus)
@@ -50,6 +59,7 @@ def compose(
     hypervisor=None,
     kernel="6.12.0-composed",
     extra_msrs=None,
+    boot_params=True,
 ):
     online = sorted(c for cpus in nodes.values() for c in cpus)
     possible = possible or online
@@ -95,6 +105,12 @@ def compose(
     }
     if hypervisor:
         cpuid[(0x40000000, 0)] = {c: CpuidReading(value=(0x40000001, *hypervisor)) for c in online}
+    blobs = {}
+    if boot_params:
+        # Composed, not read: a host booted without tboot. Only tboot_addr (offset 0x58)
+        # is read from it (kernel.tboot), and it is 0 here as in every such boot.
+        blobs[BOOT_PARAMS] = COMPOSED_BOOT_PARAMS
+        sources = [*sources, BOOT_PARAMS_SOURCE]
     provenance = {
         "origin": "composed",
         "recorded_at": None,
@@ -104,7 +120,7 @@ def compose(
         "sources": sources,
         "notes": notes,
     }
-    return to_document(name, description, provenance, files, dirs, {}, msr, cpuid)
+    return to_document(name, description, provenance, files, dirs, {}, msr, cpuid, blobs)
 
 
 def v(x):
@@ -150,6 +166,11 @@ def write_tree(doc: dict, root: str, cpuid_leaves=(1, 0x40000000)) -> None:
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "w") as f:
             f.write(text)
+    for path, data in fx.blobs.items():
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
     for path, names in fx.dirs.items():
         full = os.path.join(root, path)
         os.makedirs(full, exist_ok=True)

@@ -13,6 +13,7 @@ from vmxprobe.host.fixture import Fixture
 from vmxprobe.host.identity import HostIdentity, identify
 from vmxprobe.host.readings import HostReadings, read_host
 from vmxprobe.host.sources import Source
+from vmxprobe.kernel.acpi_numa import with_firmware
 from vmxprobe.kernel.numa import NodeMap, cpu_to_node
 from vmxprobe.kernel.pages import Allocation, Materialized, Placement, Verification, materialize
 from vmxprobe.kernel.root_vmcs import Plan, build_plan
@@ -79,7 +80,7 @@ def run(
     """
     readings = read_host(source)
     verdict = judge(readings)
-    nodes = cpu_to_node(readings.topology)
+    nodes = with_firmware(cpu_to_node(readings.topology), readings)
     plan = build_plan(readings.topology, nodes, verdict.revision_id)
     # Pages are placed on this machine's nodes only for a live scan of this machine;
     # a fixture or another root describes some other host, so placement is simulated.
@@ -94,7 +95,7 @@ def run(
             allocation = pages.outcome()
             verdict = verdict.with_allocation(allocation)
             if allocation.ok:
-                verification = pages.verify(plan, placement, verdict.reaches_allocation)
+                verification = pages.verify(plan, placement, verdict.kernel_allocates)
     return ScanResult(
         readings,
         identify(readings, verdict.boot_cpu),

@@ -320,10 +320,11 @@ def test_cpuid_offsets_and_sizes_follow_cpuid_read(mount):
 
 
 def test_cpu_offline_mid_scan(mount):
-    # Per CPU the scan reads CPUID 0 and 1, then MSR 0x3a and 0x480: after 3 reads CPU 2
-    # goes offline with its msr device open, so 0x480 fails at read(), as
-    # smp_call_function_single() does for an offline CPU, and later opens fail too.
-    mnt = mount(hostgen.synthetic(4, 2), "--offline-after", "2:3")
+    # Per CPU the scan reads CPUID 0, 1, 7 and 0x12 (leaves 7 and 0x12 are below the
+    # synthetic CPU's highest leaf, 0x16, and not recorded: ENODATA), then MSR 0x3a and
+    # 0x480: after 5 reads CPU 2 goes offline with its msr device open, so 0x480 fails at
+    # read(), as smp_call_function_single() does for an offline CPU, and later opens fail.
+    mnt = mount(hostgen.synthetic(4, 2), "--offline-after", "2:5")
     code, report = scan_report("--root", mnt)
     cpu2 = report["per_cpu"][2]
     assert cpu2["msr"] == {"0x3a": "0x0000000000000005", "0x480": "ENXIO"}

@@ -322,3 +322,134 @@ def test_bad_versions_and_arguments():
         acpi_numa.boot_cpu_nodes(none_present, None, (6, 1))
     assert acpi_numa.kernel_version("6.12.107+deb12-amd64") == (6, 12)
     assert acpi_numa.kernel_version((6, 1, 192)) == (6, 1)
+
+
+# --- the firmware's view beside the plan: kernel.acpi_numa.firmware_view() --------------
+
+SYS_TABLES = "sys/firmware/acpi/tables"
+
+
+def _view(name, release, hypervisor, possible=8, present=4):
+    """firmware_view() of a recorded guest's tables against the oracle's nodes, which
+    the plan (sysfs and the round-robin) gives for that guest."""
+    tables = {f"{SYS_TABLES}/{kind}": table(name, kind) for kind in ("APIC", "SRAT", "FACP")}
+    node_of = {cpu: node for cpu, (node, _) in oracle(name).items()}
+    return acpi_numa.firmware_view(
+        tables, release, node_of, set(range(present)), has_memory(name), None, hypervisor
+    )
+
+
+def test_on_6_1_an_absent_cpu_has_no_apic_id_so_no_firmware_node():
+    # arch/x86/kernel/apic/apic.c generic_processor_info() (6.1) binds an APIC id to a
+    # CPU number only when the CPU is present; a hot-add takes the next free number.
+    view = _view("memoryless-absent-assigned", "6.1.0-57-amd64", hypervisor=False)
+    assert view.firmware_node == {0: 0, 1: 1, 2: 1, 3: 2}
+    assert view.notes == ()
+
+
+def test_from_6_9_an_absent_cpu_whose_srat_node_differs_gets_a_remote_page_when_hot_added():
+    # arch/x86/kernel/cpu/topology.c topology_init_possible_cpus() (6.9+) numbers the
+    # absent APIC ids after the present ones, ascending; arch/x86/mm/numa.c
+    # init_cpu_to_node() leaves them on numa_init_array()'s round-robin (0, 2, 0, 2),
+    # while the SRAT says 0, 1, 1, 2 (the guest's -numa options). In a KVM guest the
+    # disabled MADT entries count as possible (acpi_is_processor_usable()).
+    view = _view("memoryless-absent-assigned", "6.12.0-1-amd64", hypervisor=True)
+    assert view.firmware_node == {0: 0, 1: 1, 2: 1, 3: 2, 4: 0, 5: 1, 6: 1, 7: 2}
+    remote = [n for n in view.notes if "hot-added" in n]
+    assert [n.split(" ")[1] for n in remote] == ["5", "6"]
+    assert (
+        "goes to node 2 (numa_init_array()'s round-robin), but the SRAT puts its APIC id 0x5 on node 1"
+        in remote[0]
+    )
+
+
+def test_a_possible_count_other_than_the_tables_is_said():
+    # possible_cpus=6 on the command line (arch/x86/kernel/smpboot.c
+    # prefill_possible_map()): sysfs lists 6 where the tables alone make 8.
+    tables = {
+        f"{SYS_TABLES}/{kind}": table("memoryless-absent-assigned", kind) for kind in ("APIC", "SRAT", "FACP")
+    }
+    node_of = {cpu: node for cpu, (node, _) in oracle("memoryless-absent-assigned").items() if cpu < 6}
+    view = acpi_numa.firmware_view(tables, "6.1.0-57-amd64", node_of, {0, 1, 2, 3}, [0, 2], None, False)
+    assert any("MADT makes 8 CPU(s) possible for this kernel, sysfs lists 6" in n for n in view.notes)
+
+
+def test_what_the_model_cannot_place_is_a_note_not_a_guess():
+    # 6.9+ on bare metal keeps an absent APIC id only in a package without a present CPU
+    # (topo_register_apic()); the package shift comes from CPUID leaf 0xb/0x1f, which the
+    # scan does not read: the tables are not used, and the note says why.
+    view = _view("memoryless-absent-assigned", "6.12.0-1-amd64", hypervisor=False)
+    assert view.firmware_node == {}
+    assert "give package_shift" in view.notes[0]
+
+
+def test_no_madt_no_view_and_bad_tables_are_a_note_not_an_error():
+    assert acpi_numa.firmware_view({}, "6.1.0", {0: 0}, {0}, [0], None, False) is None
+    view = acpi_numa.firmware_view(
+        {f"{SYS_TABLES}/APIC": b"APIC\x10"}, "6.1.0", {0: 0}, {0}, [0], None, False
+    )
+    assert view is not None and view.firmware_node == {}
+    assert view.notes[0].startswith("the firmware's ACPI tables were read but not used: ")
+
+
+def test_the_scan_reads_records_and_replays_the_tables(tmp_path):
+    """Through the command, on a tree of real files: the tables are read as the root's
+    sys/firmware/acpi/tables files, each page carries the SRAT's node, and `record` keeps
+    the tables (base64 "blobs") so that the replay reports the same."""
+    import base64
+    import json
+    import subprocess
+    import sys
+
+    from tests import REPO, hostgen
+    from tests.hostgen import ECX_VMX, v
+
+    doc = hostgen.compose(
+        "memoryless-absent-assigned",
+        "the QEMU guest of tests/data/acpi, its registers composed",
+        [],
+        "test",
+        nodes={0: [0], 1: [1, 2], 2: [3]},
+        possible=list(range(8)),
+        signature=0x50654,
+        ecx=ECX_VMX,
+        model_name="composed",
+        flags="fpu msr vmx",
+        feat_ctl=v(0x5),
+        vmx_basic=v(0x00DA040000000004),
+        kernel="6.1.0-57-amd64",
+    )
+    doc["files"]["sys/devices/system/node/has_memory"] = "0,2\n"
+    doc["files"]["sys/devices/system/node/has_normal_memory"] = "0,2\n"
+    for kind in ("APIC", "SRAT", "FACP"):
+        doc["blobs"][f"{SYS_TABLES}/{kind}"] = base64.b64encode(
+            table("memoryless-absent-assigned", kind)
+        ).decode()
+    root = tmp_path / "root"
+    hostgen.write_tree(doc, str(root))
+
+    def vmxprobe(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "vmxprobe", *args], cwd=REPO, capture_output=True, text=True
+        )
+
+    live = json.loads(vmxprobe("scan", "--root", str(root), "--format", "json").stdout)
+    assert {e["cpu"]: e.get("firmware_node") for e in live["per_cpu"]} == {
+        0: 0,
+        1: 1,
+        2: 1,
+        3: 2,
+        4: None,
+        5: None,
+        6: None,
+        7: None,
+    }
+    assert [e["node"] for e in live["per_cpu"]][4:] == [0, 2, 0, 2]  # the round-robin
+    rec = tmp_path / "rec.json"
+    assert vmxprobe("record", "--root", str(root), "-o", str(rec)).returncode == 0
+    recorded_doc = json.loads(rec.read_text())
+    assert sorted(k for k in recorded_doc["blobs"] if k.startswith(SYS_TABLES)) == [
+        f"{SYS_TABLES}/{k}" for k in ("APIC", "FACP", "SRAT")
+    ]
+    replay = json.loads(vmxprobe("scan", "--fixture", str(rec), "--format", "json").stdout)
+    assert replay["per_cpu"] == live["per_cpu"] and replay["topology"] == live["topology"]

@@ -11,8 +11,11 @@ FC, BASIC = 0x3A, 0x480
 SKYLAKE = 0x00DA040000000004
 
 
-def host(n=4, nodes=1, **kw):
-    return fixture.parse(hostgen.synthetic(n, nodes, **kw))
+def host(n=4, nodes=1, release=None, **kw):
+    fx = fixture.parse(hostgen.synthetic(n, nodes, **kw))
+    if release is not None:
+        fx.files["proc/sys/kernel/osrelease"] = release + "\n"
+    return fx
 
 
 def scan(fx):
@@ -75,15 +78,27 @@ def test_faulting_feature_control_clears_vmx():
     assert "IA32_FEATURE_CONTROL (0x3a) faults (EIO)" in reasons(report)
 
 
-def test_vmcs_size_above_page_is_eio():
-    fx = host()
+@pytest.mark.parametrize(
+    "release,kvm",
+    [
+        # 7.1+: arch/x86/virt/hw.c x86_vmx_init() warns, returns -EIO and clears
+        # X86_FEATURE_VMX: kvm_intel's kvm_is_vmx_supported() refuses.
+        ("7.1.0", "EOPNOTSUPP"),
+        # Up to 7.0: arch/x86/kvm/vmx/vmx.c setup_vmcs_config() refuses the size, -EIO.
+        ("6.12.0-1-amd64", "EIO"),
+        ("6.1.0-57-amd64", "EIO"),
+    ],
+)
+def test_vmcs_size_above_page_is_eio(release, kvm):
+    fx = host(release=release)
     big = (SKYLAKE & ~(0x1FFF << 32)) | (4097 << 32)
     for cpu in range(4):
         setreg(fx, BASIC, cpu, big)
     report, v = scan(fx)
-    assert v.x86_vmx_init == "EIO" and v.kvm_intel == "EOPNOTSUPP"
+    assert v.x86_vmx_init == "EIO" and v.kvm_intel == kvm
     assert "VMCS size (bits 44:32) = 4097 > PAGE_SIZE 4096" in reasons(report)
     assert report["plan"]["verified"]["kernel_allocates"] is False
+    assert report["verdict"]["kernel_model"]["version"] == release[: release.index(".", 2)]
 
 
 def test_vmcs_size_of_exactly_a_page_is_fine():
@@ -98,7 +113,7 @@ def test_vmcs_size_of_exactly_a_page_is_fine():
     "value,words",
     [
         (SKYLAKE | 1 << 48, "bit 48 (32-bit physical addresses only)"),
-        (SKYLAKE & ~(0xF << 50), "memory type (bits 53:50) = 0, not 6 (WB)"),
+        (SKYLAKE & ~(0xF << 50), "memory type (bits 53:50) is 0, not 6 (write-back)"),
     ],
 )
 def test_kvm_refusals_of_the_boot_cpu_config(value, words):
@@ -121,12 +136,44 @@ def test_one_cpu_with_a_different_vmx_basic_is_named():
     assert "CPU 4:" not in r and "CPU 6:" not in r
 
 
-def test_one_cpu_with_vmx_locked_off_is_named():
-    fx = host(8, 2)
+def test_one_cpu_with_vmx_locked_off_on_6_1_is_disabled_by_bios():
+    # 6.1: arch/x86/kernel/cpu/common.c identify_cpu() ANDs CPU 6's features into
+    # boot_cpu_data, so arch/x86/kvm/x86.c kvm_x86_vendor_init()'s vmx_disabled_by_bios()
+    # refuses before hardware_setup(): no root VMCS page is allocated (measured on 6.1
+    # under Bochs: tests/bochs, case lock-ap-off-smp2).
+    fx = host(8, 2, release="6.1.0-57-amd64")
     setreg(fx, FC, 6, 0x1)
     report, v = scan(fx)
     assert v.x86_vmx_init == "ok" and v.kvm_intel == "EOPNOTSUPP"
-    assert "CPU 6: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000001" in reasons(report)
+    r = reasons(report)
+    assert "CPU 6: IA32_FEATURE_CONTROL (0x3a) = 0x0000000000000001" in r
+    assert "CPU(s) 6 lack X86_FEATURE_VMX, so boot_cpu_data" in r
+    assert "\"kvm: support for 'kvm_intel' disabled by bios\" (-EOPNOTSUPP)" in r
+    assert report["plan"]["verified"]["kernel_allocates"] is False
+
+
+@pytest.mark.parametrize(
+    "release,message",
+    [
+        ("6.12.0-1-amd64", "VMX not enabled (by BIOS) in MSR_IA32_FEAT_CTL on CPU 6"),
+        ("7.1.0", "VMX not fully enabled on CPU 6.  Check kernel logs and/or BIOS"),
+    ],
+)
+def test_one_cpu_with_vmx_locked_off_on_6_3_and_later_fails_the_cr4_check(release, message):
+    # 6.3+: kvm_is_vmx_supported() (arch/x86/kvm/vmx/vmx.c) asks only the loading CPU;
+    # then kvm_x86_check_processor_compatibility() (arch/x86/kvm/x86.c) finds CPU 0's CR4
+    # reserved bits (VMXE) differ from boot_cpu_data's, which lost VMX to CPU 6: -EIO
+    # with no message. Loaded on CPU 6 it is -EOPNOTSUPP with the message instead.
+    fx = host(8, 2, release=release)
+    setreg(fx, FC, 6, 0x1)
+    report, v = scan(fx)
+    assert v.x86_vmx_init == "ok" and v.kvm_intel == "EIO" and not v.ready
+    r = reasons(report)
+    assert "CPU 0 has VMX (CR4.VMXE; CPU(s) 6 lack it)" in r
+    assert "kvm_x86_check_processor_compatibility() refuses it (-EIO, with no message)" in r
+    assert "loading kvm_intel stops at the first of these, CPU 0" in r
+    assert f'if modprobe runs on CPU 6 instead, kvm_is_vmx_supported() refuses there first: "{message}"' in r
+    assert report["plan"]["verified"]["kernel_allocates"] is True
 
 
 def test_feature_control_differing_in_other_bits_is_reported_not_refused():
@@ -270,5 +317,6 @@ def test_a_boot_cpu_refusal_stops_before_the_per_cpu_checks():
     assert v.kvm_intel == "EIO"
     r = reasons(report)
     assert "bit 48 (32-bit physical addresses only)" in r
-    assert "the per-CPU compatibility checks (vmx_check_processor_compat()) never run" in r
+    assert "kvm_intel stops at the loading CPU, in hardware_setup(): the per-CPU compatibility" in r
+    assert "checks never run" in r
     assert "CPU 2:" not in r

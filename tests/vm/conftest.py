@@ -17,8 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import guest  # noqa: E402
-from harness import (REPO_ROOT, VMResult, _skip, missing_requirements,  # noqa: E402
-                     run_in_vm, sections)
+from harness import REPO_ROOT, VMResult, _skip, missing_requirements, run_in_vm, sections  # noqa: E402
 
 
 @dataclass
@@ -50,7 +49,10 @@ def oracle_ko(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("oracle")
     proc = subprocess.run(
         ["bash", os.path.join(REPO_ROOT, "scripts", "kernel-oracle.sh"), "build", str(out)],
-        capture_output=True, text=True, timeout=1200)
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         # Not a skip: the tools to boot a VM are here, so the oracle must build too.
@@ -71,27 +73,56 @@ def _boot(tmp_path_factory, oracle_ko: str, name: str, script: str, **kw) -> Boo
 
 @pytest.fixture(scope="session")
 def two_node_vm(tmp_path_factory, oracle_ko) -> Boot:
-    return _boot(tmp_path_factory, oracle_ko, "two-node", guest.TWO_NODE_SCRIPT,
-                 cpus=4, memory="2G", numa=guest.TWO_NODES)
+    return _boot(
+        tmp_path_factory,
+        oracle_ko,
+        "two-node",
+        guest.TWO_NODE_SCRIPT,
+        cpus=4,
+        memory="2G",
+        numa=guest.TWO_NODES,
+    )
 
 
 @pytest.fixture(scope="session")
 def memoryless_vm(tmp_path_factory, oracle_ko) -> Boot:
-    return _boot(tmp_path_factory, oracle_ko, "memoryless", guest.MEMORYLESS_SCRIPT,
-                 cpus=4, memory="2G", numa=guest.MEMORYLESS,
-                 numa_distance=guest.MEMORYLESS_DISTANCES,
-                 qemu_opts=guest.MEMORYLESS_QEMU_OPTS)
+    return _boot(
+        tmp_path_factory,
+        oracle_ko,
+        "memoryless",
+        guest.MEMORYLESS_SCRIPT,
+        cpus=4,
+        memory="2G",
+        numa=guest.MEMORYLESS,
+        numa_distance=guest.MEMORYLESS_DISTANCES,
+        qemu_opts=guest.MEMORYLESS_QEMU_OPTS,
+    )
 
 
 @pytest.fixture(scope="session")
 def four_node_vm(tmp_path_factory, oracle_ko) -> Boot:
-    return _boot(tmp_path_factory, oracle_ko, "four-node", guest.FACTS_SCRIPT,
-                 cpus=3, memory="3G", numa=guest.FOUR_NODES,
-                 numa_distance=guest.FOUR_NODE_DISTANCES,
-                 qemu_opts=guest.FOUR_NODE_QEMU_OPTS, append=guest.FOUR_NODE_APPEND)
+    return _boot(
+        tmp_path_factory,
+        oracle_ko,
+        "four-node",
+        guest.FACTS_SCRIPT,
+        cpus=3,
+        memory="3G",
+        numa=guest.FOUR_NODES,
+        numa_distance=guest.FOUR_NODE_DISTANCES,
+        qemu_opts=guest.FOUR_NODE_QEMU_OPTS,
+        append=guest.FOUR_NODE_APPEND,
+    )
 
 
 @pytest.fixture(scope="session")
 def no_numa_vm(tmp_path_factory, oracle_ko) -> Boot:
-    return _boot(tmp_path_factory, oracle_ko, "no-numa", guest.FACTS_SCRIPT,
-                 cpus=2, memory="512M", qemu_opts=guest.NO_NUMA_QEMU_OPTS)
+    return _boot(
+        tmp_path_factory,
+        oracle_ko,
+        "no-numa",
+        guest.FACTS_SCRIPT,
+        cpus=2,
+        memory="512M",
+        qemu_opts=guest.NO_NUMA_QEMU_OPTS,
+    )

@@ -8,7 +8,7 @@ NAME.rc in $VM_OUTDIR for the tests to read (reports are too big for sections).
 from __future__ import annotations
 
 # Shared by every script: how vmxprobe is run, as root and as others.
-PRELUDE = r'''
+PRELUDE = r"""
 set -u
 export PYTHONPATH="$VM_REPO"
 VMXPROBE="$VM_GUEST_PYTHON -m vmxprobe"
@@ -59,11 +59,11 @@ make_vmx_root() {
   done
   chmod -R a+rX "$r"
 }
-'''
+"""
 
 # Reads MSRs 0x3a (IA32_FEATURE_CONTROL) and 0x480 (IA32_VMX_BASIC) on every
 # online CPU through /dev/cpu/N/msr.
-MSR_PY = r'''
+MSR_PY = r"""
 import errno, glob, os, struct
 def read(fd, msr):
     try:
@@ -76,10 +76,10 @@ for path in sorted(glob.glob("/dev/cpu/*/msr"), key=lambda p: int(p.split("/")[3
     fd = os.open(path, os.O_RDONLY)
     print(cpu, read(fd, 0x3a), read(fd, 0x480))
     os.close(fd)
-'''
+"""
 
 # What an offlined CPU's msr device gives, and that it comes back.
-OFFLINE_PY = r'''
+OFFLINE_PY = r"""
 import errno, os
 fd = os.open("/dev/cpu/3/msr", os.O_RDONLY)
 with open("/sys/devices/system/cpu/cpu3/online", "w") as f:
@@ -96,10 +96,10 @@ with open("/sys/devices/system/cpu/cpu3/online", "w") as f:
     f.write("1")
 print("online_again", open("/sys/devices/system/cpu/online").read().strip())
 print("read_again", len(os.pread(fd, 8, 0x3a)))
-'''
+"""
 
 # vmxprobe/host/mempolicy.py alone, loaded by path.
-NUMA_PY = r'''
+NUMA_PY = r"""
 import ctypes, errno, importlib.util, mmap, os
 spec = importlib.util.spec_from_file_location("numa", os.environ["VM_REPO"] + "/vmxprobe/host/mempolicy.py")
 numa = importlib.util.module_from_spec(spec)
@@ -118,9 +118,9 @@ for node in (0, 1, 63):
         print("bind", node, "ok", numa.node_of_address(addr), numa.nodes_of_pages([addr]))
     del c
     m.close()
-'''
+"""
 
-UNPRIV_PY = r'''
+UNPRIV_PY = r"""
 import errno, os
 print("uid", os.getuid())
 for dev in ("msr", "cpuid"):
@@ -129,9 +129,9 @@ for dev in ("msr", "cpuid"):
         print(dev, "open ok")
     except OSError as e:
         print(dev, "open", errno.errorcode[e.errno])
-'''
+"""
 
-NORAWIO_PY = r'''
+NORAWIO_PY = r"""
 import errno, os
 caps = [l for l in open("/proc/self/status") if l.startswith("CapEff")][0].split()[1]
 print("uid", os.getuid(), "cap_sys_rawio", bool(int(caps, 16) >> 17 & 1))
@@ -140,12 +140,12 @@ try:
     print("msr open ok")
 except OSError as e:
     print("msr open", errno.errorcode[e.errno])
-'''
+"""
 
 # A second kernel interface on the same question: vmxprobe's own materialisation of
 # this machine's plan, then /proc/self/numa_maps for each page's mapping, which shows
 # the policy the kernel holds for it (bind:N) and the node of its page (N<n>=1).
-NUMA_MAPS_PY = r'''
+NUMA_MAPS_PY = r"""
 from vmxprobe.host.readings import read_host
 from vmxprobe.host.sources import LiveHost
 from vmxprobe.kernel.numa import cpu_to_node
@@ -168,7 +168,7 @@ with materialize(plan, place=placement.place) as m:
         f = fields[bisect.bisect_right(starts, m.address(page.cpu)) - 1]
         nodes = [x for x in f if x[0] == "N" and "=" in x]
         print(page.cpu, page.node, page.serving_node, f[0], " ".join(nodes))
-'''
+"""
 
 
 def py(name: str, code: str, prefix: str = "") -> str:
@@ -179,7 +179,9 @@ def py(name: str, code: str, prefix: str = "") -> str:
 
 TWO_NODES = ("1G,cpus=0-1", "1G,cpus=2-3")
 
-TWO_NODE_SCRIPT = PRELUDE + r'''
+TWO_NODE_SCRIPT = (
+    PRELUDE
+    + r"""
 echo '@@ nodes'
 for n in /sys/devices/system/node/node[0-9]*; do
   echo "$(basename $n) $(cat $n/cpulist) | $(cat $n/distance)"
@@ -203,7 +205,10 @@ run nomsr-vmxroot-json $VMXPROBE scan --root /tmp/vmxroot --format json
 echo '@@ modprobe'
 modprobe msr; echo "msr rc $?"
 modprobe cpuid; echo "cpuid rc $?"
-''' + py("msr", MSR_PY) + py("unpriv", UNPRIV_PY, "$NOBODY ") + r'''
+"""
+    + py("msr", MSR_PY)
+    + py("unpriv", UNPRIV_PY, "$NOBODY ")
+    + r"""
 # An unprivileged user (EACCES: the device nodes are mode 0600).
 run user-live $NOBODY $VMXPROBE scan --format json
 run user-vmxroot $NOBODY $VMXPROBE scan --root /tmp/vmxroot
@@ -212,7 +217,9 @@ run user-vmxroot-json $NOBODY $VMXPROBE scan --root /tmp/vmxroot --format json
 # Root without CAP_SYS_RAWIO (EPERM from msr_open()). The cpuid driver asks for no
 # capability and would show CPUID without VMX, so it is unloaded for these runs.
 rmmod cpuid
-''' + py("norawio", NORAWIO_PY, "$NORAWIO ") + r'''
+"""
+    + py("norawio", NORAWIO_PY, "$NORAWIO ")
+    + r"""
 run norawio-vmxroot $NORAWIO $VMXPROBE scan --root /tmp/vmxroot
 run norawio-vmxroot-json $NORAWIO $VMXPROBE scan --root /tmp/vmxroot --format json
 modprobe cpuid
@@ -221,19 +228,25 @@ modprobe cpuid
 run live-json $VMXPROBE scan --format json
 run live-text $VMXPROBE scan
 oracle oracle-live
-''' + py("numa_maps", NUMA_MAPS_PY) + py("offline", OFFLINE_PY) + r'''
+"""
+    + py("numa_maps", NUMA_MAPS_PY)
+    + py("offline", OFFLINE_PY)
+    + r"""
 # A CPU taken offline before the scan: planned, reported, not probed.
 echo 0 > /sys/devices/system/cpu/cpu3/online
 run offline-json $VMXPROBE scan --format json
 run offline-text $VMXPROBE scan
 oracle oracle-offline
 echo 1 > /sys/devices/system/cpu/cpu3/online
-''' + py("numa", NUMA_PY) + r'''
+"""
+    + py("numa", NUMA_PY)
+    + r"""
 echo '@@ writeback'
 echo "from guest" > "$VM_OUTDIR/written-in-guest"; echo "outdir rc $?"
 touch "$VM_REPO/.written-in-guest" 2>/dev/null; echo "repo rc $?"
 echo '@@ end'
-'''
+"""
+)
 
 # --- boot 2: a memoryless node, and more possible than present CPUs -----------------------
 
@@ -245,7 +258,9 @@ MEMORYLESS_DISTANCES = ("0,1=30", "0,2=20", "1,2=15")
 MEMORYLESS_QEMU_OPTS = "-smp cpus=4,maxcpus=8"
 FIXTURE_NAME = "qemu-tcg-memoryless-node"
 
-MEMORYLESS_SCRIPT = PRELUDE + r'''
+MEMORYLESS_SCRIPT = (
+    PRELUDE
+    + r"""
 echo '@@ nodes'
 for n in /sys/devices/system/node/node[0-9]*; do
   echo "$(basename $n) $(cat $n/cpulist) | $(cat $n/distance) | $(awk '/MemTotal/ {print $4}' $n/meminfo)"
@@ -260,8 +275,12 @@ echo '@@ cpu_dirs'
 ls -d /sys/devices/system/cpu/cpu[0-9]* | xargs -n1 basename
 echo '@@ msr_devs'
 modprobe msr && modprobe cpuid && ls /dev/cpu
-''' + py("msr", MSR_PY) + r'''
-run record $VMXPROBE record -o "$VM_OUTDIR/recorded.json" --name ''' + FIXTURE_NAME + r''' \
+"""
+    + py("msr", MSR_PY)
+    + r"""
+run record $VMXPROBE record -o "$VM_OUTDIR/recorded.json" --name """
+    + FIXTURE_NAME
+    + r""" \
   --description "recorded in a QEMU TCG guest"
 run live-json $VMXPROBE scan --format json
 run live-text $VMXPROBE scan
@@ -269,9 +288,13 @@ run replay-json $VMXPROBE scan --fixture "$VM_OUTDIR/recorded.json" --format jso
 run replay-text $VMXPROBE scan --fixture "$VM_OUTDIR/recorded.json"
 oracle oracle-live
 dump_acpi
-''' + py("numa_maps", NUMA_MAPS_PY) + py("numa", NUMA_PY) + r'''
+"""
+    + py("numa_maps", NUMA_MAPS_PY)
+    + py("numa", NUMA_PY)
+    + r"""
 echo '@@ end'
-'''
+"""
+)
 
 
 # --- boot 3: four nodes, absent CPUs left to QEMU's default node ---------------------------
@@ -288,8 +311,18 @@ echo '@@ end'
 # (15): reading a distance file as a column instead of a row gives another answer.
 FOUR_NODES = ("1G,cpus=0", "1G", "0,cpus=1", "1G,cpus=2")
 FOUR_NODE_DISTANCES = (
-    "0,1=20", "1,0=20", "0,2=15", "2,0=40", "0,3=20", "3,0=25",
-    "1,2=40", "2,1=30", "1,3=30", "3,1=20", "2,3=15", "3,2=45",
+    "0,1=20",
+    "1,0=20",
+    "0,2=15",
+    "2,0=40",
+    "0,3=20",
+    "3,0=25",
+    "1,2=40",
+    "2,1=30",
+    "1,3=30",
+    "3,1=20",
+    "2,3=15",
+    "3,2=45",
 )
 FOUR_NODE_QEMU_OPTS = "-smp cpus=3,maxcpus=5"
 FOUR_NODE_APPEND = ("movablecore=2G",)
@@ -299,7 +332,9 @@ FOUR_NODE_APPEND = ("movablecore=2G",)
 NO_NUMA_QEMU_OPTS = "-smp cpus=2,maxcpus=4"
 
 # What both of these boots report: the layout, the kernel's answer, vmxprobe's, the tables.
-FACTS_SCRIPT = PRELUDE + r'''
+FACTS_SCRIPT = (
+    PRELUDE
+    + r"""
 echo '@@ node_masks'
 for f in possible online has_cpu has_memory has_normal_memory; do
   echo "$f $(cat /sys/devices/system/node/$f)"
@@ -317,4 +352,5 @@ oracle oracle-live
 run live-json $VMXPROBE scan --format json
 dump_acpi
 echo '@@ end'
-'''
+"""
+)

@@ -81,9 +81,7 @@ class VMResult:
 
     def check_returncode(self) -> None:
         if self.returncode != 0:
-            raise subprocess.CalledProcessError(
-                self.returncode, self.args, self.stdout, self.stderr
-            )
+            raise subprocess.CalledProcessError(self.returncode, self.args, self.stdout, self.stderr)
 
 
 def _find_vng() -> str | None:
@@ -102,12 +100,12 @@ def find_kernel() -> str | None:
         return env if os.path.isfile(env) else None
 
     def version_key(path: str):
-        ver = os.path.basename(path)[len("vmlinuz-"):]
+        ver = os.path.basename(path)[len("vmlinuz-") :]
         return [int(p) if p.isdigit() else p for p in re.split(r"[.-]", ver)]
 
     candidates = []
     for path in glob.glob("/boot/vmlinuz-*"):
-        ver = os.path.basename(path)[len("vmlinuz-"):]
+        ver = os.path.basename(path)[len("vmlinuz-") :]
         if os.access(path, os.R_OK) and os.path.isdir(f"/lib/modules/{ver}/kernel"):
             candidates.append(path)
     if not candidates:
@@ -129,8 +127,11 @@ def missing_requirements() -> str | None:
         missing.append("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
     if not any(shutil.which(b) for b in ("busybox-static", "busybox.static", "busybox")):
         missing.append("busybox not found (apt-get install busybox-static)")
-    probe = subprocess.run([GUEST_PYTHON, "-c", "import click"], capture_output=True) \
-        if os.access(GUEST_PYTHON, os.X_OK) else None
+    probe = (
+        subprocess.run([GUEST_PYTHON, "-c", "import click"], capture_output=True)
+        if os.access(GUEST_PYTHON, os.X_OK)
+        else None
+    )
     if probe is None or probe.returncode != 0:
         missing.append(f"{GUEST_PYTHON} cannot import click (apt-get install python3-click)")
     if find_kernel() is None:
@@ -149,16 +150,17 @@ def missing_requirements() -> str | None:
 def vm_required() -> bool:
     """CI runs the VM tests after scripts/vm-setup.sh: a skip there would hide a
     broken setup, so it fails instead."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or \
-        os.environ.get("VMXPROBE_VM_REQUIRED") == "1"
+    return (
+        os.environ.get("CI", "").lower() in ("1", "true", "yes")
+        or os.environ.get("VMXPROBE_VM_REQUIRED") == "1"
+    )
 
 
 def _skip(reason: str):
     import pytest
 
     if vm_required():
-        pytest.fail(f"{reason} (VM tests are required here: CI or VMXPROBE_VM_REQUIRED=1)",
-                    pytrace=False)
+        pytest.fail(f"{reason} (VM tests are required here: CI or VMXPROBE_VM_REQUIRED=1)", pytrace=False)
     pytest.skip(reason)
 
 
@@ -186,10 +188,13 @@ def build_command(
 ) -> list[str]:
     cmd = [
         _find_vng() or "vng",
-        "--run", kernel,
+        "--run",
+        kernel,
         "--disable-kvm",
-        "--cpus", str(cpus),
-        "--memory", memory,
+        "--cpus",
+        str(cpus),
+        "--memory",
+        memory,
     ]
     for node in numa or ():
         cmd += ["--numa", node]
@@ -280,15 +285,25 @@ def run_in_vm(
         with open(wrapper, "w") as f:
             f.write(_wrapper(user_script, sentinel, outdir, cwd))
         cmd = build_command(
-            wrapper, kernel=kernel, cpus=cpus, memory=memory, numa=numa,
-            qemu_opts=qemu_opts, outdir=outdir, numa_distance=numa_distance,
+            wrapper,
+            kernel=kernel,
+            cpus=cpus,
+            memory=memory,
+            numa=numa,
+            qemu_opts=qemu_opts,
+            outdir=outdir,
+            numa_distance=numa_distance,
             append=append,
         )
         start = time.monotonic()
         # New session so that a timeout kills QEMU too, not only vng.
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=tmp, start_new_session=True,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp,
+            start_new_session=True,
         )
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -308,14 +323,14 @@ def run_in_vm(
         raise VMError(f"VM did not finish within {timeout} s", result)
 
     idx = stdout.rfind(sentinel)
-    m = re.match(r"(\d+)__\n?", stdout[idx + len(sentinel):]) if idx >= 0 else None
+    m = re.match(r"(\d+)__\n?", stdout[idx + len(sentinel) :]) if idx >= 0 else None
     if m is None:
         raise VMError(
             f"the guest script did not run to its end (vng exit status {proc.returncode})",
             result,
         )
     result.returncode = int(m.group(1))
-    result.stdout = stdout[:idx] + stdout[idx + len(sentinel) + m.end():]
+    result.stdout = stdout[:idx] + stdout[idx + len(sentinel) + m.end() :]
     return result
 
 
@@ -339,7 +354,7 @@ def sections(stdout: str, marker: str = "@@") -> dict[str, str]:
     current = None
     for line in stdout.splitlines():
         if line.startswith(marker + " "):
-            current = line[len(marker) + 1:].strip()
+            current = line[len(marker) + 1 :].strip()
             out[current] = []
         elif current is not None:
             out[current].append(line)

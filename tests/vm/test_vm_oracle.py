@@ -27,19 +27,28 @@ ACPI_DATA = Path(REPO_ROOT) / "tests" / "data" / "acpi"
 
 # case: (boot fixture, vmxprobe report, oracle answer, what the topology is)
 CASES = {
-    "two-nodes": ("two_node_vm", "live-json", "oracle-live",
-                  "two nodes of two CPUs, all present"),
-    "cpu-offlined": ("two_node_vm", "offline-json", "oracle-offline",
-                     "two nodes, CPU 3 offlined through sysfs before the scan"),
-    "memoryless-absent-in-srat": ("memoryless_vm", "live-json", "oracle-live",
-                                  "a memoryless node served by node 2; CPUs 4-7 absent, "
-                                  "on SRAT nodes that differ from the round-robin"),
-    "four-nodes-absent-default": ("four_node_vm", "live-json", "oracle-live",
-                                  "a CPU-less memory node, a memoryless node, a "
-                                  "ZONE_MOVABLE-only node, asymmetric distances; CPUs "
-                                  "3-4 absent on QEMU's default SRAT node"),
-    "no-numa-absent": ("no_numa_vm", "live-json", "oracle-live",
-                       "no SRAT at all; CPUs 2-3 absent"),
+    "two-nodes": ("two_node_vm", "live-json", "oracle-live", "two nodes of two CPUs, all present"),
+    "cpu-offlined": (
+        "two_node_vm",
+        "offline-json",
+        "oracle-offline",
+        "two nodes, CPU 3 offlined through sysfs before the scan",
+    ),
+    "memoryless-absent-in-srat": (
+        "memoryless_vm",
+        "live-json",
+        "oracle-live",
+        "a memoryless node served by node 2; CPUs 4-7 absent, on SRAT nodes that differ from the round-robin",
+    ),
+    "four-nodes-absent-default": (
+        "four_node_vm",
+        "live-json",
+        "oracle-live",
+        "a CPU-less memory node, a memoryless node, a "
+        "ZONE_MOVABLE-only node, asymmetric distances; CPUs "
+        "3-4 absent on QEMU's default SRAT node",
+    ),
+    "no-numa-absent": ("no_numa_vm", "live-json", "oracle-live", "no SRAT at all; CPUs 2-3 absent"),
 }
 
 # Tables recorded once from these boots (tests/data/acpi/README.md): boot fixture -> name.
@@ -104,8 +113,7 @@ def test_oracle_loads_cleanly_and_answers_for_every_possible_cpu(case):
     _, _, possible = vmxprobe_answer(vm, report)
     assert sorted(kernel) == possible
     log = (vm.outdir / f"{oracle_run}.dmesg").read_text()
-    for bad in ("WARNING:", "BUG:", "Call Trace", "Oops", "root_vmcs_oracle: no page",
-                "not a node"):
+    for bad in ("WARNING:", "BUG:", "Call Trace", "Oops", "root_vmcs_oracle: no page", "not a node"):
         assert bad not in log, log
 
 
@@ -113,8 +121,11 @@ def test_vmxprobe_node_is_the_kernels_cpu_to_node(case):
     vm, report, oracle_run, what = case
     kernel = kernel_answer(vm, oracle_run)
     per_cpu, _, _ = vmxprobe_answer(vm, report)
-    wrong = {cpu: (per_cpu.get(cpu, (None,))[0], node) for cpu, (node, _) in kernel.items()
-             if per_cpu.get(cpu, (None,))[0] != node}
+    wrong = {
+        cpu: (per_cpu.get(cpu, (None,))[0], node)
+        for cpu, (node, _) in kernel.items()
+        if per_cpu.get(cpu, (None,))[0] != node
+    }
     assert not wrong, f"{what}: CPU: (vmxprobe node, kernel cpu_to_node) {wrong}"
 
 
@@ -122,8 +133,7 @@ def test_serving_node_is_where_the_kernel_allocated(case):
     vm, report, oracle_run, what = case
     kernel = kernel_answer(vm, oracle_run)
     _, serving, _ = vmxprobe_answer(vm, report)
-    wrong = {cpu: (serving.get(cpu), nid) for cpu, (_, nid) in kernel.items()
-             if serving.get(cpu) != nid}
+    wrong = {cpu: (serving.get(cpu), nid) for cpu, (_, nid) in kernel.items() if serving.get(cpu) != nid}
     assert not wrong, f"{what}: CPU: (plan serving node, kernel page_to_nid) {wrong}"
 
 
@@ -140,6 +150,7 @@ def test_node_source_says_round_robin_exactly_for_absent_cpus(case):
 
 # --- the topologies are what the tests claim --------------------------------------------
 
+
 def test_four_nodes_topology_is_as_designed(four_node_vm):
     vm = four_node_vm
     assert vm.result.returncode == 0, vm.result.stderr
@@ -148,17 +159,21 @@ def test_four_nodes_topology_is_as_designed(four_node_vm):
     masks = dict(line.split(" ", 1) for line in sec["node_masks"].splitlines())
     # Linux node 3 is QEMU's CPU-less node 1; node 1 has CPUs and no memory; node 2's
     # memory is all ZONE_MOVABLE: memory, but no normal memory.
-    assert masks == {"possible": "0-3", "online": "0-3", "has_cpu": "0-2",
-                     "has_memory": "0,2-3", "has_normal_memory": "0,3"}
-    assert sorted(sec["zones"].split("\n")) == \
-        ["node0 DMA", "node0 DMA32", "node2 Movable", "node3 DMA32"]
+    assert masks == {
+        "possible": "0-3",
+        "online": "0-3",
+        "has_cpu": "0-2",
+        "has_memory": "0,2-3",
+        "has_normal_memory": "0,3",
+    }
+    assert sorted(sec["zones"].split("\n")) == ["node0 DMA", "node0 DMA32", "node2 Movable", "node3 DMA32"]
     cpus = dict(line.split(" ", 1) for line in sec["cpu_masks"].splitlines())
     assert cpus == {"possible": "0-4", "present": "0-2", "online": "0-2"}
     rows = {}
     for line in sec["nodes"].splitlines():
         name, cpulist, _, dist = line.split(" ", 3)
         rows[int(name[4:])] = (cpulist, [int(d) for d in dist.split()])
-    assert rows[3][0] == ""                                  # CPU-less
+    assert rows[3][0] == ""  # CPU-less
     # Asymmetric: node 1's nearest memory by its own row is node 2 (then 3, then 0),
     # while by the column node 0 is nearest to it.
     assert rows[1][1] == [40, 10, 15, 30]
@@ -170,8 +185,13 @@ def test_four_nodes_pages_come_from_neither_node_0_nor_the_nearest(four_node_vm)
     node 1 and the movable-only node 2 get their pages from node 3, which is neither
     node 0 nor node 1's nearest memory node (node 2, whose memory GFP_KERNEL may not
     use); absent CPU 4 sits round-robin on node 2 although the SRAT says node 0."""
-    assert kernel_answer(four_node_vm, "oracle-live") == \
-        {0: (0, 0), 1: (1, 3), 2: (2, 3), 3: (0, 0), 4: (2, 3)}
+    assert kernel_answer(four_node_vm, "oracle-live") == {
+        0: (0, 0),
+        1: (1, 3),
+        2: (2, 3),
+        3: (0, 0),
+        4: (2, 3),
+    }
 
 
 def test_no_numa_topology_is_as_designed(no_numa_vm):
@@ -192,6 +212,7 @@ def test_cpu3_was_offline_when_the_oracle_ran(two_node_vm):
 
 # --- the recorded tables (tests/data/acpi) are this QEMU's ----------------------------------
 
+
 @pytest.mark.parametrize("fixture", sorted(RECORDED))
 def test_recorded_tables_and_answers_are_what_the_guest_has(request, fixture):
     """tests/data/acpi holds these guests' tables and the kernel's answer with them; if
@@ -204,9 +225,8 @@ def test_recorded_tables_and_answers_are_what_the_guest_has(request, fixture):
         dumped = vm.outdir / f"acpi-{table}.bin"
         assert recorded.exists() == dumped.exists(), (table, recorded, dumped)
         if recorded.exists():
-            assert dumped.read_bytes() == recorded.read_bytes(), \
+            assert dumped.read_bytes() == recorded.read_bytes(), (
                 f"{table} differs from {recorded}: re-record (tests/data/acpi/README.md)"
+            )
     assert vm.out("oracle-live") == (ACPI_DATA / f"{name}-oracle.txt").read_text()
-    assert (vm.outdir / "has_memory.txt").read_text() == \
-        (ACPI_DATA / f"{name}-has_memory.txt").read_text()
-
+    assert (vm.outdir / "has_memory.txt").read_text() == (ACPI_DATA / f"{name}-has_memory.txt").read_text()

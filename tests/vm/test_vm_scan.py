@@ -47,8 +47,9 @@ def assert_every_page_verified(report: dict, pages: int):
         assert n["placed"] == n["pages"] == n["verified_on_node"], n
         assert n["elsewhere"] == {} and n["unanswered"] == {}, n
     # The same nodes as the plan itself, page for page.
-    assert [(n["node"], n["serving_node"], n["pages"]) for n in where["nodes"]] == \
-        [(n["node"], n["serving_node"], n["pages"]) for n in plan["nodes"]]
+    assert [(n["node"], n["serving_node"], n["pages"]) for n in where["nodes"]] == [
+        (n["node"], n["serving_node"], n["pages"]) for n in plan["nodes"]
+    ]
 
 
 def numa_maps(section: str) -> list[tuple[int, int, int, str, list[str]]]:
@@ -61,6 +62,7 @@ def numa_maps(section: str) -> list[tuple[int, int, int, str, list[str]]]:
 
 # --- two nodes of two CPUs ----------------------------------------------------------------
 
+
 def test_live_scan_every_page_verified_on_its_node_by_the_kernel(two_node_vm):
     """The bar: `vmxprobe scan --format json` in a two-node guest reports every page on
     the node the plan names, with move_pages(2)'s answer as the evidence."""
@@ -70,8 +72,9 @@ def test_live_scan_every_page_verified_on_its_node_by_the_kernel(two_node_vm):
     assert vm.rc("live-json") == 1 and vm.err("live-json") == ""  # TCG: no VMX
     assert report["source"] == {"kind": "live", "name": "/"}
     nodes = sysfs_nodes(vm.sections["nodes"])
-    assert [(n["node"], n["cpus"], n["serving_node"]) for n in report["plan"]["nodes"]] == \
-        [(node, cpus, node) for node, (cpus, _) in sorted(nodes.items())]
+    assert [(n["node"], n["cpus"], n["serving_node"]) for n in report["plan"]["nodes"]] == [
+        (node, cpus, node) for node, (cpus, _) in sorted(nodes.items())
+    ]
     for entry in report["per_cpu"]:
         assert entry["node"] == (0 if entry["cpu"] < 2 else 1) and entry["node_source"] == "link"
     assert_every_page_verified(report, 4)
@@ -96,8 +99,10 @@ def test_numa_maps_show_the_binding_and_the_node(two_node_vm):
 
 def test_text_report_says_bound_and_where(two_node_vm):
     text = two_node_vm.out("live-text")
-    assert "placement bound: mbind(MPOL_BIND, MPOL_MF_STRICT) to the serving node before " \
-           "first touch; the kernel (move_pages) puts 4/4 on the planned node" in text
+    assert (
+        "placement bound: mbind(MPOL_BIND, MPOL_MF_STRICT) to the serving node before "
+        "first touch; the kernel (move_pages) puts 4/4 on the planned node" in text
+    )
     assert "    node 0: 2/2 page(s) on node 0\n    node 1: 2/2 page(s) on node 1\n" in text
     assert "x86_vmx_init() stops before it allocates" in text
 
@@ -107,11 +112,15 @@ def test_offline_cpu_is_planned_and_reported_not_probed(two_node_vm):
     report = vm.json("offline-json")
     jsonschema.validate(report, SCHEMA)
     assert vm.rc("offline-json") == 1 and vm.err("offline-json") == ""
-    assert report["cpus"] == {"possible": "0-3", "present": "0-3", "online": "0-2",
-                              "probed": "0-2"}
+    assert report["cpus"] == {"possible": "0-3", "present": "0-3", "online": "0-2", "probed": "0-2"}
     cpu3 = report["per_cpu"][3]
-    assert (cpu3["cpu"], cpu3["node"], cpu3["present"], cpu3["online"], cpu3["probed"]) == \
-        (3, 1, True, False, False)
+    assert (cpu3["cpu"], cpu3["node"], cpu3["present"], cpu3["online"], cpu3["probed"]) == (
+        3,
+        1,
+        True,
+        False,
+        False,
+    )
     assert "msr" not in cpu3
     assert [(n["node"], n["cpus"]) for n in report["plan"]["nodes"]] == [(0, "0-1"), (1, "2-3")]
     assert_every_page_verified(report, 4)
@@ -168,8 +177,9 @@ def test_unreadable_msrs_exit_3_with_one_line(two_node_vm, case):
     v = report["verdict"]
     assert v["determined"] is False and v["x86_vmx_init"] is None
     for reg in ("IA32_FEATURE_CONTROL (0x3a)", "IA32_VMX_BASIC (0x480)"):
-        assert any(u.startswith(f"cannot read {reg} on CPU 0 ({err}): ") and hint in u
-                   for u in v["undetermined"]), v["undetermined"]
+        assert any(
+            u.startswith(f"cannot read {reg} on CPU 0 ({err}): ") and hint in u for u in v["undetermined"]
+        ), v["undetermined"]
     # The line on stderr is the report's first cause, never something else.
     assert lines[0].startswith("vmxprobe: could not determine: " + v["undetermined"][0])
     # Another root: simulated, and every output says so.
@@ -178,9 +188,14 @@ def test_unreadable_msrs_exit_3_with_one_line(two_node_vm, case):
     assert "placement simulated: the plan is for another host" in vm.out(text)
 
 
-@pytest.mark.parametrize("case", [
-    "ENOENT", "EACCES", "EPERM",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "ENOENT",
+        "EACCES",
+        "EPERM",
+    ],
+)
 def test_the_one_line_names_the_msr_cause(two_node_vm, case):
     run, err, hint = UNREADABLE[case]
     line = two_node_vm.err(f"{run}-vmxroot").strip()
@@ -188,6 +203,7 @@ def test_the_one_line_names_the_msr_cause(two_node_vm, case):
 
 
 # --- a memoryless node, more possible than present CPUs -------------------------------
+
 
 def test_memoryless_node_served_by_the_nearest_node_as_planned(memoryless_vm):
     vm = memoryless_vm
@@ -199,9 +215,9 @@ def test_memoryless_node_served_by_the_nearest_node_as_planned(memoryless_vm):
     # The nearest node with memory by the kernel's own distance row of node 1.
     nearest = min(with_memory, key=lambda m: nodes[1][1][m])
     assert nearest == 2
-    assert [(n["node"], n["cpus"], n["serving_node"], n["inferred_cpus"])
-            for n in report["plan"]["nodes"]] == [
-        (0, "0,4,6", 0, "4,6"), (1, "1-2", nearest, ""), (2, "3,5,7", 2, "5,7")]
+    assert [
+        (n["node"], n["cpus"], n["serving_node"], n["inferred_cpus"]) for n in report["plan"]["nodes"]
+    ] == [(0, "0,4,6", 0, "4,6"), (1, "1-2", nearest, ""), (2, "3,5,7", 2, "5,7")]
     assert_every_page_verified(report, 8)
     node1 = report["plan"]["verified"]["placement"]["nodes"][1]
     # The kernel's own fallback, asked independently of the plan: a page faulted from a
@@ -212,19 +228,22 @@ def test_memoryless_node_served_by_the_nearest_node_as_planned(memoryless_vm):
 
 def test_all_possible_cpus_planned(memoryless_vm):
     report = memoryless_vm.json("live-json")
-    assert report["cpus"] == {"possible": "0-7", "present": "0-3", "online": "0-3",
-                              "probed": "0-3"}
+    assert report["cpus"] == {"possible": "0-7", "present": "0-3", "online": "0-3", "probed": "0-3"}
     assert report["plan"]["pages"] == 8
     assert [e["cpu"] for e in report["per_cpu"]] == list(range(8))
     for e in report["per_cpu"][4:]:
-        assert (e["present"], e["online"], e["probed"], e["node_source"]) == \
-            (False, False, False, "round-robin")
+        assert (e["present"], e["online"], e["probed"], e["node_source"]) == (
+            False,
+            False,
+            False,
+            "round-robin",
+        )
 
 
 def test_memoryless_numa_maps(memoryless_vm):
     rows = numa_maps(memoryless_vm.sections["numa_maps"])
     assert [r[0] for r in rows] == list(range(8))
-    for cpu, node, serving, policy, counts in rows:
+    for _cpu, _node, serving, policy, counts in rows:
         assert policy == f"bind:{serving}"
         assert counts and all(c.startswith(f"N{serving}=") for c in counts), counts
     assert [(r[1], r[2]) for r in rows if r[0] in (1, 2)] == [(1, 2), (1, 2)]
@@ -257,15 +276,22 @@ def _stable(doc: dict, same_kernel: bool) -> dict:
             if not same_kernel:
                 continue
             if path == "proc/cpuinfo":
-                text = "\n".join(line for line in text.splitlines()
-                                 if not line.startswith(("cpu MHz", "bogomips")))
+                text = "\n".join(
+                    line for line in text.splitlines() if not line.startswith(("cpu MHz", "bogomips"))
+                )
         files[path] = text
     leaf1 = doc["cpuid"]["0x00000001:0x0"]
-    return {"files": files, "dirs": doc["dirs"], "msr": doc["msr"],
-            "file_errors": doc["file_errors"], "vendor": doc["cpuid"]["0x00000000:0x0"],
-            "hypervisor": doc["cpuid"]["0x40000000:0x0"],
-            "ecx vmx, hypervisor": [(g["cpus"], int(g["value"][2], 16) >> 5 & 1,
-                                     int(g["value"][2], 16) >> 31) for g in leaf1]}
+    return {
+        "files": files,
+        "dirs": doc["dirs"],
+        "msr": doc["msr"],
+        "file_errors": doc["file_errors"],
+        "vendor": doc["cpuid"]["0x00000000:0x0"],
+        "hypervisor": doc["cpuid"]["0x40000000:0x0"],
+        "ecx vmx, hypervisor": [
+            (g["cpus"], int(g["value"][2], 16) >> 5 & 1, int(g["value"][2], 16) >> 31) for g in leaf1
+        ],
+    }
 
 
 def test_bundled_fixture_is_what_this_guest_records(memoryless_vm):

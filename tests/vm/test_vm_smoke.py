@@ -104,6 +104,6 @@ def test_memoryless_node_cannot_be_bound(memoryless_vm):
     assert memoryless_vm.sections["numa"].splitlines() == [
         "available True",
         "bind 0 ok 0 [0]",
-        "bind 1 EINVAL",   # no memory: not in N_MEMORY, so MPOL_BIND refuses it
+        "bind 1 EINVAL",  # no memory: not in N_MEMORY, so MPOL_BIND refuses it
         "bind 63 EINVAL",
     ]

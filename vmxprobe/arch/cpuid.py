@@ -3,6 +3,8 @@ whether a CPU has VMX, and the hypervisor signature leaf (Intel SDM Vol. 2A "CPU
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 # CPUID, SDM Vol. 2A "CPUID": leaf 0 vendor; leaf 1 signature and feature bits;
 # leaf 0x40000000 the hypervisor's vendor signature (reserved range for hypervisors).
 CPUID_VMX_BIT = 5  # CPUID.01H:ECX[5] VMX (X86_FEATURE_VMX)
@@ -10,6 +12,7 @@ CPUID_SMX_BIT = 6  # CPUID.01H:ECX[6] SMX
 CPUID_HYPERVISOR_BIT = 31  # CPUID.01H:ECX[31] "hypervisor present" (X86_FEATURE_HYPERVISOR)
 CPUID_HV_LEAF = 0x40000000
 EAX, EBX, ECX, EDX = 0, 1, 2, 3  # positions in a CPUID result
+AMD_VENDORS = ("AuthenticAMD", "HygonGenuine")  # the vendors with SVM (AMD-V)
 
 # Hyper-V TLFS (asm/hyperv-tlfs.h): CPUID 0x40000004 EAX bit 14 recommends the
 # enlightened VMCS; CPUID 0x4000000A EAX bits 7:0 / 15:8 give the highest / lowest
@@ -63,3 +66,40 @@ def hypervisor_name(leaf: tuple[int, int, int, int]) -> str | None:
 
 def bit(value: int, n: int) -> bool:
     return bool(value >> n & 1)
+
+
+# CPUID leaves beyond 0 and 1 that the kernel model needs (SDM Vol. 2A "CPUID"; AMD APM
+# Vol. 3 E.4): structured extended features, SGX capabilities, the extended range.
+LEAF_STRUCTURED = 0x07  # subleaf 0: EBX/ECX/EDX features; EAX = highest subleaf
+LEAF_SGX = 0x12  # subleaf 0: EAX[0] SGX1
+LEAF_EXT_MAX = 0x80000000  # EAX = highest extended leaf
+LEAF_EXT_FEATURES = 0x80000001  # ECX[2] SVM (AMD)
+
+
+class CpuFeature(NamedTuple):
+    """A CPU feature as the kernel names it (asm/cpufeatures.h X86_FEATURE_*), where CPUID
+    reports it, and the name /proc/cpuinfo prints for it (None: not printed)."""
+
+    feature: str
+    leaf: int
+    subleaf: int
+    reg: int
+    bit: int
+    cpuinfo: str | None
+
+
+# The features behind the CR4 bits KVM treats as reserved when a CPU lacks them
+# (arch/x86/kvm/x86.h __cr4_reserved_bits()).
+XSAVE = CpuFeature("XSAVE", 1, 0, ECX, 26, "xsave")
+PCID = CpuFeature("PCID", 1, 0, ECX, 17, "pcid")
+VMX = CpuFeature("VMX", 1, 0, ECX, 5, "vmx")
+FSGSBASE = CpuFeature("FSGSBASE", 7, 0, EBX, 0, "fsgsbase")
+SMEP = CpuFeature("SMEP", 7, 0, EBX, 7, "smep")
+SMAP = CpuFeature("SMAP", 7, 0, EBX, 20, "smap")
+UMIP = CpuFeature("UMIP", 7, 0, ECX, 2, "umip")
+PKU = CpuFeature("PKU", 7, 0, ECX, 3, "pku")
+SHSTK = CpuFeature("SHSTK", 7, 0, ECX, 7, None)  # not printed ("user_shstk" is another flag)
+LA57 = CpuFeature("LA57", 7, 0, ECX, 16, "la57")
+IBT = CpuFeature("IBT", 7, 0, EDX, 20, "ibt")
+LAM = CpuFeature("LAM", 7, 1, EAX, 26, "lam")
+SVM = CpuFeature("SVM", LEAF_EXT_FEATURES, 0, ECX, 2, "svm")

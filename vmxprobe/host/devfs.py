@@ -94,6 +94,9 @@ class DevCpuTree:
         for path, text in fx.files.items():
             self._add(path)
             self.files[path] = text.encode("utf-8")
+        for path, data in fx.blobs.items():
+            self._add(path)
+            self.files[path] = data
         for path, names in fx.dirs.items():
             self._add_dir(path)
             for name in names:

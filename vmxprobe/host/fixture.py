@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -80,6 +81,7 @@ class Fixture:
     files: dict[str, str]
     dirs: dict[str, list[str]]
     file_errors: dict[str, str] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)  # binary files (firmware tables)
     msr: dict[int, dict[int, MsrReading]] = field(default_factory=dict)
     cpuid: dict[tuple[int, int], dict[int, CpuidReading]] = field(default_factory=dict)
 
@@ -124,6 +126,16 @@ def load(spec: str) -> Fixture:
         if len(raw) > MAX_BYTES:
             raise FixtureError(f"{where}: over the {MAX_BYTES >> 20} MiB limit for a fixture")
     return parse(decode_json(raw, where), where)
+
+
+def _is_base64(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        base64.b64decode(v, validate=True)
+    except ValueError:
+        return False
+    return True
 
 
 def _expect(cond: object, where: str, what: str) -> None:
@@ -243,8 +255,12 @@ def parse(doc: Any, where: str = "fixture") -> Fixture:
         lambda v: isinstance(v, str) and _FILE_ERRNO.fullmatch(v),
         'an errno name such as "EACCES"',
     )
-    both = sorted(set(files) & set(file_errors))
-    _expect(not both, where, f'{both[0]!r} is in both "files" and "file_errors"' if both else "")
+    blobs = {
+        k: base64.b64decode(v, validate=True)
+        for k, v in str_map("blobs", _is_base64, "base64 text (RFC 4648, with padding)").items()
+    }
+    both = sorted((set(files) | set(blobs)) & set(file_errors)) or sorted(set(files) & set(blobs))
+    _expect(not both, where, f'{both[0]!r} is in two of "files", "blobs" and "file_errors"' if both else "")
 
     msr_doc = doc.get("msr", {})
     _expect(isinstance(msr_doc, dict), where, '"msr" must be an object')
@@ -284,6 +300,7 @@ def parse(doc: Any, where: str = "fixture") -> Fixture:
         files=files,
         dirs=dirs,
         file_errors=file_errors,
+        blobs=blobs,
         msr=msr,
         cpuid=cpuid,
     )
@@ -313,8 +330,9 @@ def to_document(
     file_errors: dict[str, str],
     msr: dict[int, dict[int, MsrReading]],
     cpuid: dict[tuple[int, int], dict[int, CpuidReading]],
+    blobs: dict[str, bytes] | None = None,
 ) -> Json:
-    return {
+    doc: Json = {
         "format": FORMAT,
         "version": VERSION,
         "name": name,
@@ -329,6 +347,9 @@ def to_document(
             for (leaf, sub), res in sorted(cpuid.items())
         },
     }
+    if blobs:  # only when there are any: documents without binary files stay as they were
+        doc["blobs"] = {k: base64.b64encode(v).decode("ascii") for k, v in sorted(blobs.items())}
+    return doc
 
 
 def from_recording(
@@ -350,12 +371,12 @@ def from_recording(
         "notes": notes,
     }
     return to_document(
-        name, description, provenance, rec.files, rec.dirs, rec.file_errors, rec.msr, rec.cpuid
+        name, description, provenance, rec.files, rec.dirs, rec.file_errors, rec.msr, rec.cpuid, rec.blobs
     )
 
 
 def from_fixture(fx: Fixture) -> Json:
     """The document a loaded fixture came from, normalised (for round trips)."""
     return to_document(
-        fx.name, fx.description, fx.provenance, fx.files, fx.dirs, fx.file_errors, fx.msr, fx.cpuid
+        fx.name, fx.description, fx.provenance, fx.files, fx.dirs, fx.file_errors, fx.msr, fx.cpuid, fx.blobs
     )

@@ -15,13 +15,21 @@ from typing import Any
 
 from vmxprobe.arch.capabilities import readable_msrs
 from vmxprobe.arch.cpuid import (
+    AMD_VENDORS,
     CPUID_HV_LEAF,
     CPUID_HYPERVISOR_BIT,
+    EAX,
     ECX,
     HV_CPUID_ENLIGHTMENT_INFO,
     HV_CPUID_NESTED_FEATURES,
     HV_SIGNATURE_HYPERV,
+    LEAF_EXT_FEATURES,
+    LEAF_EXT_MAX,
+    LEAF_SGX,
+    LEAF_STRUCTURED,
+    CpuFeature,
     bit,
+    cpuid_vendor,
     hypervisor_name,
 )
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC
@@ -36,13 +44,19 @@ class CpuReadings:
     """What was read on one online CPU."""
 
     cpu: int
-    cpuid: dict[int, CpuidReading] = field(default_factory=dict)  # leaf -> reading
+    cpuid: dict[int, CpuidReading] = field(default_factory=dict)  # leaf (subleaf 0) -> reading
+    subleaves: dict[tuple[int, int], CpuidReading] = field(default_factory=dict)  # (leaf, subleaf > 0)
     # index -> reading; after read_host(), CPUs that read alike share one dict: read-only
     msr: dict[int, MsrReading] = field(default_factory=dict)
 
-    def cpuid_bit(self, leaf: int, reg: int, n: int) -> bool | None:
-        r = self.cpuid.get(leaf)
+    def cpuid_bit(self, leaf: int, reg: int, n: int, subleaf: int = 0) -> bool | None:
+        r = self.cpuid.get(leaf) if subleaf == 0 else self.subleaves.get((leaf, subleaf))
         return bit(r.value[reg], n) if r is not None and r.value is not None else None
+
+    def has(self, f: CpuFeature) -> bool | None:
+        """CPUID's answer for a feature; None when the leaf was not read or is beyond the
+        CPU's highest leaf (then the kernel reads it as 0: see read_cpu())."""
+        return self.cpuid_bit(f.leaf, f.reg, f.bit, f.subleaf)
 
 
 @dataclass
@@ -57,6 +71,9 @@ class HostReadings:
     kernel: str | None  # proc/sys/kernel/osrelease
     file_errors: dict[str, str]
     kvm_params: dict[str, str] = field(default_factory=dict)  # kvm_intel module parameters
+    boot_params: bytes | None = None  # sys/kernel/boot_params/data: struct boot_params
+    debugfs_x86: list[str] | None = None  # sys/kernel/debug/x86 entries the model looks for
+    acpi_tables: dict[str, bytes] = field(default_factory=dict)  # ACPI_TABLES read, by path
 
 
 def read_cpu(source: Source, cpu: int) -> CpuReadings:
@@ -73,6 +90,7 @@ def read_cpu(source: Source, cpu: int) -> CpuReadings:
             for leaf in (HV_CPUID_ENLIGHTMENT_INFO, HV_CPUID_NESTED_FEATURES):
                 if hv.value[0] >= leaf:
                     p.cpuid[leaf] = source.read_cpuid(cpu, leaf)
+    _read_feature_leaves(source, p)
     # Both MSRs are read on every CPU, whatever CPUID says: the msr driver reads with
     # rdmsr_safe_on_cpu(), so a register the CPU lacks costs an EIO, not a crash, and
     # the EIO is itself evidence (a hypervisor hiding VMX, an AMD CPU).
@@ -80,6 +98,29 @@ def read_cpu(source: Source, cpu: int) -> CpuReadings:
     p.msr[MSR_IA32_VMX_BASIC] = source.read_msr(cpu, MSR_IA32_VMX_BASIC)
     read_capabilities(source, p)
     return p
+
+
+def _read_feature_leaves(source: Source, p: CpuReadings) -> None:
+    """The leaves the kernel model needs beyond 0 and 1, each only where the CPU's highest
+    leaf covers it, as the kernel's get_cpu_cap() reads them (c->cpuid_level >= 7, leaf 7
+    subleaf 1 when leaf 7's EAX >= 1): structured features for the CR4 check, SGX1 for
+    setup_vmcs_config()'s ENCLS rule, and the extended range (SVM)."""
+    leaf0 = p.cpuid[0].value
+    if leaf0 is None:
+        return
+    cpu, read = p.cpu, source.read_cpuid
+    top = leaf0[EAX]
+    if top >= LEAF_STRUCTURED:
+        r = p.cpuid[LEAF_STRUCTURED] = read(cpu, LEAF_STRUCTURED)
+        if r.value is not None and r.value[EAX] >= 1:
+            p.subleaves[(LEAF_STRUCTURED, 1)] = read(cpu, LEAF_STRUCTURED, 1)
+    if top >= LEAF_SGX:
+        p.cpuid[LEAF_SGX] = read(cpu, LEAF_SGX)
+    if cpuid_vendor(leaf0) not in AMD_VENDORS:
+        return  # the extended range holds SVM, which only AMD and Hygon CPUs have
+    ext = p.cpuid[LEAF_EXT_MAX] = read(cpu, LEAF_EXT_MAX)
+    if ext.value is not None and LEAF_EXT_FEATURES <= ext.value[EAX] <= LEAF_EXT_MAX + 0xFFFF:
+        p.cpuid[LEAF_EXT_FEATURES] = read(cpu, LEAF_EXT_FEATURES)
 
 
 def read_capabilities(source: Source, p: CpuReadings) -> None:
@@ -171,13 +212,21 @@ def parse_cpuinfo(text: str | None) -> dict[int, CpuInfo]:
 
 
 KVM_INTEL_PARAMS = "sys/module/kvm_intel/parameters"
+# arch/x86/kernel/ksysfs.c: the boot_params the kernel was started with (mode 0444).
+BOOT_PARAMS = "sys/kernel/boot_params/data"
+# arch/x86/kernel/tboot.c tboot_late_init(): created only when tboot_enabled().
+DEBUGFS_X86 = "sys/kernel/debug/x86"
+_DEBUGFS_NAMES = re.compile(r"tboot_log")
+# The firmware's CPU and NUMA tables (drivers/acpi/sysfs.c, mode 0400: root only): the
+# MADT ("APIC"), SRAT and FADT ("FACP") that the kernel's boot-time placement read.
+ACPI_TABLES = tuple(f"sys/firmware/acpi/tables/{name}" for name in ("APIC", "SRAT", "FACP"))
 
 
 def read_kvm_params(source: Source) -> dict[str, str]:
     """kvm_intel parameters that change which MSRs its per-CPU check compares; absent
     when the module is not loaded (then the defaults apply)."""
     out = {}
-    for name in ("nested", "error_on_inconsistent_vmcs_config"):
+    for name in ("nested", "error_on_inconsistent_vmcs_config", "ept"):
         text = source.read_text(f"{KVM_INTEL_PARAMS}/{name}")
         if text is not None and text.strip():
             out[name] = text.strip()
@@ -214,6 +263,8 @@ def _read_host(source: Source) -> HostReadings:
                 p.msr = same_msrs.setdefault((tuple(p.msr), tuple(p.msr.values())), p.msr)
                 for leaf, r in p.cpuid.items():
                     p.cpuid[leaf] = same_leaf.setdefault(r, r)
+                for key, r in p.subleaves.items():
+                    p.subleaves[key] = same_leaf.setdefault(r, r)
             except TypeError:  # a value that cannot be hashed: kept as it is
                 pass
     finally:
@@ -230,4 +281,7 @@ def _read_host(source: Source) -> HostReadings:
         kernel=release.strip() if release else None,
         file_errors=dict(source.file_errors),
         kvm_params=params,
+        boot_params=source.read_bytes(BOOT_PARAMS),
+        debugfs_x86=source.list_dir(DEBUGFS_X86, _DEBUGFS_NAMES),
+        acpi_tables={p: data for p in ACPI_TABLES if (data := source.read_bytes(p)) is not None},
     )

@@ -4,6 +4,7 @@ Both answer the same four questions (the Source protocol), and every answer is a
 an errno name; nothing here raises for a missing file or a faulting register:
 
     read_text(path)            -> str | None       (path relative to the root)
+    read_bytes(path)           -> bytes | None     (a binary file: firmware tables)
     list_dir(path, pattern)    -> list[str] | None (entries matching pattern)
     read_msr(cpu, index)       -> MsrReading       (value: int)
     read_cpuid(cpu, leaf, sub) -> CpuidReading     (value: (eax, ebx, ecx, edx))
@@ -118,6 +119,8 @@ class Source(Protocol):
 
     def read_text(self, path: str) -> str | None: ...
 
+    def read_bytes(self, path: str) -> bytes | None: ...
+
     def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None: ...
 
     def read_msr(self, cpu: int, index: int) -> MsrReading: ...
@@ -169,6 +172,11 @@ class LiveHost:
     def read_text(self, path: str) -> str | None:
         """The file's text; None when it is absent (ENOENT, ENOTDIR: not an error) or
         unreadable, with the errno name kept in file_errors."""
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """The file's bytes, with read_text()'s rules for absent and unreadable files."""
         try:
             return self._read_file(path)
         except FileNotFoundError:
@@ -182,7 +190,7 @@ class LiveHost:
             self.file_errors[path] = e.name
             return None
 
-    def _read_file(self, path: str) -> str:
+    def _read_file(self, path: str) -> bytes:
         # Non-blocking, so a FIFO in a --root tree cannot hang the scan; the type is
         # asked of the opened descriptor, so nothing can be swapped in before the read.
         fd = os.open(self._path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -197,7 +205,7 @@ class LiveHost:
             os.close(fd)
         if data is None:
             raise _Refused("EFBIG")
-        return data.decode("utf-8", "replace")
+        return data
 
     def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None:
         try:
@@ -315,6 +323,7 @@ class RecordingHost:
         self.kind = inner.kind
         self.name = inner.name
         self.files: dict[str, str] = {}
+        self.blobs: dict[str, bytes] = {}
         self.dirs: dict[str, list[str]] = {}
         self.msr: dict[int, dict[int, MsrReading]] = {}
         self.cpuid: dict[tuple[int, int], dict[int, CpuidReading]] = {}
@@ -328,6 +337,12 @@ class RecordingHost:
         if text is not None:
             self.files[path] = text
         return text
+
+    def read_bytes(self, path: str) -> bytes | None:
+        data = self.inner.read_bytes(path)
+        if data is not None:
+            self.blobs[path] = data
+        return data
 
     def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None:
         names = self.inner.list_dir(path, pattern)
@@ -360,6 +375,7 @@ class Recorded(Protocol):
 
     name: str
     files: dict[str, str]
+    blobs: dict[str, bytes]
     dirs: dict[str, list[str]]
     file_errors: dict[str, str]
     msr: dict[int, dict[int, MsrReading]]
@@ -378,6 +394,9 @@ class FixtureHost:
 
     def read_text(self, path: str) -> str | None:
         return self.fixture.files.get(path)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        return self.fixture.blobs.get(path)
 
     def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None:
         names = self.fixture.dirs.get(path)

@@ -16,9 +16,21 @@ has an SRAT entry gets its node from the SRAT.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from vmxprobe.host.acpi import AcpiTableError, LocalApic, Madt, Srat
+from vmxprobe.arch.cpuid import CPUID_HYPERVISOR_BIT, ECX
+from vmxprobe.host.acpi import (
+    AcpiTableError,
+    LocalApic,
+    Madt,
+    Srat,
+    parse_fadt_revision,
+    parse_madt,
+    parse_srat,
+)
+from vmxprobe.host.readings import HostReadings
+from vmxprobe.kernel.numa import NodeMap
+from vmxprobe.kernel.release import model_for
 
 # arch/x86/include/asm/apicdef.h: MAX_LOCAL_APIC on x86_64. APIC ids at or above it are
 # "skipped apicid that is too big" (acpi_register_lapic(), the SRAT parsers) or
@@ -333,3 +345,97 @@ def boot_cpu_nodes(
             node, source = rr_nodes[cpu % len(rr_nodes)], SOURCE_ROUND_ROBIN
         result.append(CpuNode(cpu, apic_id, is_present, node, source, fw))
     return result
+
+
+# --- the firmware's view beside the plan ------------------------------------------------
+
+TABLES = "sys/firmware/acpi/tables"
+
+
+@dataclass(frozen=True)
+class FirmwareView:
+    """What the host's own ACPI tables say about each possible CPU's node, beside the
+    plan (which follows sysfs and the round-robin): the node the SRAT gives each CPU's
+    APIC id, and where the two part."""
+
+    firmware_node: dict[int, int]  # cpu -> the SRAT's node for its APIC id, where known
+    notes: tuple[str, ...] = ()
+
+
+def firmware_view(
+    tables: dict[str, bytes],
+    release: str | None,
+    node_of: dict[int, int],
+    present: set[int],
+    memory_nodes: list[int] | None,
+    boot_apic_id: int | None,
+    hypervisor: bool,
+) -> FirmwareView | None:
+    """boot_cpu_nodes() from the recorded MADT, SRAT and FADT, compared with the plan's
+    node for every possible CPU; None without a MADT."""
+    madt_raw = tables.get(f"{TABLES}/APIC")
+    if madt_raw is None:
+        return None
+    try:
+        madt = parse_madt(madt_raw)
+        srat_raw = tables.get(f"{TABLES}/SRAT")
+        srat = parse_srat(srat_raw) if srat_raw is not None else None
+        fadt_raw = tables.get(f"{TABLES}/FACP")
+        fadt = parse_fadt_revision(fadt_raw) if fadt_raw is not None else None
+        version = model_for(release).version  # the rules the verdict applies, too
+        view = boot_cpu_nodes(
+            madt,
+            srat,
+            version,
+            memory_nodes=memory_nodes or None,
+            boot_apic_id=boot_apic_id,
+            fadt_revision=fadt,
+            hypervisor=hypervisor,
+        )
+    except AcpiTableError as e:
+        return FirmwareView({}, (f"the firmware's ACPI tables were read but not used: {e}",))
+    notes: list[str] = []
+    firmware = {c.cpu: c.firmware_node for c in view if c.firmware_node is not None}
+    if len(view) != len(node_of):
+        notes.append(
+            f"the firmware's MADT makes {len(view)} CPU(s) possible for this kernel, sysfs lists "
+            f"{len(node_of)}: the command line (possible_cpus=, nr_cpus=, maxcpus=) or the "
+            "kernel's build (NR_CPUS) differs from what the tables alone give"
+        )
+    for c in view:
+        planned = node_of.get(c.cpu)
+        if planned is None:
+            continue
+        if c.cpu in present and c.present and c.source == SOURCE_SRAT and c.node != planned:
+            notes.append(
+                f"CPU {c.cpu}: the SRAT puts its APIC id {c.apic_id:#x} on node {c.node}, sysfs on "
+                f"node {planned}: the plan follows sysfs, the running kernel's answer"
+            )
+        elif c.cpu not in present and c.firmware_node is not None and c.firmware_node != planned:
+            notes.append(
+                f"CPU {c.cpu} (possible, not present): its root VMCS page goes to node {planned} "
+                f"(numa_init_array()'s round-robin), but the SRAT puts its APIC id "
+                f"{c.apic_id:#x} on node {c.firmware_node}: hot-added, it runs on node "
+                f"{c.firmware_node} with its root VMCS page remote"
+            )
+    return FirmwareView(firmware, tuple(notes))
+
+
+def with_firmware(nodes: NodeMap, scan: HostReadings) -> NodeMap:
+    """The plan's nodes with the firmware's view added, when the scan read the tables."""
+    if not scan.acpi_tables:
+        return nodes
+    boot = scan.cpus.get(0)
+    apicid = scan.cpuinfo.get(0, {}).get("apicid", "")
+    view = firmware_view(
+        scan.acpi_tables,
+        scan.kernel,
+        nodes.node_of,
+        set(scan.topology.present),
+        scan.topology.nodes_with_memory,
+        int(apicid) if isinstance(apicid, str) and apicid.isascii() and apicid.isdigit() else None,
+        bool(boot is not None and boot.cpuid_bit(1, ECX, CPUID_HYPERVISOR_BIT)),
+    )
+    if view is None:
+        return nodes
+    return replace(nodes, firmware_node=view.firmware_node, notes=nodes.notes + list(view.notes))

@@ -203,11 +203,19 @@ def _how(r: Any) -> str:
 
 
 def _differences(
-    scan: HostReadings, boot: int, nested: bool, states: dict[int, str]
+    scan: HostReadings,
+    boot: int,
+    nested: bool,
+    states: dict[int, str],
+    setups: dict[int, vmcs_config.Setup | None],
 ) -> tuple[list[Difference], list[NotCompared]]:
     """Per MSR, the CPUs whose value differs from the boot CPU's, and the pairs that
-    could not be compared."""
+    could not be compared. A differing bit "reaches KVM" when the two CPUs'
+    vmcs_config (kernel.vmcs_config) differ in it; where a CPU's vmcs_config could not
+    be built, every bit of an MSR KVM reads counts."""
     bp = scan.cpus[boot]
+    ref = setups.get(boot)
+    ref_config = ref.config if ref is not None else None
     indexes = (MSR_IA32_VMX_BASIC,) + CAP_INDEXES
     # A CPU whose readings of every compared MSR equal the boot CPU's has nothing to
     # report, except where the boot CPU's own reading is "not read" (handled per MSR
@@ -258,7 +266,13 @@ def _differences(
                 continue
             if role is None:
                 role = vmcs_config.kvm_role(index, nested)
-            mask = vmcs_config.kvm_feed_mask(index, nested) if index in caps.MSRS else M64
+            mine = setups.get(cpu)
+            if not role.compared:
+                mask = 0
+            elif ref_config is not None and mine is not None and mine.config is not None:
+                mask = vmcs_config.reaching_bits(index, ref_config, mine.config)
+            else:
+                mask = M64
             bits = tuple(
                 BitDifference(d["bit"], d["what"], d["a"], d["b"], bool(mask >> d["bit"] & 1))
                 for d in caps.differing_bits(index, va, vb)
@@ -323,10 +337,17 @@ def kernel_version(text: str | None) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+# Names mainline's vmxfeatures.h prints that 6.1's leaves unnamed ("" comments), so a
+# 6.1 kernel never shows them (arch/x86/include/asm/vmxfeatures.h in Debian's 6.1.192).
+UNNAMED_IN_6_1 = frozenset({"ept_5level", "ept_violation_ve"})
+
+
 def _kernel_view(scan: HostReadings, states: dict[int, str]) -> list[FlagView]:
     """Each CPU's /proc/cpuinfo "vmx flags" against feat_ctl.implied_vmx_flags() of its
     own registers, CPUs with the same disagreement grouped, each disagreement explained."""
     groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[int]] = {}
+    version = kernel_version(scan.kernel)
+    unnamed = UNNAMED_IN_6_1 if version is not None and version <= (6, 1) else frozenset()
     known_names = set(feat_ctl.VMX_FLAG_NAMES.values())
     implied_of: dict[int, frozenset[str] | None] = {}  # msr_key() -> implied flags
     compared: dict[tuple[frozenset[str], frozenset[str]], tuple[tuple[str, ...], tuple[str, ...]]] = {}
@@ -344,7 +365,7 @@ def _kernel_view(scan: HostReadings, states: dict[int, str]) -> list[FlagView]:
         else:
             values = kernel_values(p)
             implied = implied_of[key] = (
-                None if values is None else frozenset(feat_ctl.implied_vmx_flags(values))
+                None if values is None else frozenset(feat_ctl.implied_vmx_flags(values)) - unnamed
             )
         if implied is None:
             continue
@@ -434,8 +455,13 @@ def _seamret(scan: HostReadings, boot: int, basic: int) -> Seamret:
     )
 
 
-def analyse(scan: HostReadings, boot: int | None) -> CapabilityAnalysis:
-    """The capability analysis of a scan, judged from the boot CPU."""
+def analyse(
+    scan: HostReadings, boot: int | None, setups: dict[int, vmcs_config.Setup | None] | None = None
+) -> CapabilityAnalysis:
+    """The capability analysis of a scan, judged from the boot CPU; `setups` are each
+    CPU's setup_vmcs_config() (kernel.kvm_intel.vmcs_configs()), which decide which
+    differing bits reach KVM."""
+    setups = setups or {}
     if boot is None or boot not in scan.cpus:
         return CapabilityAnalysis(boot_cpu=boot)
     nested = vmcs_config.nested_enabled(scan.kvm_params)
@@ -481,10 +507,10 @@ def analyse(scan: HostReadings, boot: int | None) -> CapabilityAnalysis:
         for reg, f0, f1 in (("CR0", 0x486, 0x487), ("CR4", 0x488, 0x489)):
             if f0 in values and f1 in values:
                 cr_fixed[reg] = caps.cr_fixed_summary(reg, values[f0], values[f1])
-        kv = kernel_values(bp)
-        if kv is not None:
-            kvm_setup = tuple(vmcs_config.kvm_setup_problems(kv, vmcs_config.strict_config(scan.kvm_params)))
-    differences, not_compared = _differences(scan, boot, nested, states)
+        boot_setup = setups.get(boot)
+        if boot_setup is not None:
+            kvm_setup = boot_setup.refusals
+    differences, not_compared = _differences(scan, boot, nested, states, setups)
     return CapabilityAnalysis(
         boot_cpu=boot,
         state=state,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 
 from vmxprobe.arch.cpuid import CPUID_VMX_BIT, ECX
-from vmxprobe.arch.vmx import FC_DISABLED, M32, MSR_IA32_FEAT_CTL, FeatureControl, decode_feature_control
+from vmxprobe.arch.vmx import M32, MSR_IA32_FEAT_CTL, FeatureControl, decode_feature_control
 from vmxprobe.host.readings import HostReadings
 
 # The state of IA32_FEATURE_CONTROL is asked for on every CPU, and a host has a handful
@@ -15,13 +15,15 @@ from vmxprobe.host.readings import HostReadings
 feature_control = functools.lru_cache(maxsize=64)(decode_feature_control)
 
 
-def vmx_feature(scan: HostReadings, cpu: int) -> tuple[bool | None, str | None]:
+def vmx_feature(scan: HostReadings, cpu: int, tboot: bool = False) -> tuple[bool | None, str | None]:
     """Does X86_FEATURE_VMX survive identification on this CPU?
 
     Returns (True|False|None, reason). Mirrors init_ia32_feat_ctl(): VMX needs
-    CPUID.01H:ECX[5]; then a faulting IA32_FEATURE_CONTROL read, or a locked MSR with
-    VMX-outside-SMX clear, clears the feature. An unlocked MSR is locked by the kernel
-    itself, with VMX on when it is built with KVM_INTEL.
+    CPUID.01H:ECX[5]; then a faulting IA32_FEATURE_CONTROL read, or a locked MSR whose
+    deciding bit is clear, clears the feature. The deciding bit is bit 1 (VMX inside
+    SMX) when the kernel was launched by tboot (tboot_enabled()), bit 2 (VMX outside SMX)
+    otherwise. An unlocked MSR is locked by the kernel itself, with VMX on (and bit 1 too
+    under tboot) when it is built with KVM_INTEL.
     """
     p = scan.cpus[cpu]
     has = p.cpuid_bit(1, ECX, CPUID_VMX_BIT)
@@ -43,16 +45,43 @@ def vmx_feature(scan: HostReadings, cpu: int) -> tuple[bool | None, str | None]:
             )
         return None, None
     fc: FeatureControl = feature_control(r.value)
-    if fc.state == FC_DISABLED:
-        why = (
-            f"CPU {cpu}: IA32_FEATURE_CONTROL (0x3a) = {fc.raw}: locked (bit 0) with "
-            "VMX outside SMX (bit 2) clear; init_ia32_feat_ctl() clears X86_FEATURE_VMX "
-            '("VMX (outside TXT) disabled by BIOS")'
-        )
+    if not fc.locked:
+        return True, None
+    if tboot:
         if fc.vmx_inside_smx:
-            why += "; only VMX inside SMX (bit 1) is on, which counts only under tboot"
+            return True, None
+        why = (
+            f"CPU {cpu}: IA32_FEATURE_CONTROL (0x3a) = {fc.raw}: locked (bit 0) with VMX inside "
+            "SMX (bit 1) clear under tboot; init_ia32_feat_ctl() clears X86_FEATURE_VMX "
+            '("VMX (inside TXT) disabled by BIOS")'
+        )
+        if fc.vmx_outside_smx:
+            why += "; VMX outside SMX (bit 2) is on, which does not count under tboot"
         return False, why
-    return True, None
+    if fc.vmx_outside_smx:
+        return True, None
+    why = (
+        f"CPU {cpu}: IA32_FEATURE_CONTROL (0x3a) = {fc.raw}: locked (bit 0) with "
+        "VMX outside SMX (bit 2) clear; init_ia32_feat_ctl() clears X86_FEATURE_VMX "
+        '("VMX (outside TXT) disabled by BIOS")'
+    )
+    if fc.vmx_inside_smx:
+        why += "; only VMX inside SMX (bit 1) is on, which counts only under tboot"
+    return False, why
+
+
+def tboot_decides(scan: HostReadings) -> list[int]:
+    """The CPUs whose VMX depends on whether tboot launched the kernel: CPUID VMX, a
+    locked IA32_FEATURE_CONTROL, and bits 1 and 2 unequal."""
+    out = []
+    for cpu, p in sorted(scan.cpus.items()):
+        r = p.msr.get(MSR_IA32_FEAT_CTL)
+        if r is None or r.value is None or p.cpuid_bit(1, ECX, CPUID_VMX_BIT) is False:
+            continue
+        fc = feature_control(r.value)
+        if fc.locked and fc.vmx_inside_smx != fc.vmx_outside_smx:
+            out.append(cpu)
+    return out
 
 
 # /proc/cpuinfo "vmx flags" names: (capability word, bit) -> name.  Words as in

@@ -1,29 +1,49 @@
-"""Loading kvm_intel: setup_vmcs_config() on the boot CPU in hardware_setup(), then
-vmx_check_processor_compat() on each online CPU (arch/x86/kvm/vmx/vmx.c); the first
-failure is what loading the module returns."""
+"""Loading kvm_intel, in the kernel's order, by kernel release:
+
+1. the support check on the CPU that runs the module's init. 6.1: kvm_x86_vendor_init()
+   (arch/x86/kvm/x86.c) asks the loading CPU's CPUID for VMX (cpu_has_kvm_support()),
+   then boot_cpu_data for X86_FEATURE_MSR_IA32_FEAT_CTL and X86_FEATURE_VMX
+   (vmx_disabled_by_bios()): boot_cpu_data is the AND of every CPU, so one CPU without
+   VMX refuses (-EOPNOTSUPP). 6.3 on: kvm_is_vmx_supported() (arch/x86/kvm/vmx/vmx.c)
+   asks the loading CPU alone (this_cpu_has()). 7.1 on: a failed x86_vmx_init() at boot
+   has cleared X86_FEATURE_VMX on every CPU (arch/x86/virt/hw.c), so this check refuses.
+2. hardware_setup(): setup_vmcs_config() on the loading CPU (-EIO, silent); up to 7.0
+   also alloc_kvm_area(), the root VMCS pages (-ENOMEM).
+3. the per-CPU compatibility check on every online CPU, ascending, the first failure
+   winning (kvm_init()'s loop in 6.1, kvm_x86_vendor_init()'s from 6.3): the CR4
+   reserved bits against boot_cpu_data (kernel.cr4_reserved_bits), VMX on that CPU,
+   setup_vmcs_config() on that CPU, and memcmp() of its vmcs_config against the loading
+   CPU's (vmx_check_processor_compat()).
+
+The loading CPU is whichever CPU the scheduler runs modprobe on; the verdict takes the
+boot CPU and says where the outcome would differ on another.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from vmxprobe.arch.capabilities import msr_label
-from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC, VMX_BASIC_MEM_TYPE_WB, VmxBasic
+from vmxprobe.arch.cpuid import CPUID_VMX_BIT, ECX
+from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC, VmxBasic
 from vmxprobe.host.cpulist import format_cpulist
-from vmxprobe.host.readings import HostReadings
+from vmxprobe.host.readings import CpuReadings, HostReadings
 from vmxprobe.host.sources import MEANING
 from vmxprobe.kernel import access, feat_ctl, vmcs_config
-from vmxprobe.kernel.capabilities import (
-    STATE_NOT_READ,
-    STATE_READ,
-    CapabilityAnalysis,
-    cpu_state,
-    kernel_values,
-    msr_key,
-)
+from vmxprobe.kernel.capabilities import STATE_NOT_READ, CapabilityAnalysis, msr_key
+from vmxprobe.kernel.cr4_reserved_bits import Cr4Check
+from vmxprobe.kernel.release import HW_C, KVM_PER_CPU_SUPPORT, KernelModel
+from vmxprobe.kernel.vmcs_config import CpuidInputs, Setup
 
 OK = "ok"
 EOPNOTSUPP = "EOPNOTSUPP"
 EIO = "EIO"
+ENOMEM = "ENOMEM"
+
+# The MSRs setup_vmcs_config() and the nested set-up read; a CPU on which one of them
+# could not be read (not a fault: a fault reads 0) has no vmcs_config we can rebuild.
+CONFIG_MSRS = (0x480, 0x481, 0x482, 0x483, 0x484, 0x485, 0x487, 0x489, 0x48B, 0x48C, 0x492)
 
 
 @dataclass(frozen=True)
@@ -33,11 +53,85 @@ class KvmIntel:
     errno: str | None
     reasons: tuple[str, ...] = ()
     undetermined: tuple[str, ...] = ()
+    stage: str | None = None  # where it stops: "init", "setup", "compat"; "ok"; None
 
 
-def load_kvm_intel(scan: HostReadings, boot: int, basic: VmxBasic, capsec: CapabilityAnalysis) -> KvmIntel:
-    """setup_vmcs_config() on the boot CPU, then vmx_check_processor_compat() on each
-    online CPU."""
+def cpuid_inputs(p: CpuReadings) -> CpuidInputs:
+    """The raw CPUID values setup_vmcs_config() reads on the CPU it runs on."""
+    leaf0, leaf1, sgx = p.cpuid.get(0), p.cpuid.get(1), p.cpuid.get(0x12)
+    return CpuidInputs(
+        max_leaf=leaf0.value[0] if leaf0 is not None and leaf0.value is not None else None,
+        sgx1=bool(sgx.value[0] & 1) if sgx is not None and sgx.value is not None else None,
+        signature=leaf1.value[0] if leaf1 is not None and leaf1.value is not None else None,
+    )
+
+
+def kernel_msrs(p: CpuReadings) -> dict[int, int] | None:
+    """The values setup_vmcs_config() reads on this CPU: a faulting MSR reads 0, one the
+    CPU does not have (never read: the SDM says it is not there) reads 0. None when one
+    of them could not be read at all (no driver, not recorded, ...)."""
+    out: dict[int, int] = {}
+    for index in CONFIG_MSRS:
+        r = p.msr.get(index)
+        if r is None or r.errno == "EIO":
+            out[index] = 0
+        elif r.value is not None:
+            out[index] = r.value
+        else:
+            return None
+    return out
+
+
+def vmcs_configs(
+    scan: HostReadings, model: KernelModel, reference: int, evmcs: bool = False
+) -> dict[int, Setup | None]:
+    """setup_vmcs_config() on every online CPU (None where its registers were not all
+    read), each with the nested part vmx_check_processor_compat() adds when
+    kvm_intel.nested=1, computed once per distinct set of readings."""
+    params = scan.kvm_params
+    strict, nested = vmcs_config.strict_config(params), vmcs_config.nested_enabled(params)
+    memo: dict[tuple[int, CpuidInputs], tuple[Setup | None, dict[int, int] | None]] = {}
+
+    def base(p: CpuReadings) -> tuple[Setup | None, dict[int, int] | None]:
+        inputs = cpuid_inputs(p)
+        key = (msr_key(p), inputs)
+        got = memo.get(key)
+        if got is None:
+            msrs = kernel_msrs(p)
+            setup = (
+                None if msrs is None else vmcs_config.setup_vmcs_config(msrs, inputs, model, strict, evmcs)
+            )
+            got = memo[key] = (setup, msrs)
+        return got
+
+    out: dict[int, Setup | None] = {}
+    ref_setup = base(scan.cpus[reference])[0] if reference in scan.cpus else None
+    # hardware_setup(): enable_ept from the loading CPU's capabilities, for every CPU.
+    ept = ref_setup is not None and vmcs_config.ept_enabled(ref_setup, vmcs_config.ept_param(params))
+    nested_memo: dict[int, Setup | None] = {}
+    for cpu, p in scan.cpus.items():
+        setup, msrs = base(p)
+        if nested and setup is not None and msrs is not None:
+            done = nested_memo.get(id(setup))
+            if done is None:
+                done = nested_memo[id(setup)] = vmcs_config.with_nested(setup, msrs, ept)
+            setup = done
+        out[cpu] = setup
+    return out
+
+
+def load_kvm_intel(
+    scan: HostReadings,
+    boot: int,
+    basic: VmxBasic,
+    capsec: CapabilityAnalysis,
+    model: KernelModel,
+    setups: dict[int, Setup | None],
+    cr4: Cr4Check,
+    tboot: bool = False,
+) -> KvmIntel:
+    """Steps 1-3 of the module docstring, with the boot CPU loading the module."""
+    p = model.kvm_prefix
     first: str | None = None
     reasons: list[str] = []
     undetermined: list[str] = []
@@ -47,152 +141,274 @@ def load_kvm_intel(scan: HostReadings, boot: int, basic: VmxBasic, capsec: Capab
         first = first or code
         reasons.append(reason)
 
-    if basic.phys_addr_32bit:
-        refuse(
-            EIO,
-            f"CPU {boot}: IA32_VMX_BASIC bit 48 (32-bit physical addresses only) is "
-            "set; setup_vmcs_config() refuses it on x86_64 (-EIO)",
-        )
-    if basic.memory_type != VMX_BASIC_MEM_TYPE_WB:
-        refuse(
-            EIO,
-            f"CPU {boot}: IA32_VMX_BASIC memory type (bits 53:50) = "
-            f"{basic.memory_type}, not 6 (WB); setup_vmcs_config() refuses it (-EIO)",
-        )
-    for problem in capsec.kvm_setup:
-        refuse(EIO, f"CPU {boot}: setup_vmcs_config() fails: {problem}; kvm_intel refuses to load (-EIO)")
-    if first:
-        # setup_vmcs_config() runs in hardware_setup(), before the per-CPU compatibility
-        # checks (__kvm_x86_vendor_init()): when the boot CPU fails it, those never run.
-        reasons.append(
-            "kvm_intel stops at the boot CPU, in hardware_setup(): the per-CPU "
-            "compatibility checks (vmx_check_processor_compat()) never run"
-        )
-        return KvmIntel(first, tuple(reasons))
-    # Capability-MSR differences that reach vmcs_config, per CPU (IA32_VMX_BASIC is
-    # handled below with its own message).
-    cap_refusals: dict[int, list[str]] = {}
-    for d in capsec.differences:
-        if d.index == MSR_IA32_VMX_BASIC:
-            continue
-        for c in d.cpus:
-            if not c.kvm_refuses:
-                continue
-            bits = "; ".join(
-                f"bit {b.bit} ({b.what}): {b.a} on CPU {boot}, {b.b} here" for b in c.bits if b.kvm
-            )
-            read = "" if c.read == "ok" else f" ({c.read}, read by the kernel as 0)"
-            cap_refusals.setdefault(c.cpu, []).append(
-                f"{msr_label(d.index)} = 0x{c.value:016x}{read} differs from CPU {boot}'s "
-                f"0x{d.boot_value:016x} in {bits}"
-            )
-    unknown = False
-    differ_fc = []
-    strict = vmcs_config.strict_config(scan.kvm_params)
-    # setup_vmcs_config() depends on the registers alone: judged once per distinct set
-    # of readings (capabilities.msr_key()), not once per CPU.
-    setup_of: dict[int, str] = {}
-    boot_fc = scan.cpus[boot].msr[MSR_IA32_FEAT_CTL]
+    vmx: dict[int, tuple[bool | None, str | None]] = {
+        cpu: feat_ctl.vmx_feature(scan, cpu, tboot) for cpu in sorted(scan.cpus)
+    }
+    without = [cpu for cpu, (has, _) in vmx.items() if has is False]
+    unknown = [cpu for cpu, (has, _) in vmx.items() if has is None]
+    # Which drivers have a device on some CPU: ENOENT on one CPU is a missing driver
+    # only when no CPU has its device.
     loaded = access.drivers_loaded(scan)
-    for cpu in sorted(scan.cpus):
-        if cpu == boot:
-            continue
-        has_vmx, why = feat_ctl.vmx_feature(scan, cpu)
+    for cpu in unknown:
         q = scan.cpus[cpu]
-        if has_vmx is None:
-            unknown = True
-            undetermined += access.unreadable_cpu(q, "flags" in scan.cpuinfo.get(q.cpu, {}), loaded)
-            continue
-        if not has_vmx:
+        undetermined += access.unreadable_cpu(q, "flags" in scan.cpuinfo.get(cpu, {}), loaded)
+
+    # 1. The support check on the loading CPU.
+    bsp = scan.cpus[boot]
+    if not model.has(KVM_PER_CPU_SUPPORT):
+        if bsp.cpuid_bit(1, ECX, CPUID_VMX_BIT) is False:
+            refuse(
+                EOPNOTSUPP, f"CPU {boot}: no CPUID VMX; kvm_intel: \"{p}no hardware support for 'kvm_intel'\""
+            )
+            return KvmIntel(first, tuple(reasons), tuple(undetermined), "init")
+        if without:
+            whys = "; ".join(vmx[c][1] or "" for c in without[:3])
             refuse(
                 EOPNOTSUPP,
-                f'{why}; kvm_intel refuses to load ("VMX not enabled (by '
-                f'BIOS) in MSR_IA32_FEAT_CTL on CPU {cpu}" or "VMX not supported by CPU '
-                f'{cpu}")',
+                f"CPU(s) {format_cpulist(without)} lack X86_FEATURE_VMX, so boot_cpu_data (every CPU's "
+                f"features ANDed by identify_cpu()) lacks it: {whys}; vmx_disabled_by_bios() "
+                f"refuses, \"{p}support for 'kvm_intel' disabled by bios\" (-EOPNOTSUPP)",
             )
-            continue
-        r = q.msr[MSR_IA32_VMX_BASIC]
-        if r.value is None:
-            if r.errno == "EIO":
-                refuse(
-                    EIO,
-                    f"CPU {cpu}: IA32_VMX_BASIC (0x480) faults (EIO); KVM's "
-                    f'"Failed to setup VMCS config on CPU {cpu}"',
-                )
-            else:
-                unknown = True
-                undetermined.append(access.unreadable(cpu, "IA32_VMX_BASIC (0x480)", r, loaded=loaded))
-            continue
-        # vmx_check_processor_compat(): setup_vmcs_config() on this CPU first, then the
-        # memcmp() of the result against the boot CPU's vmcs_config.
-        key = msr_key(q)
-        setup = setup_of.get(key)
-        if setup is None:
-            kv = kernel_values(q) if cpu_state(q) == STATE_READ else None
-            setup = setup_of[key] = "; ".join(
-                vmcs_config.kvm_setup_problems(kv, strict) if kv is not None else []
-            )
-        if setup:
-            also = (
-                f"; it also differs from CPU {boot}: {'; '.join(cap_refusals[cpu])}"
-                if cpu in cap_refusals
-                else ""
-            )
-            refuse(
-                EIO,
-                f"CPU {cpu}: setup_vmcs_config() fails: {setup}; KVM: "
-                f'"Failed to setup VMCS config on CPU {cpu}" (-EIO){also}',
-            )
-            continue
-        if r.value != basic.value:
-            differ = [b for b in range(64) if (r.value ^ basic.value) >> b & 1]
-            refuse(
-                EIO,
-                f"CPU {cpu}: IA32_VMX_BASIC (0x480) = 0x{r.value:016x} differs from "
-                f"CPU {boot}'s {basic.raw} in bit(s) {', '.join(map(str, differ))}; "
-                f'KVM: "Inconsistent VMCS config on CPU {cpu}" (-EIO)',
-            )
-        elif cpu in cap_refusals:
-            refuse(
-                EIO,
-                f'CPU {cpu}: {"; ".join(cap_refusals[cpu])}; KVM: "Inconsistent VMCS '
-                f'config on CPU {cpu}" (-EIO)',
-            )
-        fc = q.msr[MSR_IA32_FEAT_CTL]
-        if fc.ok and boot_fc.ok and fc.value != boot_fc.value:
-            differ_fc.append(cpu)
-    if differ_fc:
-        # KVM refuses a CPU only when the difference turns VMX off there (handled
-        # above); other bits (SGX, SENTER, LMCE) differing is reported, not refused.
-        reasons.append(
-            f"CPU(s) {format_cpulist(differ_fc)}: IA32_FEATURE_CONTROL differs "
-            f"from CPU {boot}'s in bits that do not disable VMX; firmware set "
-            "the CPUs up unevenly"
+            return KvmIntel(first, tuple(reasons), tuple(undetermined), "init")
+    elif model.has(HW_C) and without and boot in without:
+        # x86_vmx_init() failed on the boot CPU: judged by the caller, which never gets
+        # here; kept for a caller that asks anyway.
+        refuse(
+            EOPNOTSUPP, f'CPU {boot}: "VMX not fully enabled on CPU {boot}.  Check kernel logs and/or BIOS"'
         )
+        return KvmIntel(first, tuple(reasons), tuple(undetermined), "init")
+    elif boot in without:
+        refuse(EOPNOTSUPP, f"{vmx[boot][1]}; kvm_intel: {_not_supported(bsp, boot, model)} (-EOPNOTSUPP)")
+        return KvmIntel(first, tuple(reasons), tuple(undetermined), "init")
+    if unknown and boot in unknown:
+        return KvmIntel(None, tuple(reasons), tuple(undetermined))
+
+    # 2. hardware_setup(): setup_vmcs_config() on the loading CPU. Where its control MSRs
+    # were not read, its checks of IA32_VMX_BASIC still decide.
+    ref = setups.get(boot)
+    if ref is None and basic.value:
+        refused = vmcs_config.basic_refusals(basic.value)
+        ref = Setup(None, tuple(refused[:1])) if refused else None
+    if ref is not None and ref.config is None:
+        for why in ref.refusals:
+            refuse(EIO, f"CPU {boot}: setup_vmcs_config() fails: {why}; kvm_intel refuses to load (-EIO)")
+        reasons.append(
+            "kvm_intel stops at the loading CPU, in hardware_setup(): the per-CPU "
+            "compatibility checks never run"
+        )
+        return KvmIntel(first, tuple(reasons), tuple(undetermined), "setup")
+    if ref is not None:
+        reasons += [f'CPU {boot}: setup_vmcs_config() warns "{w}"' for w in ref.warnings]
+
+    # 3. The per-CPU compatibility check, ascending.
+    refused_cr4 = set(cr4.refused)
+    stopped_at: int | None = None
+    for cpu in sorted(scan.cpus):
+        before = first
+        q = scan.cpus[cpu]
+        if cpu in refused_cr4:
+            refuse(EIO, _cr4_reason(cpu, cr4))
+        elif vmx[cpu][0] is False:
+            refuse(EIO, f"{vmx[cpu][1]}; kvm_intel: {_not_enabled(q, cpu, model)} (-EIO)")
+        elif vmx[cpu][0] is not None:
+            _compare(scan, cpu, boot, basic, setups, model, refuse, undetermined, capsec, loaded)
+        if before is None and first is not None:
+            stopped_at = cpu
+    if stopped_at is not None and len(reasons) > 1:
+        reasons.append(f"loading kvm_intel stops at the first of these, CPU {stopped_at}")
+    if model.has(KVM_PER_CPU_SUPPORT) and without and boot not in without:
+        k = without[0]
+        reasons.append(
+            f"if modprobe runs on CPU {k} instead, kvm_is_vmx_supported() refuses there first: "
+            f"{_not_supported(scan.cpus[k], k, model)} (-EOPNOTSUPP)"
+        )
+    reasons += _feature_control_notes(scan, boot, without)
     reasons += capability_notes(capsec, boot)
+    if cr4.masked:
+        reasons.append(
+            f"CPUID shows {', '.join(cr4.masked)} on some CPUs only, but /proc/cpuinfo on none: the "
+            "kernel cleared it on every CPU, so KVM's CR4 check sees no difference"
+        )
+    if cr4.cpuinfo_cpus:
+        reasons.append(
+            f"CPU(s) {format_cpulist(cr4.cpuinfo_cpus)}: the CR4 check's features were taken from "
+            "/proc/cpuinfo flags (the cpuid device was not read there)"
+        )
+    if cr4.not_read:
+        reasons.append(
+            f"CPU(s) {format_cpulist(cr4.not_read)}: neither the cpuid device nor /proc/cpuinfo "
+            "flags were read, so KVM's CR4 check was not made for them"
+        )
     offline = sorted(set(scan.topology.possible) - set(scan.cpus))
     if offline:
+        later = (
+            "meets KVM's compatibility check when it comes online"
+            if model.has(KVM_PER_CPU_SUPPORT)
+            else "is not checked by this kernel when it comes online"
+        )
         reasons.append(
-            f"CPU(s) {format_cpulist(offline)} are not online, so not read: "
-            "each gets its root VMCS page now and meets KVM's compatibility "
-            "check when it comes online"
+            f"CPU(s) {format_cpulist(offline)} are not online, so not read: each gets its "
+            f"root VMCS page and {later}"
         )
     if first:
-        return KvmIntel(first, tuple(reasons), tuple(undetermined))
-    if unknown:
+        return KvmIntel(first, tuple(reasons), tuple(undetermined), "compat")
+    if undetermined:
         return KvmIntel(None, tuple(reasons), tuple(undetermined))
-    if capsec.state == STATE_READ and not capsec.cpus_not_read:
-        compared = (
-            "IA32_VMX_BASIC and VMX capability MSRs (as far as kvm_intel compares "
-            "them" + (", and of those that were read" if capsec.not_compared else "") + ")"
-        )
-    else:
-        compared = "IA32_VMX_BASIC"
-    reasons.append(
-        f"all {len(scan.cpus)} online CPU(s) {format_cpulist(scan.cpus)} "
-        f"have VMX enabled and the same {compared} as the boot CPU"
+    reasons.append(_all_agree(scan, capsec, setups))
+    return KvmIntel(OK, tuple(reasons), tuple(undetermined), "ok")
+
+
+def _not_supported(q: CpuReadings, cpu: int, model: KernelModel) -> str:
+    """What kvm_is_vmx_supported() prints for a CPU without VMX (6.3+)."""
+    if q.cpuid_bit(1, ECX, CPUID_VMX_BIT) is False:
+        return f'"VMX not supported by CPU {cpu}"'
+    return _not_enabled(q, cpu, model)
+
+
+def _not_enabled(q: CpuReadings, cpu: int, model: KernelModel) -> str:
+    """The message for a CPU whose VMX flag did not survive feat_ctl."""
+    if not model.has(KVM_PER_CPU_SUPPORT):
+        return f'"kvm: VMX is disabled on CPU {cpu}"'
+    if q.cpuid_bit(1, ECX, CPUID_VMX_BIT) is False:
+        return f'"VMX not supported by CPU {cpu}"'
+    fc = q.msr.get(MSR_IA32_FEAT_CTL)
+    # 7.1 splits the test: X86_FEATURE_MSR_IA32_FEAT_CTL missing (the read faulted) keeps
+    # the old message, X86_FEATURE_VMX missing gets "not fully enabled".
+    if model.has(HW_C) and fc is not None and fc.ok:
+        return f'"VMX not fully enabled on CPU {cpu}.  Check kernel logs and/or BIOS"'
+    return f'"VMX not enabled (by BIOS) in MSR_IA32_FEAT_CTL on CPU {cpu}"'
+
+
+def _cr4_reason(cpu: int, cr4: Cr4Check) -> str:
+    lacking = [
+        f"{s.features} (CR4.{s.cr4_bit}; CPU(s) {format_cpulist(s.without)} lack it)"
+        for s in cr4.splits
+        if cpu in s.with_it
+    ]
+    return (
+        f"CPU {cpu} has {', '.join(lacking)}: boot_cpu_data, the AND of every CPU, does not, so "
+        "its CR4 reserved bits differ from boot_cpu_data's; kvm_x86_check_processor_compatibility() "
+        "refuses it (-EIO, with no message)"
     )
-    return KvmIntel(OK, tuple(reasons), tuple(undetermined))
+
+
+def _compare(
+    scan: HostReadings,
+    cpu: int,
+    boot: int,
+    basic: VmxBasic,
+    setups: dict[int, Setup | None],
+    model: KernelModel,
+    refuse: Callable[[str, str], None],
+    undetermined: list[str],
+    capsec: CapabilityAnalysis,
+    loaded: frozenset[str] = frozenset(),
+) -> None:
+    """setup_vmcs_config() on this CPU, then memcmp() against the loading CPU's.
+    `loaded`: access.drivers_loaded()."""
+    q = scan.cpus[cpu]
+    r = q.msr[MSR_IA32_VMX_BASIC]
+    if r.value is None and r.errno != "EIO":
+        undetermined.append(access.unreadable(cpu, "IA32_VMX_BASIC (0x480)", r, loaded=loaded))
+        return
+    mine, ref = setups.get(cpu), setups.get(boot)
+    setup_failed = (
+        f'"Failed to setup VMCS config on CPU {cpu}"' if model.has(KVM_PER_CPU_SUPPORT) else "no message"
+    )
+    if mine is None and r.value:
+        refused = vmcs_config.basic_refusals(r.value)
+        mine = Setup(None, tuple(refused[:1])) if refused else None
+    if mine is not None and mine.config is None:
+        differs = _raw_differences(capsec, cpu)
+        refuse(
+            EIO,
+            f"CPU {cpu}: setup_vmcs_config() fails: {'; '.join(mine.refusals)}; "
+            f"kvm_intel: {setup_failed} (-EIO)"
+            + (f"; its registers differ from CPU {boot}'s in {differs}" if differs else ""),
+        )
+        return
+    inconsistent = (
+        f'"Inconsistent VMCS config on CPU {cpu}"'
+        if model.has(KVM_PER_CPU_SUPPORT)
+        else f'"kvm: CPU {cpu} feature inconsistency!"'
+    )
+    if cpu == boot:
+        return
+    if mine is not None and ref is not None and mine.config is not None and ref.config is not None:
+        diffs = vmcs_config.differences(ref.config, mine.config)
+        if diffs:
+            named = "; ".join(
+                f"{d.describe(boot, cpu)} ({msr_label(d.index)} = {_raw(q, d.index)} on CPU {cpu}, "
+                f"{_raw(scan.cpus[boot], d.index)} on CPU {boot})"
+                for d in diffs
+            )
+            refuse(
+                EIO,
+                f"CPU {cpu}: vmcs_config differs from CPU {boot}'s: {named}; "
+                f"kvm_intel: {inconsistent} (-EIO)",
+            )
+        return
+    # The capability MSRs were not all read here or on the loading CPU: IA32_VMX_BASIC,
+    # which vmcs_config holds whole, is what can still be compared.
+    value = r.value or 0
+    if value != basic.value:
+        differ = [b for b in range(64) if (value ^ basic.value) >> b & 1]
+        refuse(
+            EIO,
+            f"CPU {cpu}: IA32_VMX_BASIC (0x480) = 0x{value:016x} differs from CPU {boot}'s "
+            f"{basic.raw} in bit(s) {', '.join(map(str, differ))}; kvm_intel: {inconsistent} (-EIO)",
+        )
+
+
+def _raw(q: CpuReadings, index: int) -> str:
+    r = q.msr.get(index)
+    if r is None:
+        return "not present (read as 0)"
+    return f"0x{r.value:016x}" if r.value is not None else f"{r.errno} (read as 0)"
+
+
+def _raw_differences(capsec: CapabilityAnalysis, cpu: int) -> str:
+    """This CPU's capability-MSR bits that differ from the boot CPU's, named."""
+    out = []
+    for d in capsec.differences:
+        for c in d.cpus:
+            if c.cpu == cpu:
+                bits = ", ".join(f"bit {b.bit} ({b.what})" for b in c.bits)
+                out.append(f"{msr_label(d.index)} {bits}")
+    return "; ".join(out)
+
+
+def _feature_control_notes(scan: HostReadings, boot: int, without: list[int]) -> list[str]:
+    """IA32_FEATURE_CONTROL differing in bits that do not turn VMX off: reported only."""
+    boot_fc = scan.cpus[boot].msr[MSR_IA32_FEAT_CTL]
+    differ = [
+        cpu
+        for cpu, q in sorted(scan.cpus.items())
+        if cpu != boot
+        and cpu not in without
+        and q.msr[MSR_IA32_FEAT_CTL].ok
+        and boot_fc.ok
+        and q.msr[MSR_IA32_FEAT_CTL].value != boot_fc.value
+    ]
+    if not differ:
+        return []
+    return [
+        f"CPU(s) {format_cpulist(differ)}: IA32_FEATURE_CONTROL differs from CPU {boot}'s in bits "
+        "that do not disable VMX; firmware set the CPUs up unevenly"
+    ]
+
+
+def _all_agree(scan: HostReadings, capsec: CapabilityAnalysis, setups: dict[int, Setup | None]) -> str:
+    if setups and all(s is not None for s in setups.values()):
+        compared = "vmcs_config (as setup_vmcs_config() builds it from each CPU's registers)"
+    elif capsec.state == STATE_NOT_READ or capsec.cpus_not_read:
+        compared = "IA32_VMX_BASIC"
+    else:
+        compared = "IA32_VMX_BASIC and the capability MSRs that were read"
+    return (
+        f"all {len(scan.cpus)} online CPU(s) {format_cpulist(scan.cpus)} have VMX enabled, "
+        f"the same CR4 features and the same {compared} as the boot CPU"
+    )
 
 
 def capability_notes(capsec: CapabilityAnalysis, boot: int) -> list[str]:
@@ -229,12 +445,11 @@ def capability_notes(capsec: CapabilityAnalysis, boot: int) -> list[str]:
         why = (
             f"kvm_intel does not compare it ({d.kvm.why})"
             if not d.kvm.compared
-            else "the differing bits do not reach kvm_intel's vmcs_config"
+            else "the differing bits do not reach kvm_intel's vmcs_config (controls KVM does not request)"
         )
         out.append(
             f"CPU(s) {format_cpulist(c.cpu for c in quiet)}: {msr_label(d.index)} differs "
-            f"from CPU {boot}'s in bit(s) {', '.join(map(str, bits))}: {why}; reported, "
-            "not refused"
+            f"from CPU {boot}'s in bit(s) {', '.join(map(str, bits))}: {why}; reported, not refused"
         )
     s = capsec.seamret
     if s and (s.tdx_host_platform or s.kernel_reports_bug):

@@ -49,6 +49,9 @@ class NodeMap:
     notes: list[str] = field(default_factory=list)  # CPUs placed without sysfs
     serving_notes: list[str] = field(default_factory=list)  # nodes served from elsewhere
     missing: list[str] = field(default_factory=list)
+    # The SRAT's node for each CPU's APIC id, where the firmware's tables were read
+    # (kernel.acpi_numa.firmware_view()).
+    firmware_node: dict[int, int] = field(default_factory=dict)
 
 
 def cpu_to_node(topo: Topology) -> NodeMap:

@@ -21,11 +21,13 @@ from vmxprobe.arch.vmx import (
 )
 from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.host.readings import CpuReadings, HostReadings
-from vmxprobe.kernel import access, feat_ctl, x86_vmx_init
+from vmxprobe.kernel import access, cr4_reserved_bits, feat_ctl, tboot, x86_vmx_init
 from vmxprobe.kernel.capabilities import CapabilityAnalysis, analyse, hypervisor_signature
-from vmxprobe.kernel.hypervisors import KVM_EVMCS_VERSION, KVM_VMCS12_REVISION, is_kvm_nested
-from vmxprobe.kernel.kvm_intel import EOPNOTSUPP, load_kvm_intel
+from vmxprobe.kernel.hypervisors import KVM_EVMCS_VERSION, KVM_VMCS12_REVISION, is_kvm_nested, synthetic_vmx
+from vmxprobe.kernel.kvm_intel import ENOMEM, EOPNOTSUPP, load_kvm_intel, vmcs_configs
 from vmxprobe.kernel.pages import Allocation
+from vmxprobe.kernel.release import HW_C, MAINLINE, KernelModel, model_for
+from vmxprobe.kernel.tboot import Tboot
 
 OK = "ok"
 
@@ -44,14 +46,24 @@ class Verdict:
     capabilities: CapabilityAnalysis = field(default_factory=lambda: CapabilityAnalysis(None))
     basic: VmxBasic | None = None  # the boot CPU's IA32_VMX_BASIC, as read
     feature_control: FeatureControl | None = None  # the boot CPU's IA32_FEATURE_CONTROL
+    model: KernelModel = field(default_factory=lambda: KernelModel(MAINLINE, None))
+    tboot: Tboot | None = None
+    # When the outcome depends on what the host cannot show (whether tboot launched the
+    # kernel): each possible outcome, one line each; the verdict is then not determined.
+    conditional: tuple[str, ...] = ()
 
     @property
     def ready(self) -> bool:
-        return not self.inconsistent and self.x86_vmx_init == OK and self.kvm_intel == OK
+        return (
+            not self.inconsistent
+            and not self.conditional
+            and self.x86_vmx_init == OK
+            and self.kvm_intel == OK
+        )
 
     @property
     def determined(self) -> bool:
-        if self.inconsistent or self.x86_vmx_init is None:
+        if self.inconsistent or self.conditional or self.x86_vmx_init is None:
             return False
         return self.x86_vmx_init != OK or self.kvm_intel is not None
 
@@ -60,16 +72,79 @@ class Verdict:
         if not self.reaches_allocation:
             return self
         errno, reasons = x86_vmx_init.after_allocation(allocation)
-        return dataclasses.replace(
-            self,
-            x86_vmx_init=errno,
-            reasons=self.reasons + reasons,
-            kvm_intel=self.kvm_intel if allocation.ok else EOPNOTSUPP,
-        )
+        kvm = self.kvm_intel
+        if not allocation.ok:
+            if self.model.has(HW_C):
+                # A failed x86_vmx_init() clears X86_FEATURE_VMX on every CPU: kvm_intel
+                # never gets past its support check.
+                kvm = EOPNOTSUPP
+            elif self.kvm_intel_after_setup:
+                # Up to 7.0 kvm_intel allocates these pages itself, in hardware_setup()'s
+                # alloc_kvm_area(), before the per-CPU checks.
+                kvm = ENOMEM
+        return dataclasses.replace(self, x86_vmx_init=errno, reasons=self.reasons + reasons, kvm_intel=kvm)
+
+    @property
+    def kernel_allocates(self) -> bool:
+        """Does this host's kernel allocate the root VMCS pages? From 7.1 x86_vmx_init()
+        does, at boot, when it reaches its loop; up to 7.0 kvm_intel's alloc_kvm_area()
+        does, in hardware_setup(), once its support check and setup_vmcs_config() on the
+        loading CPU pass."""
+        if self.model.has(HW_C):
+            return self.reaches_allocation
+        return self.reaches_allocation and self.kvm_intel_after_setup
+
+    @property
+    def kvm_intel_after_setup(self) -> bool:
+        """kvm_intel got past its support check and setup_vmcs_config() on the loading CPU."""
+        return self.kvm_intel_stage in ("compat", "ok")
+
+    kvm_intel_stage: str | None = None  # where kvm_intel stops: init, setup, compat, ok
 
 
 def judge(scan: HostReadings) -> Verdict:
-    """Everything x86_vmx_init() decides before it allocates, and kvm_intel's checks."""
+    """Everything x86_vmx_init() decides before it allocates, and kvm_intel's checks, by
+    the rules of the host's kernel release (kernel.release)."""
+    model = model_for(scan.kernel)
+    tb = tboot.detect(scan)
+    if tb.launched is not None:
+        return _judge(scan, model, tb, tb.launched)
+    decided_by = feat_ctl.tboot_decides(scan)
+    plain = _judge(scan, model, tb, False)
+    if not decided_by:
+        return plain
+    # IA32_FEATURE_CONTROL bits 1 and 2 differ on some CPUs and the host cannot say
+    # whether tboot launched the kernel: judge both ways, never pick one silently.
+    under = _judge(scan, model, tb, True)
+    cpus = format_cpulist(decided_by)
+    if (plain.x86_vmx_init, plain.kvm_intel) == (under.x86_vmx_init, under.kvm_intel):
+        return dataclasses.replace(
+            plain,
+            reasons=plain.reasons
+            + (
+                f"CPU(s) {cpus}: IA32_FEATURE_CONTROL bits 1 (VMX inside SMX) and 2 (outside) "
+                f"differ, and whether tboot launched the kernel is not known ({tb.evidence}); "
+                "the outcome is the same either way",
+            ),
+        )
+    return dataclasses.replace(
+        plain,
+        conditional=(
+            f"without tboot (bit 2 decides): x86_vmx_init {plain.x86_vmx_init}, kvm_intel {plain.kvm_intel}",
+            f"under tboot (bit 1 decides): x86_vmx_init {under.x86_vmx_init}, kvm_intel {under.kvm_intel}",
+        ),
+        reasons=plain.reasons + tuple(f"under tboot: {r}" for r in under.reasons if r not in plain.reasons),
+        undetermined=plain.undetermined
+        + (
+            f"CPU(s) {cpus}: IA32_FEATURE_CONTROL bit 1 (VMX inside SMX) and bit 2 (outside) differ, "
+            "so the outcome depends on whether tboot launched the kernel, which this host does not "
+            f"show ({tb.evidence}): run as root with debugfs mounted (mount -t debugfs none "
+            "/sys/kernel/debug) to settle it",
+        ),
+    )
+
+
+def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool) -> Verdict:
     reasons: list[str] = []
     undetermined: list[str] = []
     inconsistent = False
@@ -84,33 +159,55 @@ def judge(scan: HostReadings) -> Verdict:
     probed = sorted(scan.cpus)
     if not probed:
         undetermined.append(access.no_cpus(scan))
-        return Verdict(undetermined=tuple(undetermined), inconsistent=inconsistent)
+        return Verdict(undetermined=tuple(undetermined), inconsistent=inconsistent, model=model, tboot=tb)
     # x86 boots on CPU 0; x86_vmx_init() runs there, during identify_boot_cpu().
     boot = 0 if 0 in scan.cpus else probed[0]
     if boot != 0:
         reasons.append(f"CPU 0 is offline; CPU {boot} stands in for the boot CPU")
+    if under_tboot and tb.launched:
+        reasons.append(f"{tb.evidence}: IA32_FEATURE_CONTROL bit 1 (VMX inside SMX) decides, not bit 2")
     p = scan.cpus[boot]
-    capsec = analyse(scan, boot)
+    basic_value, fc_value = p.msr[MSR_IA32_VMX_BASIC].value, p.msr[MSR_IA32_FEAT_CTL].value
+    syn = synthetic_vmx(basic_value or None, None)
+    evmcs = bool(syn and syn.evmcs and syn.evmcs.kvm_uses_evmcs)
+    setups = vmcs_configs(scan, model, boot, evmcs)
+    capsec = analyse(scan, boot, setups)
     emulated = _label_hypervisor(p, capsec, reasons)
     # The boot CPU's registers, decoded once: the verdict and every renderer use these.
-    basic_value, fc_value = p.msr[MSR_IA32_VMX_BASIC].value, p.msr[MSR_IA32_FEAT_CTL].value
     basic = None if basic_value is None else decode_vmx_basic(basic_value)
-    step = x86_vmx_init.before_allocation(scan, boot, basic)
+    step = x86_vmx_init.before_allocation(scan, boot, basic, under_tboot)
     reasons += step.reasons
     undetermined += step.undetermined
     vmx_init: str | None = step.errno
     kvm: str | None = None
-    if step.errno is not None:
-        # x86_vmx_init() stops; kvm_intel, which needs X86_FEATURE_VMX, stops too.
-        kvm = EOPNOTSUPP
+    stage: str | None = None
+    if step.errno is not None and model.has(HW_C):
+        # x86_vmx_init() failed at boot and cleared X86_FEATURE_VMX on every CPU
+        # (arch/x86/virt/hw.c): kvm_intel's support check refuses on any CPU.
+        kvm, stage = EOPNOTSUPP, "init"
+        reasons.append(
+            "x86_vmx_init() failed, so the kernel cleared X86_FEATURE_VMX on every CPU: no vmx flag "
+            "in /proc/cpuinfo, and kvm_intel refuses on whichever CPU loads it "
+            '("VMX not fully enabled on CPU N.  Check kernel logs and/or BIOS", -EOPNOTSUPP)'
+        )
         if step.errno == x86_vmx_init.EOPNOTSUPP:
-            reasons += kernel_view(scan, capsec)
-    elif step.reaches_allocation and step.basic is not None:
-        loaded = load_kvm_intel(scan, boot, step.basic, capsec)
-        kvm = loaded.errno
+            reasons += kernel_view(scan, capsec, model, under_tboot)
+    elif step.determined or step.errno is not None:
+        cr4 = cr4_reserved_bits.check(scan, model)
+        loaded = load_kvm_intel(
+            scan,
+            boot,
+            step.basic or decode_vmx_basic(basic_value or 0),
+            capsec,
+            model,
+            setups,
+            cr4,
+            under_tboot,
+        )
+        kvm, stage = loaded.errno, loaded.stage
         reasons += loaded.reasons
         undetermined += loaded.undetermined
-        reasons += kernel_view(scan, capsec)
+        reasons += kernel_view(scan, capsec, model, under_tboot)
     return Verdict(
         x86_vmx_init=vmx_init,
         kvm_intel=kvm,
@@ -124,6 +221,9 @@ def judge(scan: HostReadings) -> Verdict:
         capabilities=capsec,
         basic=basic,
         feature_control=None if fc_value is None else feat_ctl.feature_control(fc_value),
+        model=model,
+        tboot=tb,
+        kvm_intel_stage=stage,
     )
 
 
@@ -170,7 +270,9 @@ def _label_hypervisor(p: CpuReadings, capsec: CapabilityAnalysis, reasons: list[
     return emulated
 
 
-def kernel_view(scan: HostReadings, capsec: CapabilityAnalysis) -> list[str]:
+def kernel_view(
+    scan: HostReadings, capsec: CapabilityAnalysis, model: KernelModel, under_tboot: bool = False
+) -> list[str]:
     """Compare the running kernel's vmx flag with what the registers imply, per CPU, and
     say where its "vmx flags" line disagrees with the registers."""
     out = []
@@ -182,7 +284,7 @@ def kernel_view(scan: HostReadings, capsec: CapabilityAnalysis) -> list[str]:
         if info is None:
             continue
         flag = "vmx" in info["flags"]
-        predicted, _ = feat_ctl.vmx_feature(scan, cpu)
+        predicted, _ = feat_ctl.vmx_feature(scan, cpu, under_tboot)
         cpuid_vmx = scan.cpus[cpu].cpuid_bit(1, ECX, CPUID_VMX_BIT)
         if predicted is None or flag == predicted:
             if not flag and cpuid_vmx:

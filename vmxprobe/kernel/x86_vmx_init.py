@@ -55,13 +55,18 @@ def _vendor(p: CpuReadings) -> str | None:
     return cpuid_vendor(r.value) if r is not None and r.value is not None else None
 
 
-def before_allocation(scan: HostReadings, boot: int, read: VmxBasic | None) -> BeforeAllocation:
+def before_allocation(
+    scan: HostReadings, boot: int, read: VmxBasic | None, tboot: bool = False
+) -> BeforeAllocation:
     """Steps 1-3, with the reasons for each decision. `read` is the boot CPU's
-    IA32_VMX_BASIC as read (None when the read failed)."""
+    IA32_VMX_BASIC as read (None when the read failed); `tboot` says the kernel was
+    launched by tboot (feat_ctl then needs VMX inside SMX)."""
     p = scan.cpus[boot]
     reasons: list[str] = []
     # 1. if (!cpu_feature_enabled(X86_FEATURE_VMX)) return -EOPNOTSUPP;
-    has_vmx, why = feat_ctl.vmx_feature(scan, boot)
+    # x86_virt_init() runs in identify_boot_cpu(), before any other CPU is identified: only
+    # the boot CPU's own flag counts here.
+    has_vmx, why = feat_ctl.vmx_feature(scan, boot, tboot)
     if has_vmx is None:
         loaded = access.drivers_loaded(scan)
         causes = access.unreadable_cpu(p, "flags" in scan.cpuinfo.get(p.cpu, {}), loaded)

@@ -151,6 +151,15 @@ def verdict_section(v: Verdict) -> Json:
         "emulated": v.emulated,
         "reasons": list(v.reasons),
         "undetermined": list(v.undetermined),
+        "conditional": list(v.conditional),
+        "kernel_model": {
+            "name": v.model.name,
+            "version": f"{v.model.version[0]}.{v.model.version[1]}",
+            "release": v.model.release,
+            "root_vmcs_by": v.model.root_vmcs_by,
+            "note": v.model.note,
+        },
+        "tboot": None if v.tboot is None else {"launched": v.tboot.launched, "evidence": v.tboot.evidence},
     }
 
 
@@ -226,6 +235,9 @@ def build(result: ScanResult) -> Json:
             "online": page.online,
             "probed": page.cpu in scan.cpus,
         }
+        firmware = result.nodes.firmware_node.get(page.cpu)
+        if firmware is not None:
+            entry["firmware_node"] = firmware
         p = scan.cpus.get(page.cpu)
         if p is not None:
             key = msr_key(p)
@@ -279,7 +291,7 @@ def build(result: ScanResult) -> Json:
             "errno": failure.errno,
             "reason": failure.reason,
             "released": failure.released,
-            "kernel_allocates": verdict.reaches_allocation,
+            "kernel_allocates": verdict.kernel_allocates,
         }
     return {
         "schema_version": SCHEMA_VERSION,

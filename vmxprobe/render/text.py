@@ -8,6 +8,7 @@ from vmxprobe.arch.vmx import PAGE_SIZE
 from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.kernel.numa import BY_ROUND_ROBIN
 from vmxprobe.kernel.pages import BOUND, Verification
+from vmxprobe.kernel.release import HW_C
 from vmxprobe.kernel.verdict import Verdict
 from vmxprobe.pipeline import ScanResult
 from vmxprobe.printable import printable
@@ -20,13 +21,26 @@ def plain(text: str, **kw: Any) -> str:
 
 
 def headline(verdict: Verdict, pages: int) -> str:
+    at_boot = verdict.model.has(HW_C)  # who allocates the root VMCS pages on this kernel
     if verdict.ready:
+        if at_boot:
+            return (
+                f"READY: x86_vmx_init() allocates {pages} root VMCS page(s), one per possible "
+                "CPU, and kvm_intel would load"
+            )
         return (
-            f"READY: x86_vmx_init() allocates {pages} root VMCS page(s), one per possible "
-            "CPU, and kvm_intel would load"
+            f"READY: kvm_intel would load and allocate {pages} root VMCS page(s), one per "
+            "possible CPU (alloc_kvm_area())"
         )
+    if verdict.conditional:
+        return "UNKNOWN: the outcome depends on whether tboot launched the kernel"
     if not verdict.determined:
         return "UNKNOWN: could not read what x86_vmx_init() depends on"
+    if not at_boot:
+        also = ""
+        if verdict.x86_vmx_init != "ok":
+            also = f"; on 7.1+ x86_vmx_init() returns -{verdict.x86_vmx_init}"
+        return f"NOT READY: kvm_intel would fail (-{verdict.kvm_intel}){also}"
     if verdict.x86_vmx_init != "ok":
         return f"NOT READY: x86_vmx_init() returns -{verdict.x86_vmx_init}"
     return f"NOT READY: x86_vmx_init() succeeds but kvm_intel would fail (-{verdict.kvm_intel})"
@@ -85,9 +99,12 @@ def _materialised_lines(result: ScanResult, header: str) -> list[str]:
     if ver.stamp_note:
         lines.append(f"  {ver.stamp_note}")
     if not ver.kernel_allocates:
-        lines.append(
-            "  x86_vmx_init() stops before it allocates: the pages were materialised only to check the plan"
+        who = (
+            "x86_vmx_init() stops before it allocates"
+            if result.verdict.model.has(HW_C)
+            else "kvm_intel stops before it allocates (alloc_kvm_area(), on this kernel)"
         )
+        lines.append(f"  {who}: the pages were materialised only to check the plan")
     return lines
 
 
@@ -123,12 +140,16 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
         style(headline(v, len(plan.pages)), fg=colour, bold=True),
         source_line(result),
         host_line(result),
+        "Kernel: " + v.model.line().removeprefix("kernel model: "),
     ]
     lines.append(
         f"CPUs:   possible {format_cpulist(topo.possible) or '-'}, present "
         f"{format_cpulist(topo.present) or '-'}, online {format_cpulist(topo.online) or '-'}, "
         f"read {format_cpulist(scan.cpus) or 'none'}"
     )
+    if v.conditional:
+        lines.append("Depends:")
+        lines += [f"  - {c}" for c in v.conditional]
     if v.undetermined:
         lines.append("Could not read:")
         lines += [f"  - {u}" for u in v.undetermined]
