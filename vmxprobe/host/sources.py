@@ -24,6 +24,7 @@ import struct
 from typing import NamedTuple, Protocol, Union
 
 from vmxprobe.files import read_capped
+from vmxprobe.host import errnos
 from vmxprobe.printable import printable
 
 # Errno names that are not errnos: a read that returned fewer bytes than asked, a
@@ -105,7 +106,7 @@ _cpuid_reading = functools.partial(tuple.__new__, CpuidReading)
 
 
 def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, f"E{code}")
+    return errnos.errno_name(code)
 
 
 class Source(Protocol):
