@@ -20,14 +20,16 @@ from tests import REPO, hostgen
 DOC = os.path.join(REPO, "docs", "faults.md")
 EXITS = {0, 1, 2, 3}
 
-# case id ("1a") -> the exit code docs/faults.md gives it
+# case id ("1a") -> the exit code docs/faults.md gives it, and the test that runs it
 CASES: dict[str, int] = {}
+CASE_TESTS: dict[str, str] = {}
 
 
 def case(cid: str, exit: int) -> Callable:
     def register(fn):
         assert cid not in CASES, cid
         CASES[cid] = exit
+        CASE_TESTS[cid] = fn.__name__
         fn.case = (cid, exit)
         return fn
 
@@ -35,7 +37,7 @@ def case(cid: str, exit: int) -> Callable:
 
 
 # Raw control characters: C0 but the line feed, DEL, and C1 as UTF-8 encodes it.
-_RAW_CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+RAW_CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
 
 
 @dataclass
@@ -92,7 +94,7 @@ def sane(r: Out, exit: int | None = None) -> Out:
     assert b"Traceback" not in r.err, r.err
     for stream in (r.out, r.err):
         stream.decode("utf-8")  # valid UTF-8, or UnicodeDecodeError
-        assert not _RAW_CONTROL.search(stream), stream[:2000]
+        assert not RAW_CONTROL.search(stream), stream[:2000]
     lines = r.error.splitlines()
     if lines and lines[0].startswith("Usage: "):
         # click's usage error: the usage, a hint, and one "Error: " line naming the option
@@ -119,16 +121,20 @@ def write_fixture(folder, doc: dict, name: str = "fx.json") -> str:
     return path
 
 
-def document_cases() -> dict[str, int]:
-    """{case id: exit code} from the table in docs/faults.md."""
+def document_cases() -> dict[str, tuple[str, int]]:
+    """{case id: (test, exit code)} from the table in docs/faults.md."""
     cases = {}
     in_table = False
     with open(DOC, encoding="utf-8") as f:
         for line in f:
             if line.startswith("## "):
                 in_table = line.strip() == "## What each hostile input gets"
-            m = re.match(r"\|\s*(\d+[a-z])\s*\|.*\|\s*([0-9])\s*\|\s*$", line) if in_table else None
+            m = (
+                re.match(r"\|\s*(\d+[a-z])\s*\|.*\|\s*`(\w+)`\s*\|\s*([0-9])\s*\|\s*$", line)
+                if in_table
+                else None
+            )
             if m:
                 assert m.group(1) not in cases, f"case {m.group(1)} twice in {DOC}"
-                cases[m.group(1)] = int(m.group(2))
+                cases[m.group(1)] = (m.group(2), int(m.group(3)))
     return cases

@@ -16,7 +16,16 @@ import time
 import pytest
 
 from tests import hostgen
-from tests.faults.hostile import CASES, base_fixture, case, document_cases, run, sane, write_fixture
+from tests.faults.hostile import (
+    CASE_TESTS,
+    CASES,
+    base_fixture,
+    case,
+    document_cases,
+    run,
+    sane,
+    write_fixture,
+)
 from tests.faults.matrix import NO_DAC, is_root, not_ours
 from tests.fleet.reports import live, write
 
@@ -115,6 +124,55 @@ def test_a_mount_under_proc_sys_or_dev_is_refused(where, background):
     top = "/" + os.path.realpath(point).split("/")[1]
     assert f"under {top}" in r.error and r.error.count("\n") == 1, r.error
     assert _vmxprobe_mounts() == before
+
+
+# --- 7: the fixture schema -----------------------------------------------------------------
+
+
+@case("7a", 2)
+@pytest.mark.parametrize(
+    "mutate, path",
+    [
+        (lambda d: d.update(comment="hand-made"), "$.comment: not a field here"),
+        (lambda d: d["provenance"].update(recorded_at=1700000000), "$.provenance.recorded_at: must be"),
+        (
+            lambda d: d["msr"].update({"0x3a": [{"cpus": "0-3", "errno": "EWHATEVER"}]}),
+            '$.msr["0x3a"][0].errno',
+        ),
+        (lambda d: d["files"].update({"": "x"}), '$.files[""]: must be a relative path'),
+        (lambda d: d["files"].update({"proc/\x00cpuinfo": "x"}), '$.files["proc/\\x00cpuinfo"]'),
+        (lambda d: d["files"].update({"proc/\x1b[2Jcpuinfo": "x"}), '$.files["proc/\\x1b[2Jcpuinfo"]'),
+    ],
+)
+def test_a_fixture_the_schema_refuses_is_exit_2_naming_the_json_path(tmp_path, mutate, path):
+    doc = base_fixture()
+    mutate(doc)
+    r = sane(run("scan", "--fixture", write_fixture(tmp_path, doc)), 2)
+    assert r.error.startswith("vmxprobe: error: invalid fixture: ") and path in r.error, r.error
+    assert r.error.count("\n") == 1
+
+
+@case("7b", 0)
+def test_every_bundled_fixture_and_an_emulated_one_load(tmp_path):
+    r = sane(run("fixtures"), 0)
+    assert "(unreadable" not in r.text and len(r.text.splitlines()) >= 40
+    doc = base_fixture()
+    doc["provenance"].update(
+        origin="emulated",
+        emulator="bochs",
+        emulator_version="2.7",
+        cpu_model="corei7_haswell_4770",
+        kernel_outcome={"kvm_intel": "ok", "dev_kvm": True},
+    )
+    path = write_fixture(tmp_path, doc)
+    r = sane(run("scan", "--fixture", path), 0)
+    assert "Source: fixture synthetic-4cpu-2node, emulated" in r.text
+    # its JSON report is valid to the report's schema, which fleet checks it against
+    report = tmp_path / "web01.json"
+    sane(run("scan", "--fixture", path, "--format", "json", "-o", str(report)), 0)
+    assert json.loads(report.read_text())["source"]["origin"] == "emulated"
+    summary = json.loads(run("fleet", str(report), "--format", "json").text)
+    assert summary["invalid"]["count"] == 0 and summary["reports"]["read"] == 1, summary
 
 
 # --- 8: control characters from host data never reach a terminal raw -------------------
@@ -572,4 +630,8 @@ def test_every_case_is_documented_with_its_exit_code():
     doc = document_cases()
     assert set(doc) == set(CASES), set(doc) ^ set(CASES)
     for cid, code in CASES.items():
-        assert doc[cid] == code, f"case {cid}: docs/faults.md says exit {doc[cid]}, the test {code}"
+        test, documented = doc[cid]
+        assert test == CASE_TESTS[cid], (
+            f"case {cid}: docs/faults.md names {test}, the test is {CASE_TESTS[cid]}"
+        )
+        assert documented == code, f"case {cid}: docs/faults.md says exit {documented}, the test {code}"
