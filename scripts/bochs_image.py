@@ -50,10 +50,30 @@ SKIP_EXTENSIONS = ("_hashlib", "_ssl", "_decimal", "readline", "_curses", "_sqli
 # importlib.metadata, the event loop through click's and subprocess' optional paths).
 # They would treble the initramfs, which GRUB reads through an emulated CD drive. A
 # wrong entry here shows up as an ImportError in the first boot's output.
-SKIP_PACKAGES = ("pydoc", "pydoc_data", "doctest", "unittest", "test", "lib2to3", "distutils",
-                 "tkinter", "idlelib", "ensurepip", "asyncio", "multiprocessing", "concurrent",
-                 "email", "http", "xmlrpc", "urllib.request", "pdb", "webbrowser", "xml.dom",
-                 "xml.sax", "xml.etree")
+SKIP_PACKAGES = (
+    "pydoc",
+    "pydoc_data",
+    "doctest",
+    "unittest",
+    "test",
+    "lib2to3",
+    "distutils",
+    "tkinter",
+    "idlelib",
+    "ensurepip",
+    "asyncio",
+    "multiprocessing",
+    "concurrent",
+    "email",
+    "http",
+    "xmlrpc",
+    "urllib.request",
+    "pdb",
+    "webbrowser",
+    "xml.dom",
+    "xml.sax",
+    "xml.etree",
+)
 
 
 class ImageError(RuntimeError):
@@ -66,10 +86,10 @@ def cache_dir() -> str:
 
 @dataclasses.dataclass
 class Kernel:
-    label: str        # "fast" or "debian"
-    image: str        # bzImage / vmlinuz path
-    release: str      # uname -r
-    modules: str      # the /lib/modules/<release> directory
+    label: str  # "fast" or "debian"
+    image: str  # bzImage / vmlinuz path
+    release: str  # uname -r
+    modules: str  # the /lib/modules/<release> directory
 
 
 @dataclasses.dataclass
@@ -78,7 +98,7 @@ class Image:
     iso: str
     kernels: dict[str, Kernel]
     key: str
-    built: bool       # False when it came from the cache
+    built: bool  # False when it came from the cache
     seconds: float
 
     def manifest(self) -> dict:
@@ -98,25 +118,33 @@ def _run(cmd, what: str, **kw) -> str:
 
 
 def fast_kernel(cache: str) -> Kernel:
-    out = _run(["bash", os.path.join(REPO, "scripts", "bochs-kernel.sh"), cache],
-               "building the fast kernel (scripts/bochs-kernel.sh)").strip().splitlines()[-1]
+    out = (
+        _run(
+            ["bash", os.path.join(REPO, "scripts", "bochs-kernel.sh"), cache],
+            "building the fast kernel (scripts/bochs-kernel.sh)",
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     release = open(os.path.join(out, "release")).read().strip()
-    return Kernel("fast", os.path.join(out, "bzImage"), release,
-                  os.path.join(out, "lib", "modules", release))
+    return Kernel("fast", os.path.join(out, "bzImage"), release, os.path.join(out, "lib", "modules", release))
 
 
 def debian_kernel() -> Kernel:
     """Debian's own 6.1 kernel, the newest in /boot with its modules."""
     found = []
     for path in glob.glob("/boot/vmlinuz-6.1.*"):
-        release = os.path.basename(path)[len("vmlinuz-"):]
+        release = os.path.basename(path)[len("vmlinuz-") :]
         mods = f"/lib/modules/{release}"
         if os.access(path, os.R_OK) and os.path.isfile(f"{mods}/modules.dep"):
-            found.append((tuple(int(x) if x.isdigit() else 0 for x in re.split(r"[.-]", release)),
-                          path, release, mods))
+            found.append(
+                (tuple(int(x) if x.isdigit() else 0 for x in re.split(r"[.-]", release)), path, release, mods)
+            )
     if not found:
-        raise ImageError("no readable /boot/vmlinuz-6.1.* with /lib/modules/<release>/modules.dep "
-                         "(apt-get install linux-image-amd64; scripts/bochs-setup.sh)")
+        raise ImageError(
+            "no readable /boot/vmlinuz-6.1.* with /lib/modules/<release>/modules.dep "
+            "(apt-get install linux-image-amd64; scripts/bochs-setup.sh)"
+        )
     _, path, release, mods = max(found)
     return Kernel("debian", path, release, mods)
 
@@ -124,8 +152,11 @@ def debian_kernel() -> Kernel:
 def busybox() -> str:
     for path in BUSYBOX_CANDIDATES:
         if os.path.isfile(path):
-            out = subprocess.run(["file", "-L", path], capture_output=True, text=True).stdout \
-                if shutil.which("file") else "statically linked"
+            out = (
+                subprocess.run(["file", "-L", path], capture_output=True, text=True).stdout
+                if shutil.which("file")
+                else "statically linked"
+            )
             if "dynamically linked" not in out:
                 return path
     raise ImageError("no static busybox (apt-get install busybox-static)")
@@ -133,7 +164,7 @@ def busybox() -> str:
 
 # --- what goes into the initramfs ----------------------------------------------------------
 
-_FINDER = r'''
+_FINDER = r"""
 import json, modulefinder, os, sys
 top, script, skip = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 mf = modulefinder.ModuleFinder(path=[top] + sys.path[1:], excludes=skip)
@@ -147,23 +178,35 @@ for dirpath, dirnames, filenames in os.walk(top):
             mf.import_hook(".".join(rel))
 mf.run_script(script)
 print(json.dumps(sorted({m.__file__ for m in mf.modules.values() if m.__file__})))
-'''
+"""
 
 
 def python_files(stage: str) -> list[str]:
     """Every file of the guest interpreter's standard library that vmxprobe's package tree
     and the guest script can import, found by the standard module finder run by that
     interpreter (so the list follows the checkout, not a list kept here)."""
-    out = _run([GUEST_PYTHON, "-S", "-c", _FINDER, os.path.join(stage, "opt", "vmxprobe"),
-                os.path.join(stage, "opt", "guest.py"), ",".join(SKIP_PACKAGES)],
-               "finding the standard library modules the guest imports")
-    stdlib = _run([GUEST_PYTHON, "-S", "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
-                  "locating the guest interpreter's standard library").strip()
+    out = _run(
+        [
+            GUEST_PYTHON,
+            "-S",
+            "-c",
+            _FINDER,
+            os.path.join(stage, "opt", "vmxprobe"),
+            os.path.join(stage, "opt", "guest.py"),
+            ",".join(SKIP_PACKAGES),
+        ],
+        "finding the standard library modules the guest imports",
+    )
+    stdlib = _run(
+        [GUEST_PYTHON, "-S", "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
+        "locating the guest interpreter's standard library",
+    ).strip()
     files = [f for f in json.loads(out) if f.startswith(stdlib + os.sep)]
     # Codecs are looked up by name at run time, which no finder can see.
     files += glob.glob(os.path.join(stdlib, "encodings", "*.py"))
-    files = [f for f in files
-             if not (f.endswith(".so") and os.path.basename(f).split(".")[0] in SKIP_EXTENSIONS)]
+    files = [
+        f for f in files if not (f.endswith(".so") and os.path.basename(f).split(".")[0] in SKIP_EXTENSIONS)
+    ]
     return sorted(set(files))
 
 
@@ -189,9 +232,25 @@ def _compile(root: str, top: str, sourceless: bool) -> None:
     by hash only when asked (the guest writes none, and compiling under emulation costs
     seconds per command). The standard library goes sourceless (legacy .pyc beside where
     the .py was, the .py dropped): half the bytes for GRUB to read."""
-    _run([GUEST_PYTHON, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-          "-s", root, "-p", "/"] + (["-b"] if sourceless else []) + [os.path.join(root, top)],
-         f"compiling {top}")
+    _run(
+        [
+            GUEST_PYTHON,
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            root,
+            "-p",
+            "/",
+        ]
+        + (["-b"] if sourceless else [])
+        + [os.path.join(root, top)],
+        f"compiling {top}",
+    )
     if sourceless:
         for path in glob.glob(os.path.join(root, top, "**", "*.py"), recursive=True):
             os.unlink(path)
@@ -220,28 +279,65 @@ def module_closure(mod_dir: str, names=GUEST_MODULES) -> dict[str, list[str]]:
     return out
 
 
-def install_modules(kernel: Kernel, root: str) -> None:
+ORACLE = "extra/root_vmcs_oracle.ko"
+
+
+def oracle_module(kernel: Kernel, cache: str) -> str:
+    """tests/oracle/root_vmcs_oracle.ko for Debian's kernel, built by
+    scripts/kernel-oracle.sh against that kernel's linux-headers and cached: the kernel's
+    own cpu_to_node() and page_to_nid() for every possible CPU (/proc/root_vmcs_oracle)."""
+    out = os.path.join(cache, f"oracle-{kernel.release}")
+    ko = os.path.join(out, "root_vmcs_oracle.ko")
+    sources = sorted(glob.glob(os.path.join(REPO, "tests", "oracle", "*")))
+    stamp = hashlib.sha256(b"".join(open(p, "rb").read() for p in sources)).hexdigest()
+    stamp_file = os.path.join(out, "sources.sha256")
+    if os.path.isfile(ko) and os.path.isfile(stamp_file) and open(stamp_file).read() == stamp:
+        return ko
+    env = {**os.environ, "VMXPROBE_VM_KERNEL": kernel.image}
+    _run(
+        ["bash", os.path.join(REPO, "scripts", "kernel-oracle.sh"), "build", out],
+        "building the oracle module (scripts/kernel-oracle.sh; linux-headers for Debian's kernel)",
+        env=env,
+    )
+    with open(stamp_file, "w") as f:
+        f.write(stamp)
+    return ko
+
+
+def install_modules(kernel: Kernel, root: str, extra: str | None = None) -> None:
     closure = module_closure(kernel.modules)
     dest = f"/lib/modules/{kernel.release}"
     for rel in closure:
         if not rel.endswith(".ko"):
             raise ImageError(f"{kernel.modules}/{rel}: compressed modules are not supported here")
         _copy(os.path.join(kernel.modules, rel), root, f"{dest}/{rel}")
+    if extra is not None:
+        # The oracle depends on nothing the kernel does not have built in.
+        _copy(extra, root, f"{dest}/{ORACLE}")
+        closure = {**closure, ORACLE: []}
     with open(os.path.join(root, dest.lstrip("/"), "modules.dep"), "w") as f:
         for rel, deps in sorted(closure.items()):
             f.write(f"{rel}: {' '.join(deps)}\n".replace(": \n", ":\n"))
 
 
-def stage_root(root: str, kernels: list[Kernel]) -> dict:
+def stage_root(root: str, kernels: list[Kernel], oracle: str | None = None) -> dict:
     for d in ("bin", "dev", "proc", "sys", "tmp", "root", "opt/vmxprobe"):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     _copy(busybox(), root, "/bin/busybox")
-    shutil.copytree(os.path.join(REPO, "vmxprobe"), os.path.join(root, "opt", "vmxprobe", "vmxprobe"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    click_dir = _run([GUEST_PYTHON, "-c", "import click, os; print(os.path.dirname(click.__file__))"],
-                     f"{GUEST_PYTHON} importing click (apt-get install python3-click)").strip()
-    shutil.copytree(click_dir, os.path.join(root, "opt", "vmxprobe", "click"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        os.path.join(REPO, "vmxprobe"),
+        os.path.join(root, "opt", "vmxprobe", "vmxprobe"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    click_dir = _run(
+        [GUEST_PYTHON, "-c", "import click, os; print(os.path.dirname(click.__file__))"],
+        f"{GUEST_PYTHON} importing click (apt-get install python3-click)",
+    ).strip()
+    shutil.copytree(
+        click_dir,
+        os.path.join(root, "opt", "vmxprobe", "click"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     _copy(os.path.join(GUEST_DIR, "bochs_guest.py"), root, "/opt/guest.py")
     init = _copy(os.path.join(GUEST_DIR, "init.sh"), root, "/init")
     os.chmod(init, 0o755)
@@ -257,7 +353,7 @@ def stage_root(root: str, kernels: list[Kernel]) -> dict:
     _compile(root, "usr/lib", sourceless=True)
     _compile(root, "opt", sourceless=False)
     for k in kernels:
-        install_modules(k, root)
+        install_modules(k, root, oracle if k.label == "debian" else None)
     return {"stdlib_files": len(stdlib_files), "libraries": libs}
 
 
@@ -277,8 +373,9 @@ def write_cpio(root: str, out: str) -> None:
             rel_dir = os.path.relpath(dirpath, root)
             if rel_dir != ".":
                 f.write(header(rel_dir, 0o040755, 0, 2))
-            for name in sorted(filenames) + sorted(d for d in dirnames
-                                                   if os.path.islink(os.path.join(dirpath, d))):
+            for name in sorted(filenames) + sorted(
+                d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+            ):
                 path = os.path.join(dirpath, name)
                 rel = os.path.normpath(os.path.join(rel_dir, name))
                 if os.path.islink(path):
@@ -313,14 +410,19 @@ def _input_files(kernels: list[Kernel]) -> list[str]:
         files += [os.path.join(k.modules, p) for p in module_closure(k.modules)]
     files += sorted(glob.glob(os.path.join(REPO, "vmxprobe", "**", "*.py"), recursive=True))
     files += sorted(glob.glob(os.path.join(REPO, "vmxprobe", "**", "*.json"), recursive=True))
-    files += [os.path.join(GUEST_DIR, "bochs_guest.py"), os.path.join(GUEST_DIR, "init.sh"),
-              os.path.abspath(__file__), os.path.realpath(GUEST_PYTHON), busybox()]
+    files += [
+        os.path.join(GUEST_DIR, "bochs_guest.py"),
+        os.path.join(GUEST_DIR, "init.sh"),
+        os.path.abspath(__file__),
+        os.path.realpath(GUEST_PYTHON),
+        busybox(),
+    ]
     return files
 
 
-def image_key(kernels: list[Kernel]) -> str:
+def image_key(kernels: list[Kernel], oracle: str | None = None) -> str:
     h = hashlib.sha256()
-    for path in _input_files(kernels):
+    for path in _input_files(kernels) + ([oracle] if oracle else []):
         h.update(path.encode() + b"\0")
         with open(path, "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())
@@ -331,11 +433,13 @@ def image_key(kernels: list[Kernel]) -> str:
 def build(cache: str | None = None, log=None) -> Image:
     """The cached image for this checkout, built first if its inputs changed."""
     import time
+
     start = time.monotonic()
     cache = cache or cache_dir()
     os.makedirs(cache, exist_ok=True)
     kernels = [fast_kernel(cache), debian_kernel()]
-    key = image_key(kernels)
+    oracle = oracle_module(kernels[1], cache)
+    key = image_key(kernels, oracle)
     out = os.path.join(cache, f"image-{key}")
     iso = os.path.join(out, "boot.iso")
     by_label = {k.label: k for k in kernels}
@@ -343,12 +447,14 @@ def build(cache: str | None = None, log=None) -> Image:
         return Image(out, iso, by_label, key, False, time.monotonic() - start)
     for tool in ("grub-mkrescue", "xorriso", "mformat", "lz4"):
         if shutil.which(tool) is None:
-            raise ImageError(f"{tool} not found (apt-get install grub-pc-bin grub-common xorriso "
-                             "mtools lz4; scripts/bochs-setup.sh)")
+            raise ImageError(
+                f"{tool} not found (apt-get install grub-pc-bin grub-common xorriso "
+                "mtools lz4; scripts/bochs-setup.sh)"
+            )
     work = tempfile.mkdtemp(prefix="image.", dir=cache)
     try:
         root = os.path.join(work, "root")
-        facts = stage_root(root, kernels)
+        facts = stage_root(root, kernels, oracle)
         isodir = os.path.join(work, "iso")
         os.makedirs(os.path.join(isodir, "boot", "grub"))
         cpio = os.path.join(work, "initramfs.cpio")
@@ -356,16 +462,25 @@ def build(cache: str | None = None, log=None) -> Image:
         # LZ4 (legacy frame, which the kernel's RD_LZ4 reads; both kernels have it): GRUB
         # reads the initramfs through the BIOS' emulated CD drive at about a second of
         # emulation per MiB, and the kernel inflates LZ4 far faster than that.
-        _run(["lz4", "-l", "-9", "-q", "-f", cpio, os.path.join(isodir, "boot", "initramfs.lz4")],
-             "compressing the initramfs (apt-get install lz4)")
+        _run(
+            ["lz4", "-l", "-9", "-q", "-f", cpio, os.path.join(isodir, "boot", "initramfs.lz4")],
+            "compressing the initramfs (apt-get install lz4)",
+        )
         for k in kernels:
             shutil.copy(k.image, os.path.join(isodir, "boot", f"vmlinuz-{k.label}"))
         with open(os.path.join(isodir, "boot", "grub", "grub.cfg"), "w") as f:
             f.write(GRUB_CFG)
         staging = os.path.join(work, "out")
         os.makedirs(staging)
-        _run(["grub-mkrescue", "-o", os.path.join(staging, "boot.iso"), isodir,
-              ], "grub-mkrescue")
+        _run(
+            [
+                "grub-mkrescue",
+                "-o",
+                os.path.join(staging, "boot.iso"),
+                isodir,
+            ],
+            "grub-mkrescue",
+        )
         manifest = {
             "key": key,
             "kernels": {k.label: {"release": k.release, "image": k.image} for k in kernels},
@@ -374,8 +489,9 @@ def build(cache: str | None = None, log=None) -> Image:
             "iso_bytes": os.path.getsize(os.path.join(staging, "boot.iso")),
             "stdlib_files": facts["stdlib_files"],
             "libraries": facts["libraries"],
-            "python": _run([GUEST_PYTHON, "-c", "import sys; print(sys.version.split()[0])"],
-                           "python version").strip(),
+            "python": _run(
+                [GUEST_PYTHON, "-c", "import sys; print(sys.version.split()[0])"], "python version"
+            ).strip(),
         }
         with open(os.path.join(staging, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=1)
@@ -406,7 +522,7 @@ def patched_bios(value: int, cpus: str, cache: str | None = None) -> str:
     must be set) on the boot CPU ("bsp"), the application processors ("ap") or "all",
     leaving the other side's 0x5. Returns its path; raises ImageError unless exactly the
     intended immediates changed."""
-    if not (0 <= value <= 0x7f and value & 1):
+    if not (0 <= value <= 0x7F and value & 1):
         raise ValueError(f"feature-control value {value:#x}: must fit the or-immediate and set the lock")
     sides = {"all": ("bsp", "ap"), "bsp": ("bsp",), "ap": ("ap",)}[cpus]
     with open(BOCHS_BIOS, "rb") as f:
@@ -416,9 +532,11 @@ def patched_bios(value: int, cpus: str, cache: str | None = None) -> str:
         pat = FEAT_CTL_WRITES[side]
         at = [m.start() for m in re.finditer(re.escape(pat), orig)]
         if len(at) != 1:
-            raise ImageError(f"{BOCHS_BIOS}: expected one {side} write of IA32_FEATURE_CONTROL "
-                             f"({pat.hex()}), found {len(at)}: this bochsbios is not the one "
-                             "the patch was worked out on")
+            raise ImageError(
+                f"{BOCHS_BIOS}: expected one {side} write of IA32_FEATURE_CONTROL "
+                f"({pat.hex()}), found {len(at)}: this bochsbios is not the one "
+                "the patch was worked out on"
+            )
         data[at[0] + _IMM[side]] = value
     changed = [i for i in range(len(orig)) if orig[i] != data[i]]
     if len(changed) != (len(sides) if value != 5 else 0):

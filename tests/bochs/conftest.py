@@ -18,7 +18,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bochs_harness as harness  # noqa: E402
 from bochs_harness import bochs_image  # noqa: E402
 
-
 SUMMARY: dict = {}
 
 
@@ -30,16 +29,19 @@ def pytest_terminal_summary(terminalreporter):
     tr.section("bochs boots")
     tr.write_line(harness.markdown_table(SUMMARY["boots"]))
     img = SUMMARY["image"]
-    tr.write_line(f"image {'built' if img['built'] else 'from the cache'} in {img['seconds']:.0f} s; "
-                  f"boots {SUMMARY['boots_wall_seconds']:.0f} s wall; summary {SUMMARY['path']}")
+    tr.write_line(
+        f"image {'built' if img['built'] else 'from the cache'} in {img['seconds']:.0f} s; "
+        f"boots {SUMMARY['boots_wall_seconds']:.0f} s wall; summary {SUMMARY['path']}"
+    )
 
 
 def selected_cases() -> list[harness.Case]:
     names = [n for n in os.environ.get("VMXPROBE_BOCHS_CASES", "").split(",") if n]
     unknown = [n for n in names if n not in harness.BY_NAME]
     if unknown:
-        raise pytest.UsageError(f"VMXPROBE_BOCHS_CASES: unknown case(s) {', '.join(unknown)}; "
-                                f"cases: {', '.join(harness.BY_NAME)}")
+        raise pytest.UsageError(
+            f"VMXPROBE_BOCHS_CASES: unknown case(s) {', '.join(unknown)}; cases: {', '.join(harness.BY_NAME)}"
+        )
     return [harness.BY_NAME[n] for n in names] if names else list(harness.CASES)
 
 
@@ -51,8 +53,9 @@ def pytest_generate_tests(metafunc):
 
 def _unavailable(reason: str):
     if harness.bochs_required():
-        pytest.fail(f"{reason} (the bochs tier is required here: CI or VMXPROBE_BOCHS_REQUIRED=1)",
-                    pytrace=False)
+        pytest.fail(
+            f"{reason} (the bochs tier is required here: CI or VMXPROBE_BOCHS_REQUIRED=1)", pytrace=False
+        )
     pytest.skip(reason)
 
 
@@ -70,16 +73,24 @@ def bochs_run(tmp_path_factory):
         pytest.fail(f"bochs tier: cannot build the boot image: {e}; {harness.SETUP_HINT}", pytrace=False)
     cpu1 = os.times()
     build_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
-    print(f"\nbochs: image {image.dir} {'built' if image.built else 'from the cache'} in "
-          f"{image.seconds:.0f} s wall, {build_cpu:.0f} s CPU (children)", file=sys.stderr)
+    print(
+        f"\nbochs: image {image.dir} {'built' if image.built else 'from the cache'} in "
+        f"{image.seconds:.0f} s wall, {build_cpu:.0f} s CPU (children)",
+        file=sys.stderr,
+    )
     root = str(tmp_path_factory.mktemp("bochs"))
     parallel = int(os.environ.get("VMXPROBE_BOCHS_PARALLEL", "2"))
-    boots = harness.run_cases(selected_cases(), image, root, parallel=parallel,
-                              log=lambda m: print(m, file=sys.stderr))
+    boots = harness.run_cases(
+        selected_cases(), image, root, parallel=parallel, log=lambda m: print(m, file=sys.stderr)
+    )
     version = harness.bochs_version()
     summary = {
-        "image": {"dir": image.dir, "built": image.built, "seconds": round(image.seconds, 1),
-                  "cpu_seconds": round(build_cpu, 1)},
+        "image": {
+            "dir": image.dir,
+            "built": image.built,
+            "seconds": round(image.seconds, 1),
+            "cpu_seconds": round(build_cpu, 1),
+        },
         "boots_wall_seconds": round(time.monotonic() - t0 - image.seconds, 1),
         "loadavg_after": os.getloadavg(),
         "boots": [harness.summary_row(b) for b in boots.values()],

@@ -33,8 +33,11 @@ def expected_ready(outcome: dict) -> bool:
 def feat_ctl_of(case: harness.Case, cpu: int) -> int:
     """What the firmware left in IA32_FEATURE_CONTROL on `cpu` (the kernel does not write
     it once locked, and Bochs' BIOS always locks)."""
-    if case.feat_ctl is None or (case.feat_ctl_cpus == "bsp" and cpu != 0) or \
-            (case.feat_ctl_cpus == "ap" and cpu == 0):
+    if (
+        case.feat_ctl is None
+        or (case.feat_ctl_cpus == "bsp" and cpu != 0)
+        or (case.feat_ctl_cpus == "ap" and cpu == 0)
+    ):
         return 0x5
     return case.feat_ctl
 
@@ -42,11 +45,14 @@ def feat_ctl_of(case: harness.Case, cpu: int) -> int:
 def explain(boot: harness.Boot) -> str:
     scan = boot.report("scan")
     out = boot.kernel_outcome()
-    return (f"\nvmxprobe: exit {boot.bundle['scan']['rc']}, verdict "
-            f"{json.dumps({k: scan['verdict'][k] for k in ('x86_vmx_init', 'kvm_intel', 'ready')})}"
-            "\n  reasons:\n    " + "\n    ".join(scan["verdict"]["reasons"]) +
-            f"\nkernel {boot.bundle['release']}: kvm_intel {out['kvm_intel']}, /dev/kvm "
-            f"{out['dev_kvm']}, KVM_RUN {boot.bundle['kvm_run']}\n  log:\n    " + "\n    ".join(out["log"]))
+    return (
+        f"\nvmxprobe: exit {boot.bundle['scan']['rc']}, verdict "
+        f"{json.dumps({k: scan['verdict'][k] for k in ('x86_vmx_init', 'kvm_intel', 'ready')})}"
+        "\n  reasons:\n    "
+        + "\n    ".join(scan["verdict"]["reasons"])
+        + f"\nkernel {boot.bundle['release']}: kvm_intel {out['kvm_intel']}, /dev/kvm "
+        f"{out['dev_kvm']}, KVM_RUN {boot.bundle['kvm_run']}\n  log:\n    " + "\n    ".join(out["log"])
+    )
 
 
 def test_guest_ran_vmxprobe_through_its_cli(boot):
@@ -60,8 +66,11 @@ def test_guest_ran_vmxprobe_through_its_cli(boot):
     # directories); never the msr or cpuid devices.
     note = b["record"]["stderr"]
     assert b["record"]["rc"] == 0, note
-    assert note == "" or (note.startswith("vmxprobe: recorded; absent on this host: /sys/devices/system/node")
-                          and "/dev/cpu" not in note and note.count("\n") == 1), note
+    assert note == "" or (
+        note.startswith("vmxprobe: recorded; absent on this host: /sys/devices/system/node")
+        and "/dev/cpu" not in note
+        and note.count("\n") == 1
+    ), note
     assert b["load_msr"]["result"] == "ok" and b["load_cpuid"]["result"] == "ok"
     report = boot.report("scan")
     jsonschema.validate(report, SCHEMA)
@@ -112,8 +121,11 @@ def test_vmxprobe_verdict_is_the_kernels_outcome(boot):
     v = report["verdict"]
     ready = expected_ready(out)
     assert v["determined"] is True
-    assert (v["ready"], v["kvm_intel"], boot.bundle["scan"]["rc"]) == \
-        (ready, out["kvm_intel"], 0 if ready else 1), explain(boot)
+    assert (v["ready"], v["kvm_intel"], boot.bundle["scan"]["rc"]) == (
+        ready,
+        out["kvm_intel"],
+        0 if ready else 1,
+    ), explain(boot)
 
 
 def test_kernel_outcome_is_consistent(boot):
@@ -124,8 +136,10 @@ def test_kernel_outcome_is_consistent(boot):
     if out["kvm_intel"] == "ok":
         assert out["dev_kvm"] is True
         assert run["ran"] is True, run
-        assert run["exits"] == [{"reason": "IO", "port": 0xe9, "out": True, "byte": ord("K")},
-                                {"reason": "HLT"}]
+        assert run["exits"] == [
+            {"reason": "IO", "port": 0xE9, "out": True, "byte": ord("K")},
+            {"reason": "HLT"},
+        ]
         assert run["rax"] == 0x1234
     else:
         assert out["dev_kvm"] is False and run["ran"] is False
@@ -173,9 +187,13 @@ def test_recording_replays_to_the_same_verdict(boot, tmp_path):
     """`vmxprobe record` in the guest, replayed here: the same verdict as the live scan."""
     path = tmp_path / f"bochs-{boot.case.name}.json"
     path.write_text(boot.bundle["record"]["fixture"])
-    p = subprocess.run([sys.executable, "-m", "vmxprobe", "scan", "--fixture", str(path), "--format",
-                        "json"], capture_output=True, text=True, cwd=REPO,
-                       env={**os.environ, "PYTHONPATH": REPO})
+    p = subprocess.run(
+        [sys.executable, "-m", "vmxprobe", "scan", "--fixture", str(path), "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     replay = json.loads(p.stdout)
     live = boot.report("scan")
     assert p.returncode == boot.bundle["scan"]["rc"], p.stderr
@@ -199,8 +217,12 @@ def test_committed_fixture_is_this_boot(boot):
     assert committed["msr"] == fresh["msr"]
     assert committed["cpuid"] == fresh["cpuid"]
     prov = committed["provenance"]
-    assert (prov["origin"], prov["emulator"], prov["cpu_model"], prov["cpu_count"]) == \
-        ("recorded", "bochs", boot.case.model, boot.case.cpus)
+    assert (prov["origin"], prov["emulator"], prov["cpu_model"], prov["cpu_count"]) == (
+        "recorded",
+        "bochs",
+        boot.case.model,
+        boot.case.cpus,
+    )
     assert prov["kernel_release"] == boot.bundle["release"]
     out = boot.kernel_outcome()
     assert prov["kernel_outcome"] == out
@@ -223,6 +245,7 @@ def test_at_least_five_models_and_an_smp_boot():
 
 
 # --- /proc/cpuinfo ------------------------------------------------------------------------------
+
 
 def _per_cpu(cpuinfo: str, key: str) -> dict[int, str]:
     out = {}
@@ -251,3 +274,19 @@ def cpuinfo_flags(cpuinfo: str) -> dict[int, set[str]]:
 
 def vmx_flags(cpuinfo: str) -> dict[int, set[str]]:
     return {cpu: set(v.split()) for cpu, v in _per_cpu(cpuinfo, "vmx flags").items()}
+
+
+def test_the_kernels_own_placement_is_the_plans(boot):
+    """Where the image carries the oracle module (Debian's kernel: tests/oracle, built by
+    scripts/kernel-oracle.sh), the kernel itself runs arch/x86/virt/hw.c's loop: for every
+    possible CPU its cpu_to_node() must be the plan's node, and the node of the page it
+    got (page_to_nid()) the plan's serving node (docs/numa-placement.md)."""
+    found = boot.bundle.get("oracle")
+    if found is None:
+        pytest.skip("the oracle module is built for Debian's kernel only")
+    assert found["load"]["result"] == "ok", found
+    kernel = {int(c): (int(n), int(nid)) for c, n, nid in (line.split() for line in found["lines"])}
+    report = boot.report("scan")
+    serving = {p["node"]: p["serving_node"] for p in report["plan"]["nodes"]}
+    planned = {e["cpu"]: (e["node"], serving[e["node"]]) for e in report["per_cpu"]}
+    assert kernel == planned

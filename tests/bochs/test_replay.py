@@ -26,8 +26,13 @@ def load(path: str) -> dict:
 
 
 def scan(path: str) -> tuple[int, dict, str]:
-    p = subprocess.run([sys.executable, "-m", "vmxprobe", "scan", "--fixture", path, "--format", "json"],
-                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
+    p = subprocess.run(
+        [sys.executable, "-m", "vmxprobe", "scan", "--fixture", path, "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     return p.returncode, json.loads(p.stdout), p.stderr
 
 
@@ -66,10 +71,13 @@ def test_verdict_is_the_kernels_outcome(path):
     ready = out["kvm_intel"] == "ok" and out["kvm_run"]
     rc, report, err = scan(path)
     v = report["verdict"]
-    detail = (f"\nkernel {doc['provenance']['kernel_release']}: kvm_intel {out['kvm_intel']}, "
-              f"KVM_RUN {out['kvm_run']}; log:\n  " + "\n  ".join(out["log"]) +
-              f"\nvmxprobe: exit {rc}, x86_vmx_init {v['x86_vmx_init']}, kvm_intel {v['kvm_intel']}; "
-              "reasons:\n  " + "\n  ".join(v["reasons"]))
+    detail = (
+        f"\nkernel {doc['provenance']['kernel_release']}: kvm_intel {out['kvm_intel']}, "
+        f"KVM_RUN {out['kvm_run']}; log:\n  "
+        + "\n  ".join(out["log"])
+        + f"\nvmxprobe: exit {rc}, x86_vmx_init {v['x86_vmx_init']}, kvm_intel {v['kvm_intel']}; "
+        "reasons:\n  " + "\n  ".join(v["reasons"])
+    )
     assert v["determined"] is True, err
     assert (v["ready"], v["kvm_intel"], rc) == (ready, out["kvm_intel"], 0 if ready else 1), detail
 

@@ -329,3 +329,56 @@ def test_scan_nfd_with_a_bad_expiry_is_a_usage_error():
     )
     assert r.exit_code == 2
     assert "VMXPROBE_NFD_EXPIRY" in r.stderr
+
+
+def _tboot_tree(tree, tmp_path, debugfs=None, fc=0x3):
+    """Every CPU's IA32_FEATURE_CONTROL locked with VMX inside SMX only (0x3), or as given, and
+    boot_params.tboot_addr (offset 0x58, arch/x86/include/uapi/asm/bootparam.h) pointing at
+    a shared page: a tboot launch that the kernel may still have refused."""
+    root = tree(hostgen.synthetic(4, 1, feat_ctl=fc))
+    data = bytearray(4096)
+    data[0x58:0x60] = (0x8A8A0000).to_bytes(8, "little")
+    with open(os.path.join(root, "sys/kernel/boot_params/data"), "wb") as f:
+        f.write(data)
+    if debugfs is not None:
+        x86 = os.path.join(root, "sys/kernel/debug/x86")
+        os.makedirs(x86)
+        for name in debugfs:
+            open(os.path.join(x86, name), "wb").close()
+    return root
+
+
+OFF, ON = "x86_vmx_init EOPNOTSUPP, kvm_intel EOPNOTSUPP", "x86_vmx_init ok, kvm_intel ok"
+
+
+@pytest.mark.parametrize("fc,plain,under", [(0x3, OFF, ON), (0x5, ON, OFF)])
+def test_tboot_unknown_gives_a_conditional_verdict_exit_3(tree, tmp_path, fc, plain, under):
+    # arch/x86/kernel/cpu/feat_ctl.c init_ia32_feat_ctl(): under tboot bit 1 decides, else
+    # bit 2; arch/x86/kernel/tboot.c tboot_late_init() makes x86/tboot_log only when
+    # tboot_enabled(). With debugfs not mounted nothing settles it: both outcomes, exit 3.
+    root = _tboot_tree(tree, tmp_path, fc=fc)
+    r = vmxprobe("scan", "--root", root)
+    assert r.returncode == 3
+    assert r.stdout.startswith("UNKNOWN: the outcome depends on whether tboot launched the kernel")
+    assert f"without tboot (bit 2 decides): {plain}" in r.stdout
+    assert f"under tboot (bit 1 decides): {under}" in r.stdout
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "mount -t debugfs none /sys/kernel/debug" in err
+    report = json.loads(vmxprobe("scan", "--root", root, "--format", "json").stdout)
+    assert report["verdict"]["conditional"] == [
+        f"without tboot (bit 2 decides): {plain}",
+        f"under tboot (bit 1 decides): {under}",
+    ]
+    assert report["verdict"]["tboot"]["launched"] is None
+    assert "0x8a8a0000" in report["verdict"]["tboot"]["evidence"]
+
+
+@pytest.mark.parametrize("debugfs,code,head", [(["tboot_log"], 0, "READY"), ([], 1, "NOT READY")])
+def test_tboot_settled_by_debugfs(tree, tmp_path, debugfs, code, head):
+    root = _tboot_tree(tree, tmp_path, debugfs)
+    r = vmxprobe("scan", "--root", root, "--format", "json")
+    report = json.loads(r.stdout)
+    assert r.returncode == code
+    assert report["verdict"]["conditional"] == []
+    assert report["verdict"]["tboot"]["launched"] is bool(debugfs)
+    assert vmxprobe("scan", "--root", root).stdout.startswith(head)

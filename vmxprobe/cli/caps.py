@@ -49,7 +49,9 @@ def caps(root: str | None, fixture: str | None, fmt: str, output: str | None) ->
         from vmxprobe.render.text import headline
 
         text = (
-            headline(result.verdict, len(result.plan.pages)) + "\n" + render_text(result.verdict.capabilities)
+            headline(result.verdict, len(result.plan.pages), result.plan.lower_bound)
+            + "\n"
+            + render_text(result.verdict.capabilities)
         )
     emit(text, output, what="table")
     v = result.verdict

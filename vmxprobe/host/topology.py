@@ -56,6 +56,9 @@ class Topology:
     notes: list[str] = field(default_factory=list)  # the CPU and node lists
     node_notes: list[str] = field(default_factory=list)  # offline CPUs, nodes, distances
     missing: list[str] = field(default_factory=list)  # facts sysfs did not have
+    # cpu/possible was read: without it the possible CPUs are only those seen present or
+    # online, a lower bound of the kernel's cpu_possible_mask.
+    possible_known: bool = True
 
 
 def _read(source: Source, path: str) -> str | None:
@@ -362,4 +365,5 @@ def read_topology(source: Source) -> Topology:
         notes=notes,
         node_notes=node_notes,
         missing=missing,
+        possible_known=f"/{CPU_DIR}/possible" not in missing,
     )

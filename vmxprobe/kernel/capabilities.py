@@ -29,6 +29,7 @@ from vmxprobe.arch.vmx import (
     MSR_IA32_FEAT_CTL,
     MSR_IA32_VMX_BASIC,
     PAGE_SIZE,
+    VmxBasic,
     decode_feature_control,
     decode_vmx_basic,
 )
@@ -456,11 +457,15 @@ def _seamret(scan: HostReadings, boot: int, basic: int) -> Seamret:
 
 
 def analyse(
-    scan: HostReadings, boot: int | None, setups: dict[int, vmcs_config.Setup | None] | None = None
+    scan: HostReadings,
+    boot: int | None,
+    setups: dict[int, vmcs_config.Setup | None] | None = None,
+    basic_decoded: VmxBasic | None = None,
 ) -> CapabilityAnalysis:
     """The capability analysis of a scan, judged from the boot CPU; `setups` are each
     CPU's setup_vmcs_config() (kernel.kvm_intel.vmcs_configs()), which decide which
-    differing bits reach KVM."""
+    differing bits reach KVM; `basic_decoded` is the boot CPU's IA32_VMX_BASIC as the
+    verdict decoded it (decoded here when not given)."""
     setups = setups or {}
     if boot is None or boot not in scan.cpus:
         return CapabilityAnalysis(boot_cpu=boot)
@@ -485,7 +490,13 @@ def analyse(
                 vmcs_config.kvm_role(index, nested)
                 if index in caps.MSRS
                 else vmcs_config.KvmRole(True, "setup_vmcs_config(): vmcs_conf->basic"),
-                decode_any(index, values[index]) if index in values else None,
+                (
+                    None
+                    if index not in values
+                    else decode_basic(basic_decoded)
+                    if index == MSR_IA32_VMX_BASIC and basic_decoded is not None
+                    else decode_any(index, values[index])
+                ),
             )
         )
     effective: dict[str, ControlGroup] = {}
@@ -559,16 +570,21 @@ def decode_any(index: int, value: int) -> dict[str, Any]:
         out["errors"] = []
         return out
     if index == MSR_IA32_VMX_BASIC:
-        out = {"msr": "IA32_VMX_BASIC", "index": "0x480", "kind": "basic"}
-        basic = decode_vmx_basic(value)
-        out.update(basic.fields())
-        out["errors"] = []
-        if value and not basic.vmcs_size:
-            out["errors"].append("VMCS size (bits 44:32) is 0: no real CPU reports that")
-        if basic.vmcs_size > PAGE_SIZE:
-            out["errors"].append(f"VMCS size {basic.vmcs_size} is above 4096: the SDM bounds it by 4 KiB")
-        out["seamret"] = seamret_fields(seamret_erratum(value))
-        syn = synthetic_vmx(value, None)
-        out["synthetic"] = syn.how if syn else None
-        return out
+        return decode_basic(decode_vmx_basic(value))
     return caps.decode(index, value)
+
+
+def decode_basic(basic: VmxBasic) -> dict[str, Any]:
+    """IA32_VMX_BASIC, already decoded, with what the SDM bounds and the kernel makes of it."""
+    value = basic.value
+    out: dict[str, Any] = {"msr": "IA32_VMX_BASIC", "index": "0x480", "kind": "basic"}
+    out.update(basic.fields())
+    out["errors"] = []
+    if value and not basic.vmcs_size:
+        out["errors"].append("VMCS size (bits 44:32) is 0: no real CPU reports that")
+    if basic.vmcs_size > PAGE_SIZE:
+        out["errors"].append(f"VMCS size {basic.vmcs_size} is above 4096: the SDM bounds it by 4 KiB")
+    out["seamret"] = seamret_fields(seamret_erratum(value))
+    syn = synthetic_vmx(value, None)
+    out["synthetic"] = syn.how if syn else None
+    return out

@@ -18,6 +18,9 @@ feature_control = functools.lru_cache(maxsize=64)(decode_feature_control)
 def vmx_feature(scan: HostReadings, cpu: int, tboot: bool = False) -> tuple[bool | None, str | None]:
     """Does X86_FEATURE_VMX survive identification on this CPU?
 
+    The refusal quotes the line feat_ctl.c's pr_err_once() logs, with the file's pr_fmt
+    "x86/cpu: ".
+
     Returns (True|False|None, reason). Mirrors init_ia32_feat_ctl(): VMX needs
     CPUID.01H:ECX[5]; then a faulting IA32_FEATURE_CONTROL read, or a locked MSR whose
     deciding bit is clear, clears the feature. The deciding bit is bit 1 (VMX inside
@@ -53,7 +56,7 @@ def vmx_feature(scan: HostReadings, cpu: int, tboot: bool = False) -> tuple[bool
         why = (
             f"CPU {cpu}: IA32_FEATURE_CONTROL (0x3a) = {fc.raw}: locked (bit 0) with VMX inside "
             "SMX (bit 1) clear under tboot; init_ia32_feat_ctl() clears X86_FEATURE_VMX "
-            '("VMX (inside TXT) disabled by BIOS")'
+            '(logged once: "x86/cpu: VMX (inside TXT) disabled by BIOS")'
         )
         if fc.vmx_outside_smx:
             why += "; VMX outside SMX (bit 2) is on, which does not count under tboot"
@@ -63,7 +66,7 @@ def vmx_feature(scan: HostReadings, cpu: int, tboot: bool = False) -> tuple[bool
     why = (
         f"CPU {cpu}: IA32_FEATURE_CONTROL (0x3a) = {fc.raw}: locked (bit 0) with "
         "VMX outside SMX (bit 2) clear; init_ia32_feat_ctl() clears X86_FEATURE_VMX "
-        '("VMX (outside TXT) disabled by BIOS")'
+        '(logged once: "x86/cpu: VMX (outside TXT) disabled by BIOS")'
     )
     if fc.vmx_inside_smx:
         why += "; only VMX inside SMX (bit 1) is on, which counts only under tboot"

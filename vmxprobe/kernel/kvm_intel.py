@@ -158,7 +158,8 @@ def load_kvm_intel(
     if not model.has(KVM_PER_CPU_SUPPORT):
         if bsp.cpuid_bit(1, ECX, CPUID_VMX_BIT) is False:
             refuse(
-                EOPNOTSUPP, f"CPU {boot}: no CPUID VMX; kvm_intel: \"{p}no hardware support for 'kvm_intel'\""
+                EOPNOTSUPP,
+                f"CPU {boot}: no CPUID VMX; kvm_intel logs \"{p}no hardware support for 'kvm_intel'\"",
             )
             return KvmIntel(first, tuple(reasons), tuple(undetermined), "init")
         if without:
@@ -174,11 +175,13 @@ def load_kvm_intel(
         # x86_vmx_init() failed on the boot CPU: judged by the caller, which never gets
         # here; kept for a caller that asks anyway.
         refuse(
-            EOPNOTSUPP, f'CPU {boot}: "VMX not fully enabled on CPU {boot}.  Check kernel logs and/or BIOS"'
+            EOPNOTSUPP,
+            f"CPU {boot}: kvm_intel logs "
+            + _logged(model, f"VMX not fully enabled on CPU {boot}.  Check kernel logs and/or BIOS"),
         )
         return KvmIntel(first, tuple(reasons), tuple(undetermined), "init")
     elif boot in without:
-        refuse(EOPNOTSUPP, f"{vmx[boot][1]}; kvm_intel: {_not_supported(bsp, boot, model)} (-EOPNOTSUPP)")
+        refuse(EOPNOTSUPP, f"{vmx[boot][1]}; kvm_intel logs {_not_supported(bsp, boot, model)} (-EOPNOTSUPP)")
         return KvmIntel(first, tuple(reasons), tuple(undetermined), "init")
     if unknown and boot in unknown:
         return KvmIntel(None, tuple(reasons), tuple(undetermined))
@@ -209,7 +212,7 @@ def load_kvm_intel(
         if cpu in refused_cr4:
             refuse(EIO, _cr4_reason(cpu, cr4))
         elif vmx[cpu][0] is False:
-            refuse(EIO, f"{vmx[cpu][1]}; kvm_intel: {_not_enabled(q, cpu, model)} (-EIO)")
+            refuse(EIO, f"{vmx[cpu][1]}; kvm_intel logs {_not_enabled(q, cpu, model)} (-EIO)")
         elif vmx[cpu][0] is not None:
             _compare(scan, cpu, boot, basic, setups, model, refuse, undetermined, capsec, loaded)
         if before is None and first is not None:
@@ -258,25 +261,34 @@ def load_kvm_intel(
     return KvmIntel(OK, tuple(reasons), tuple(undetermined), "ok")
 
 
+def _logged(model: KernelModel, message: str) -> str:
+    """A kvm_intel message, quoted as the kernel log shows it. 6.3 gave KVM's modules
+    pr_fmt(fmt) KBUILD_MODNAME ": " fmt ("KVM: x86: Unify pr_fmt to use module name for all
+    KVM modules"): "kvm_intel: " leads every line. 6.1's vmx.c and x86.c have no pr_fmt;
+    their strings carry "kvm: " themselves, and `message` brings it."""
+    prefix = "kvm_intel: " if model.has(KVM_PER_CPU_SUPPORT) else ""
+    return f'"{prefix}{message}"'
+
+
 def _not_supported(q: CpuReadings, cpu: int, model: KernelModel) -> str:
     """What kvm_is_vmx_supported() prints for a CPU without VMX (6.3+)."""
     if q.cpuid_bit(1, ECX, CPUID_VMX_BIT) is False:
-        return f'"VMX not supported by CPU {cpu}"'
+        return _logged(model, f"VMX not supported by CPU {cpu}")
     return _not_enabled(q, cpu, model)
 
 
 def _not_enabled(q: CpuReadings, cpu: int, model: KernelModel) -> str:
     """The message for a CPU whose VMX flag did not survive feat_ctl."""
     if not model.has(KVM_PER_CPU_SUPPORT):
-        return f'"kvm: VMX is disabled on CPU {cpu}"'
+        return _logged(model, f"kvm: VMX is disabled on CPU {cpu}")
     if q.cpuid_bit(1, ECX, CPUID_VMX_BIT) is False:
-        return f'"VMX not supported by CPU {cpu}"'
+        return _logged(model, f"VMX not supported by CPU {cpu}")
     fc = q.msr.get(MSR_IA32_FEAT_CTL)
     # 7.1 splits the test: X86_FEATURE_MSR_IA32_FEAT_CTL missing (the read faulted) keeps
     # the old message, X86_FEATURE_VMX missing gets "not fully enabled".
     if model.has(HW_C) and fc is not None and fc.ok:
-        return f'"VMX not fully enabled on CPU {cpu}.  Check kernel logs and/or BIOS"'
-    return f'"VMX not enabled (by BIOS) in MSR_IA32_FEAT_CTL on CPU {cpu}"'
+        return _logged(model, f"VMX not fully enabled on CPU {cpu}.  Check kernel logs and/or BIOS")
+    return _logged(model, f"VMX not enabled (by BIOS) in MSR_IA32_FEAT_CTL on CPU {cpu}")
 
 
 def _cr4_reason(cpu: int, cr4: Cr4Check) -> str:
@@ -313,7 +325,9 @@ def _compare(
         return
     mine, ref = setups.get(cpu), setups.get(boot)
     setup_failed = (
-        f'"Failed to setup VMCS config on CPU {cpu}"' if model.has(KVM_PER_CPU_SUPPORT) else "no message"
+        "logs " + _logged(model, f"Failed to setup VMCS config on CPU {cpu}")
+        if model.has(KVM_PER_CPU_SUPPORT)
+        else "logs no message of its own"
     )
     if mine is None and r.value:
         refused = vmcs_config.basic_refusals(r.value)
@@ -323,14 +337,14 @@ def _compare(
         refuse(
             EIO,
             f"CPU {cpu}: setup_vmcs_config() fails: {'; '.join(mine.refusals)}; "
-            f"kvm_intel: {setup_failed} (-EIO)"
+            f"kvm_intel {setup_failed} (-EIO)"
             + (f"; its registers differ from CPU {boot}'s in {differs}" if differs else ""),
         )
         return
     inconsistent = (
-        f'"Inconsistent VMCS config on CPU {cpu}"'
+        _logged(model, f"Inconsistent VMCS config on CPU {cpu}")
         if model.has(KVM_PER_CPU_SUPPORT)
-        else f'"kvm: CPU {cpu} feature inconsistency!"'
+        else _logged(model, f"kvm: CPU {cpu} feature inconsistency!")
     )
     if cpu == boot:
         return
@@ -345,7 +359,7 @@ def _compare(
             refuse(
                 EIO,
                 f"CPU {cpu}: vmcs_config differs from CPU {boot}'s: {named}; "
-                f"kvm_intel: {inconsistent} (-EIO)",
+                f"kvm_intel logs {inconsistent} (-EIO)",
             )
         return
     # The capability MSRs were not all read here or on the loading CPU: IA32_VMX_BASIC,
@@ -356,7 +370,7 @@ def _compare(
         refuse(
             EIO,
             f"CPU {cpu}: IA32_VMX_BASIC (0x480) = 0x{value:016x} differs from CPU {boot}'s "
-            f"{basic.raw} in bit(s) {', '.join(map(str, differ))}; kvm_intel: {inconsistent} (-EIO)",
+            f"{basic.raw} in bit(s) {', '.join(map(str, differ))}; kvm_intel logs {inconsistent} (-EIO)",
         )
 
 

@@ -81,7 +81,11 @@ def model_for(release: str | None) -> KernelModel:
     release is unknown or unreadable."""
     m = _RELEASE.match(release or "")
     if m is None or len(m.group(1)) > 3 or len(m.group(2)) > 3:
-        return KernelModel(MAINLINE, release or None)
+        if not release:
+            return KernelModel(MAINLINE, None)
+        # A release the kernel's own "MAJOR.MINOR" scheme cannot give: say so, rather than
+        # name the current upstream rules as though they were this kernel's.
+        return KernelModel(MAINLINE, release, "release not understood: judged by current upstream")
     version = (int(m.group(1)), int(m.group(2)))
     if version < OLDEST:
         return KernelModel(

@@ -26,6 +26,9 @@ class Plan:
     pages: tuple[PlannedPage, ...]
     # N_MEMORY of the host the plan is for; None when its sysfs does not say.
     nodes_with_memory: tuple[int, ...] | None = None
+    # cpu/possible was not read: the pages cover the CPUs seen (present or online), and
+    # the kernel, which allocates one per possible CPU, may allocate more.
+    lower_bound: bool = False
 
     @property
     def header(self) -> int | None:
@@ -63,4 +66,5 @@ def build_plan(topo: Topology, nodes: NodeMap, revision_id: int | None) -> Plan:
         revision_id=revision_id,
         pages=pages,
         nodes_with_memory=None if topo.nodes_with_memory is None else tuple(topo.nodes_with_memory),
+        lower_bound=not topo.possible_known,
     )

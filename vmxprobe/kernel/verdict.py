@@ -130,8 +130,8 @@ def judge(scan: HostReadings) -> Verdict:
     return dataclasses.replace(
         plain,
         conditional=(
-            f"without tboot (bit 2 decides): x86_vmx_init {plain.x86_vmx_init}, kvm_intel {plain.kvm_intel}",
-            f"under tboot (bit 1 decides): x86_vmx_init {under.x86_vmx_init}, kvm_intel {under.kvm_intel}",
+            f"without tboot (bit 2 decides): {_outcome(plain)}",
+            f"under tboot (bit 1 decides): {_outcome(under)}",
         ),
         reasons=plain.reasons + tuple(f"under tboot: {r}" for r in under.reasons if r not in plain.reasons),
         undetermined=plain.undetermined
@@ -142,6 +142,15 @@ def judge(scan: HostReadings) -> Verdict:
             "/sys/kernel/debug) to settle it",
         ),
     )
+
+
+def _outcome(v: Verdict) -> str:
+    """One way of judging, as the conditional verdict lists it. Judged before the
+    allocation step, x86_vmx_init has no errno yet when it reaches its loop: it succeeds
+    there unless the pages cannot be had (the same pages either way, whose allocation the
+    plan checks)."""
+    init = v.x86_vmx_init or ("ok" if v.reaches_allocation else "unknown")
+    return f"x86_vmx_init {init}, kvm_intel {v.kvm_intel or 'unknown'}"
 
 
 def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool) -> Verdict:
@@ -170,11 +179,11 @@ def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool)
     basic_value, fc_value = p.msr[MSR_IA32_VMX_BASIC].value, p.msr[MSR_IA32_FEAT_CTL].value
     syn = synthetic_vmx(basic_value or None, None)
     evmcs = bool(syn and syn.evmcs and syn.evmcs.kvm_uses_evmcs)
-    setups = vmcs_configs(scan, model, boot, evmcs)
-    capsec = analyse(scan, boot, setups)
-    emulated = _label_hypervisor(p, capsec, reasons)
     # The boot CPU's registers, decoded once: the verdict and every renderer use these.
     basic = None if basic_value is None else decode_vmx_basic(basic_value)
+    setups = vmcs_configs(scan, model, boot, evmcs)
+    capsec = analyse(scan, boot, setups, basic)
+    emulated = _label_hypervisor(p, capsec, reasons)
     step = x86_vmx_init.before_allocation(scan, boot, basic, under_tboot)
     reasons += step.reasons
     undetermined += step.undetermined
@@ -188,7 +197,7 @@ def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool)
         reasons.append(
             "x86_vmx_init() failed, so the kernel cleared X86_FEATURE_VMX on every CPU: no vmx flag "
             "in /proc/cpuinfo, and kvm_intel refuses on whichever CPU loads it "
-            '("VMX not fully enabled on CPU N.  Check kernel logs and/or BIOS", -EOPNOTSUPP)'
+            '("kvm_intel: VMX not fully enabled on CPU N.  Check kernel logs and/or BIOS", -EOPNOTSUPP)'
         )
         if step.errno == x86_vmx_init.EOPNOTSUPP:
             reasons += kernel_view(scan, capsec, model, under_tboot)

@@ -102,14 +102,25 @@ SIGNATURE_MASK = ~(0x3 << 14 | 0xF << 28) & M32
 # IA32_PERF_GLOBAL_CTRL is broken lose both controls in vmcs_config itself.
 PERF_GLOBAL_BROKEN_MODELS = frozenset({0x1A, 0x1E, 0x25, 0x2C, 0x2E})  # Nehalem, Westmere
 
-# evmcs.h EVMCS1_UNSUPPORTED_*: what eVMCS v1 cannot hold, removed by
-# evmcs_sanitize_exec_ctrls() in setup_vmcs_config() from 6.3 when KVM runs on Hyper-V
-# with the enlightened VMCS (the same for every CPU).
-EVMCS1_UNSUPPORTED: dict[str, int] = {
-    "pin_based_exec_ctrl": _bits(6, 7),
-    "cpu_based_exec_ctrl": _bits(17),
-    "cpu_based_2nd_exec_ctrl": _bits(0, 8, 9, 10, 13, 14, 17, 25),
-    "vmexit_ctrl": _bits(22),
+# EVMCS1_SUPPORTED_* (arch/x86/kvm/vmx/evmcs.h, renamed vmx/hyperv.h, then hyperv_evmcs.h):
+# the controls eVMCS v1 can hold. From 6.3, when KVM runs on Hyper-V with the enlightened
+# VMCS, setup_vmcs_config() ends with evmcs_sanitize_exec_ctrls(), which ANDs each field
+# with its list (evmcs_check_vmcs_conf()): a whitelist, so a must-be-1 bit outside it is
+# dropped too, and the tertiary controls become 0. (6.1's evmcs.h had a blacklist,
+# EVMCS1_UNSUPPORTED_*, which 6.1's setup_vmcs_config() never applied.) The same on every
+# CPU: enlightened_vmcs is decided once, from Hyper-V's hints.
+_PIN_ALWAYSON = 0x00000016  # PIN_BASED_ALWAYSON_WITHOUT_TRUE_MSR
+_PROC_ALWAYSON = 0x0401E172  # CPU_BASED_ALWAYSON_WITHOUT_TRUE_MSR
+_EXIT_ALWAYSON = 0x00036DFF  # VM_EXIT_ALWAYSON_WITHOUT_TRUE_MSR
+_ENTRY_ALWAYSON = 0x000011FF  # VM_ENTRY_ALWAYSON_WITHOUT_TRUE_MSR
+EVMCS1_SUPPORTED: dict[str, int] = {
+    "pin_based_exec_ctrl": _PIN_ALWAYSON | _bits(0, 3, 5),
+    "cpu_based_exec_ctrl": _PROC_ALWAYSON
+    | _bits(2, 3, 7, 9, 10, 11, 12, 15, 16, 19, 20, 21, 22, 23, 24, 25, 27, 28, 29, 30, 31),
+    "cpu_based_2nd_exec_ctrl": _bits(1, 2, 3, 4, 5, 6, 7, 11, 12, 15, 16, 19, 20, 24, 25, 26, 30, 31),
+    "cpu_based_3rd_exec_ctrl": 0,
+    "vmexit_ctrl": _EXIT_ALWAYSON | _bits(2, 9, 12, 15, 18, 19, 20, 21, 23, 24, 25),
+    "vmentry_ctrl": _ENTRY_ALWAYSON | _bits(2, 9, 13, 14, 15, 16, 17, 18),
 }
 
 # nested_vmx_setup_secondary_ctls() (nested.c): with enable_ept, vmcs_conf->nested.ept_caps
@@ -343,8 +354,8 @@ def setup_vmcs_config(
         and fm[0] == 6
         and fm[1] in PERF_GLOBAL_BROKEN_MODELS
     ):
-        if entry >> 13 & 1 or exit_ >> 12 & 1:
-            warnings.append("VM_EXIT_LOAD_IA32_PERF_GLOBAL_CTRL does not work properly. Using workaround")
+        # The warning is printed on these models whatever the controls were.
+        warnings.append("VM_EXIT_LOAD_IA32_PERF_GLOBAL_CTRL does not work properly. Using workaround")
         entry &= ~_bits(13)
         exit_ &= ~_bits(12)
     basic = msrs.get(BASIC, 0)
@@ -354,7 +365,7 @@ def setup_vmcs_config(
     config = VmcsConfig(basic & M64, pin, proc, proc2, proc3, exit_, entry, msrs.get(MISC, 0) & M64)
     if evmcs and model.has(EVMCS_SANITIZE):
         config = replace(
-            config, **{name: getattr(config, name) & ~mask for name, mask in EVMCS1_UNSUPPORTED.items()}
+            config, **{name: getattr(config, name) & mask for name, mask in EVMCS1_SUPPORTED.items()}
         )
     return Setup(config, (), tuple(warnings), ept, vpid, tuple(unknown))
 

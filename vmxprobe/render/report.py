@@ -274,6 +274,7 @@ def build(result: ScanResult) -> Json:
     plan_section: Json = {
         "page_size": PAGE_SIZE,
         "pages": len(plan.pages),
+        "pages_lower_bound": plan.lower_bound,
         "bytes": len(plan.pages) * PAGE_SIZE,
         "revision_id": plan.revision_id,
         "header": None if plan.header is None else f"0x{plan.header:08x}",

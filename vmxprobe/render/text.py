@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from vmxprobe.arch.vmx import PAGE_SIZE
 from vmxprobe.host.cpulist import format_cpulist
+from vmxprobe.host.sources import CPU_DIR
 from vmxprobe.kernel.numa import BY_ROUND_ROBIN
 from vmxprobe.kernel.pages import BOUND, Verification
 from vmxprobe.kernel.release import HW_C
@@ -20,16 +21,17 @@ def plain(text: str, **kw: Any) -> str:
     return text
 
 
-def headline(verdict: Verdict, pages: int) -> str:
+def headline(verdict: Verdict, pages: int, at_least: bool = False) -> str:
     at_boot = verdict.model.has(HW_C)  # who allocates the root VMCS pages on this kernel
+    count = f"at least {pages}" if at_least else str(pages)
     if verdict.ready:
         if at_boot:
             return (
-                f"READY: x86_vmx_init() allocates {pages} root VMCS page(s), one per possible "
+                f"READY: x86_vmx_init() allocates {count} root VMCS page(s), one per possible "
                 "CPU, and kvm_intel would load"
             )
         return (
-            f"READY: kvm_intel would load and allocate {pages} root VMCS page(s), one per "
+            f"READY: kvm_intel would load and allocate {count} root VMCS page(s), one per "
             "possible CPU (alloc_kvm_area())"
         )
     if verdict.conditional:
@@ -137,7 +139,7 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
     topo = scan.topology
     colour = "green" if v.ready else ("yellow" if not v.determined else "red")
     lines = [
-        style(headline(v, len(plan.pages)), fg=colour, bold=True),
+        style(headline(v, len(plan.pages), plan.lower_bound), fg=colour, bold=True),
         source_line(result),
         host_line(result),
         "Kernel: " + v.model.line().removeprefix("kernel model: "),
@@ -158,10 +160,16 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
         lines += [f"  - {r}" for r in v.reasons]
     header = "unknown" if plan.header is None else f"0x{plan.header:08x}"
     size = len(plan.pages) * PAGE_SIZE
+    at_least = "at least " if plan.lower_bound else ""
     lines.append(
-        f"Plan:   {len(plan.pages)} root VMCS page(s) of {PAGE_SIZE} bytes "
+        f"Plan:   {at_least}{len(plan.pages)} root VMCS page(s) of {PAGE_SIZE} bytes "
         f"({size // 1024} KiB), header {header}"
     )
+    if plan.lower_bound:
+        lines.append(
+            f"  /{CPU_DIR}/possible was not read: these are the CPUs seen present or online; the "
+            "kernel allocates one page per possible CPU, and may have more"
+        )
     for node, pages in plan.by_node().items():
         serving = pages[0].serving_node
         why = (
