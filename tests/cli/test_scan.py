@@ -128,7 +128,8 @@ def test_malformed_fixture_file_exit_2(tmp_path):
     p.write_text('{"format": "vmxprobe-fixture", "version": 9}')
     r = vmxprobe("scan", "--fixture", str(p))
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "version 9 is not supported" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "$.version: must be the integer 1" in r.stderr
+    assert "upgrade vmxprobe or re-record the fixture" in r.stderr
 
 
 def test_output_file_is_written_atomically(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from vmxprobe.files import InputError, read_bounded
 from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist
 from vmxprobe.host.sources import CpuidReading, MsrReading, RecordingHost
 from vmxprobe.printable import json_path
-from vmxprobe.schema.validate import SchemaError, shipped
+from vmxprobe.schema.validate import SchemaError, Validator, shipped
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -124,6 +125,13 @@ def load(spec: str) -> Fixture:
     return parse(decode_json(raw, where), where)
 
 
+@functools.cache
+def _header() -> Validator:
+    """The schema's "format" and "version", alone."""
+    properties = shipped(SCHEMA).root["properties"]
+    return Validator({"properties": {k: properties[k] for k in ("format", "version")}})
+
+
 def _hex(text: str) -> int:
     return int(text, 16)
 
@@ -171,6 +179,9 @@ def parse(doc: Any, where: str = "fixture") -> Fixture:
     ranges, a CPU in one group per register, the budget of per-CPU results, and a path
     in one of files, blobs and file_errors only."""
     try:
+        # A document of another format or version is said to be that first, not to
+        # lack a field this version has.
+        _header().validate(doc)
         shipped(SCHEMA).validate(doc)
     except SchemaError as e:
         raise FixtureError(f"{where}: {e}") from None
