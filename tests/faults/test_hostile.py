@@ -78,9 +78,16 @@ def _servers(words: str) -> list[int]:
     return found
 
 
-def _undo(before: list[str]) -> None:
-    """Whatever a failed run left mounted is unmounted, so that a failure here stays here."""
-    for point in set(_vmxprobe_mounts()) - set(before):
+def _mounts_under(tops: tuple[str, ...]) -> list[str]:
+    """vmxprobe mounts at or under these folders. Only these: other runs on the same
+    machine mount and unmount their own while a case runs."""
+    return [m for m in _vmxprobe_mounts() if any(m == t or m.startswith(t.rstrip("/") + "/") for t in tops)]
+
+
+def _undo(tops: tuple[str, ...], keep: list[str]) -> None:
+    """Whatever a failed run left mounted under `tops` (but `keep`, there before it) is
+    unmounted, so that a failure here stays here."""
+    for point in set(_mounts_under(tops)) - set(keep):
         subprocess.run(["fusermount3", "-u", "-z", point], capture_output=True, timeout=30)
 
 
@@ -89,7 +96,6 @@ def test_a_background_mount_that_fails_after_mounting_leaves_nothing_mounted(tmp
     _fuse()
     mnt = str(tmp_path / "mnt")
     os.mkdir(mnt)
-    before = _vmxprobe_mounts()
     try:
         with open("/dev/full", "wb") as full:
             r = run("fixture", "mount", "intel-2s-ready", mnt, "--background", stdout=full, timeout=90)
@@ -100,7 +106,7 @@ def test_a_background_mount_that_fails_after_mounting_leaves_nothing_mounted(tmp
             time.sleep(0.05)
         assert _servers(mnt) == []
     finally:
-        _undo(before)
+        _undo((mnt,), [])
 
 
 @case("6a", 2)
@@ -108,22 +114,23 @@ def test_a_background_mount_that_fails_after_mounting_leaves_nothing_mounted(tmp
 @pytest.mark.parametrize("background", [True, False])
 def test_a_mount_under_proc_sys_or_dev_is_refused(where, background):
     point = where.format(pid=os.getpid())
-    before = _vmxprobe_mounts()
+    refused = ("/proc", "/sys", "/dev")
+    before = _mounts_under(refused)
     try:
         r = run(
             "fixture", "mount", "intel-2s-ready", point, *(["--background"] if background else []), timeout=60
         )
     except subprocess.TimeoutExpired:
-        _undo(before)
+        _undo(refused, before)
         for pid in _servers(point):
             os.kill(pid, signal.SIGKILL)
         pytest.fail(f"fixture mount {point} did not return within 60 s")
     finally:
-        _undo(before)
+        _undo(refused, before)
     sane(r, 2)
     top = "/" + os.path.realpath(point).split("/")[1]
     assert f"under {top}" in r.error and r.error.count("\n") == 1, r.error
-    assert _vmxprobe_mounts() == before
+    assert _mounts_under(refused) == before == []
 
 
 # --- 7: the fixture schema -----------------------------------------------------------------
