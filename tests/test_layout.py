@@ -1,6 +1,7 @@
 """The package's layout rules, read from its source: the layers import one way down, only
 cli/ imports click, no module reaches into another's private names, no import cycles
-(lazy imports included), and no module grows past about 600 lines."""
+(lazy imports included), no module grows past about 600 lines, and every module has its
+mirror test module (tests/X/test_Y.py for vmxprobe/X/Y.py)."""
 
 from __future__ import annotations
 
@@ -128,6 +129,21 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def mirror_of(module: str, path: str) -> str | None:
+    """The test module that mirrors a module (relative to the repository), or None for a
+    package's __init__ and for __main__, which have none of their own."""
+    if path.endswith("__init__.py") or module.endswith(".__main__"):
+        return None
+    *packages, name = module.split(".")[1:]
+    return os.path.join("tests", *packages, f"test_{name}.py")
+
+
+def missing_mirror(module: str, path: str, exists=os.path.isfile) -> str | None:
+    """The mirror test module's path when it does not exist, else None."""
+    mirror = mirror_of(module, path)
+    return mirror if mirror is not None and not exists(os.path.join(REPO, mirror)) else None
+
+
 def test_the_package_is_found():
     assert {
         "vmxprobe.cli",
@@ -166,6 +182,12 @@ def test_modules_stay_small(module):
     assert lines <= MAX_LINES, f"{module} has {lines} lines (at most {MAX_LINES}): split it"
 
 
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_every_module_has_its_mirror_test_module(module):
+    missing = missing_mirror(module, modules()[module])
+    assert missing is None, f"{module} has no test module: write {missing}"
+
+
 def test_each_rule_catches_what_it_is_for():
     """The same checks on sources made up here: each breaks one rule."""
     known = {
@@ -188,3 +210,13 @@ def test_each_rule_catches_what_it_is_for():
     assert ("vmxprobe.kernel.pages", [], 5) in found
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    assert mirror_of("vmxprobe.host.identity", "vmxprobe/host/identity.py") == "tests/host/test_identity.py"
+    assert mirror_of("vmxprobe.files", "vmxprobe/files.py") == "tests/test_files.py"
+    assert mirror_of("vmxprobe.kernel", "vmxprobe/kernel/__init__.py") is None
+    assert mirror_of("vmxprobe.__main__", "vmxprobe/__main__.py") is None
+    have = {os.path.join(REPO, "tests", "kernel", "test_tdx.py")}
+    assert missing_mirror("vmxprobe.kernel.tdx", "vmxprobe/kernel/tdx.py", have.__contains__) is None
+    assert (
+        missing_mirror("vmxprobe.kernel.access", "vmxprobe/kernel/access.py", have.__contains__)
+        == "tests/kernel/test_access.py"
+    )

@@ -1,4 +1,4 @@
-"""Tests for vmxprobe.arch.capabilities and vmxprobe.arch.controls.  Values are built from SDM
+"""Tests for vmxprobe.arch.capabilities.  Values are built from SDM
 bit positions (Vol. 3D Appendix A, Vol. 3C chapter 25 control tables), not copied from any
 machine."""
 
@@ -7,7 +7,6 @@ import json
 import pytest
 
 from vmxprobe.arch import capabilities as caps
-from vmxprobe.arch import controls
 
 
 def ctl(allowed0=(), allowed1=()):
@@ -36,14 +35,6 @@ def test_msr_table_covers_0x481_to_0x493_with_kernel_names():
     assert caps.MSRS[0x492].kind == caps.KIND_ALLOWED1
     assert caps.MSRS[0x493].kind == caps.KIND_ALLOWED1
     assert caps.MSRS[0x48E].true_of == 0x482
-
-
-def test_control_tables_have_unique_bits_and_names():
-    for table in controls.CONTROL_TABLES:
-        bit_list = [c.bit for c in table.controls]
-        names = [c.name for c in table.controls]
-        assert len(set(bit_list)) == len(bit_list), table.group
-        assert len(set(names)) == len(names), table.group
 
 
 # --- 32-bit control MSRs ----------------------------------------------------------------

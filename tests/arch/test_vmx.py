@@ -1,6 +1,6 @@
 import pytest
 
-from vmxprobe.arch import cpuid, vmx
+from vmxprobe.arch import vmx
 from vmxprobe.kernel.hypervisors import KVM_VMCS12_REVISION
 
 
@@ -86,27 +86,3 @@ def test_feature_control_fields():
     assert d["senter_local_functions"] == 0x7F and d["senter_global_enable"]
     assert d["sgx_launch_control"] and d["sgx_enabled"] and d["lmce_enabled"]
     assert d["raw"] == "0x000000000016ff03"
-
-
-def test_cpuid_vendor_and_signature():
-    assert cpuid.cpuid_vendor((0x16, 0x756E6547, 0x6C65746E, 0x49656E69)) == "GenuineIntel"
-    assert cpuid.cpuid_vendor((0xD, 0x68747541, 0x444D4163, 0x69746E65)) == "AuthenticAMD"
-    assert cpuid.cpuid_signature(0x000C06F2) == {"family": 6, "model": 0xCF, "stepping": 2}
-    assert cpuid.cpuid_signature(0x00800F82) == {"family": 0x17, "model": 8, "stepping": 2}
-    assert cpuid.cpuid_signature(0x00000F29) == {"family": 15, "model": 2, "stepping": 9}
-
-
-def test_hypervisor_names():
-    assert cpuid.hypervisor_name((0x40000001, 0x4B4D564B, 0x564B4D56, 0x4D)) == "KVM"
-    ms = (
-        int.from_bytes(b"Micr", "little"),
-        int.from_bytes(b"osof", "little"),
-        int.from_bytes(b"t Hv", "little"),
-    )
-    assert cpuid.hypervisor_name((0, *ms)) == "Hyper-V"
-    odd = (
-        int.from_bytes(b"Some", "little"),
-        int.from_bytes(b"VMM ", "little"),
-        int.from_bytes(b"here", "little"),
-    )
-    assert cpuid.hypervisor_name((0, *odd)) == "SomeVMM here"

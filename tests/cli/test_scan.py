@@ -85,17 +85,6 @@ def test_text_report_starts_with_the_verdict():
     assert "node 0: 8 page(s) for CPU(s) 0-7" in r.stdout
 
 
-def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
-    from vmxprobe.cli.common import use_colour
-
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    monkeypatch.delenv("NO_COLOR", raising=False)
-    assert use_colour(None) is True
-    assert use_colour("out.txt") is False
-    monkeypatch.setenv("NO_COLOR", "1")
-    assert use_colour(None) is False
-
-
 def test_version_and_module_entry():
     r = vmxprobe("--version")
     assert r.returncode == 0 and r.stdout.strip() == "vmxprobe, version 0.1.0"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import socket
 import stat
 import subprocess
@@ -19,7 +18,6 @@ import pytest
 from tests import REPO, hostgen
 from tests.faults.matrix import (
     NO_DAC,
-    NOBODY,
     Run,
     cell,
     cell_params,
@@ -30,8 +28,6 @@ from tests.faults.matrix import (
     run_cell,
     vmxprobe,
 )
-from vmxprobe import files as output
-from vmxprobe.files import OutputError, write_atomic
 
 # write the output (-o): atomically, or not at all; the previous file stays whole.
 
@@ -150,122 +146,6 @@ def test_output_folder_vanishing_mid_write_leaves_nothing_half_done(host):
     out = _out(host)
     r = _write(host, out, faults=[{"call": "replace", "path": "report.json", "errno": "ENOENT"}])
     _assert_write_failed(r, out, "No such file or directory")
-
-
-# --- output safety -----------------------------------------------------------------------
-
-
-def test_a_planted_temp_name_is_never_opened(tmp_path, monkeypatch):
-    # The attacker knows the next temp name and plants a link there to a file of
-    # root's: O_EXCL|O_NOFOLLOW refuses the name, the next one is used.
-    victim = tmp_path / "victim"
-    victim.write_text("keep me")
-    target = tmp_path / "report.json"
-    planted = tmp_path / output._temp_name("report.json", "planted")
-    planted.symlink_to(victim)
-    monkeypatch.setattr(output, "_temp_names", lambda: iter(["planted", "fresh"]))
-    write_atomic(str(target), "new report")
-    assert victim.read_text() == "keep me"
-    assert planted.is_symlink() and os.readlink(planted) == str(victim)
-    assert target.read_text() == "new report"
-    assert sorted(os.listdir(tmp_path)) == sorted(["victim", "report.json", planted.name])
-
-
-def test_when_every_temp_name_is_taken_nothing_is_written(tmp_path, monkeypatch):
-    (tmp_path / output._temp_name("r.json", "x")).write_text("planted")
-    monkeypatch.setattr(output, "_temp_names", lambda: iter(["x"] * 1000))
-    with pytest.raises(OutputError, match="temp names were all taken"):
-        write_atomic(str(tmp_path / "r.json"), "new")
-    assert not (tmp_path / "r.json").exists()
-
-
-def test_a_symlink_at_the_target_is_replaced_never_followed(tmp_path):
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    victim = elsewhere / "passwd"
-    victim.write_text("root:x:0:0")
-    target = tmp_path / "report.json"
-    target.symlink_to(victim)
-    write_atomic(str(target), "report")
-    assert victim.read_text() == "root:x:0:0"
-    assert not target.is_symlink() and target.read_text() == "report"
-
-
-@pytest.mark.parametrize("kind", ["dir", "fifo", "socket", "device"])
-def test_a_target_that_is_not_a_regular_file_is_refused_unopened(tmp_path, kind):
-    target = tmp_path / "out"
-    if kind == "dir":
-        target.mkdir()
-    elif kind == "fifo":
-        os.mkfifo(target)  # opening it for writing would block forever
-    elif kind == "socket":
-        s = socket.socket(socket.AF_UNIX)
-        s.bind(str(target))
-    else:
-        if os.geteuid() != 0:
-            pytest.skip("mknod needs root")
-        os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null
-    with pytest.raises(OutputError, match="not a regular file"):
-        write_atomic(str(target), "x")
-    assert os.listdir(tmp_path) == ["out"]
-
-
-def test_a_target_name_at_name_max_still_gets_a_temp_beside_it(tmp_path):
-    name = "r" * 250 + ".json"
-    write_atomic(str(tmp_path / name), "ok")
-    assert (tmp_path / name).read_text() == "ok" and os.listdir(tmp_path) == [name]
-
-
-def test_a_replaced_file_keeps_its_mode_and_owner(tmp_path):
-    target = tmp_path / "report.json"
-    target.write_text("old")
-    os.chmod(target, 0o600)
-    if os.geteuid() == 0:
-        os.chown(target, NOBODY, NOBODY)
-    write_atomic(str(target), "new")
-    st = os.stat(target)
-    assert stat.S_IMODE(st.st_mode) == 0o600 and target.read_text() == "new"
-    if os.geteuid() == 0:
-        assert (st.st_uid, st.st_gid) == (NOBODY, NOBODY)
-    fresh = tmp_path / "fresh.json"
-    write_atomic(str(fresh), "x")
-    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o644
-
-
-def _interruptible_writer(target, go):
-    """A child that writes a report slowly through write_atomic: one chunk, then it
-    tells the parent and waits to be killed."""
-
-    def chunks():
-        yield '{"partial": '
-        os.write(go, b"1")
-        time.sleep(60)
-        yield "true}\n"
-
-    write_atomic(target, chunks())
-
-
-def test_sigkill_mid_write_leaves_the_previous_file_whole(tmp_path):
-    target = tmp_path / "report.json"
-    target.write_text(OLD)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        try:
-            os.close(r)
-            _interruptible_writer(str(target), w)
-        finally:
-            os._exit(0)
-    os.close(w)
-    assert os.read(r, 1) == b"1"  # the child is mid-write
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    assert target.read_text() == OLD
-    left = [n for n in os.listdir(tmp_path) if n != "report.json"]
-    assert len(left) == 1 and left[0].startswith(".report.json.") and left[0].endswith(".tmp")
-    # and the next write goes through as usual
-    write_atomic(str(target), "new\n")
-    assert target.read_text() == "new\n"
 
 
 def test_sigkill_of_the_command_mid_write_never_leaves_half_a_report(tmp_path):

@@ -2,7 +2,6 @@
 
 import csv
 import io
-import json
 import os
 import random
 import time
@@ -12,7 +11,6 @@ import pytest
 
 from benchmarks import fleet as bench_fleet
 from tests.fleet.reports import invoke, live, report, summary_json, undetermined_doc, write
-from vmxprobe.fleet import bounded as fleet_bounded
 from vmxprobe.fleet import check as fleet_check
 from vmxprobe.fleet import summary as fleet_summary
 
@@ -66,23 +64,6 @@ def test_summary_text(fleet_dir):
     assert "Could not be determined (1):\n  db01: IA32_VMX_BASIC" in out
 
 
-def test_fleet_shorthand_and_summary_subcommand_are_the_same(fleet_dir):
-    a = invoke("fleet", "--format", "json", fleet_dir)
-    b = invoke("fleet", "summary", "--format", "json", fleet_dir)
-    strip = lambda t: {k: v for k, v in json.loads(t).items() if k != "generated_at"}  # noqa: E731
-    assert a.exit_code == b.exit_code == 1
-    assert strip(a.stdout) == strip(b.stdout)
-
-
-def test_a_folder_named_diff_is_reachable(tmp_path, monkeypatch):
-    d = tmp_path / "diff"
-    d.mkdir()
-    write(d, "a.json", live())
-    monkeypatch.chdir(tmp_path)
-    assert invoke("fleet", "./diff").exit_code == 0
-    assert invoke("fleet", "summary", "diff").exit_code == 0
-
-
 @pytest.mark.parametrize(
     "docs,code",
     [
@@ -98,19 +79,6 @@ def test_summary_exit_codes(tmp_path, docs, code):
     for i, doc in enumerate(docs):
         write(tmp_path, f"h{i}.json", doc)
     assert invoke("fleet", tmp_path).exit_code == code
-
-
-def test_usage_errors(tmp_path):
-    r = invoke("fleet", tmp_path / "missing")
-    assert r.exit_code == 2 and "no such file or folder" in r.stderr
-    (tmp_path / "empty").mkdir()
-    r = invoke("fleet", tmp_path / "empty")
-    assert r.exit_code == 2 and "no report files" in r.stderr
-    write(tmp_path, "a.json", live())
-    r = invoke("fleet", "--stale-after", "7", tmp_path)
-    assert r.exit_code == 2 and "not a duration" in r.stderr
-    assert invoke("fleet", "--limit", "-1", tmp_path).exit_code == 2
-    assert invoke("fleet").exit_code == 2
 
 
 def test_skipped_reports_are_listed_counted_and_never_crash(tmp_path, monkeypatch):
@@ -223,32 +191,6 @@ def test_lists_are_capped_by_name_whatever_the_order(tmp_path):
     assert [h["host"] for h in s["not_ready"]["hosts"]] == sorted(names)
 
 
-def test_capped_keeps_the_smallest():
-    rng = random.Random(5)
-    keys = list(range(1000))
-    rng.shuffle(keys)
-    c = fleet_bounded.Capped(10)
-    for k in keys:
-        c.add((f"h{k:04d}",), k)
-    assert c.items() == list(range(10)) and c.count == 1000 and c.cut == 990
-
-
-def test_name_set_finds_every_duplicate_and_grows():
-    ns = fleet_bounded.NameSet(size=8)
-    names = [f"node-{i}" for i in range(20000)]
-    assert all(ns.add(n) == 0 for n in names)
-    assert ns.add("node-5") == 1 and ns.add("node-5") == 2 and ns.add("node-19999") == 1
-    assert ns.add("new") == 0
-
-
-def test_group_keys_are_capped(monkeypatch):
-    monkeypatch.setattr(fleet_bounded, "MAX_GROUP_KEYS", 3)
-    c = fleet_bounded.Counter()
-    for k in "aabcdde":
-        c.add(k)
-    assert c.counts == {"a": 2, "b": 1, "c": 1, fleet_bounded.OTHER: 3} and c.folded == 3
-
-
 def test_directories_dot_files_and_recursion(tmp_path):
     write(tmp_path, "a.json", live())
     write(tmp_path, ".a.json.1234.tmp", "partial")  # an atomic write in progress
@@ -314,23 +256,6 @@ def test_progress_bar_only_wraps_when_asked(fleet_dir):
     assert seen == ["enter", "exit"] and s.read == 5
     r = invoke("fleet", fleet_dir)  # CliRunner's stderr is not a terminal: no bar
     assert "Reading reports" not in r.stderr
-
-
-def test_progress_bar_on_a_terminal_goes_to_stderr(tmp_path, monkeypatch):
-    for i in range(fleet_summary.PROGRESS_MIN):
-        write(tmp_path, f"h{i:04d}.json", live())
-    from vmxprobe.cli import fleet as fleet_cli
-
-    class TTY(io.StringIO):
-        def isatty(self):
-            return True
-
-    err = TTY()
-    monkeypatch.setattr(fleet_cli, "progress_stream", lambda: err)
-    r = invoke("fleet", "--format", "json", tmp_path)
-    assert r.exit_code == 0
-    assert "Reading reports" in err.getvalue()
-    assert json.loads(r.stdout)["readiness"]["ready"] == fleet_summary.PROGRESS_MIN
 
 
 def test_state_does_not_grow_with_the_number_of_reports(tmp_path, monkeypatch):

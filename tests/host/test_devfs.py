@@ -540,38 +540,6 @@ def test_refuses_a_second_mount_on_the_same_point(mount):
     assert r.returncode == 2 and "already mounted" in r.stderr
 
 
-def test_without_the_binding_one_line_and_exit_2(tmp_path):
-    code = (
-        "import sys; sys.modules['mfusepy'] = None; sys.argv[0] = 'vmxprobe'; "
-        "from vmxprobe.cli import main; main()"
-    )
-    r = subprocess.run(
-        [sys.executable, "-c", code, "fixture", "mount", "amd-host", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "pip install 'vmxprobe[fuse]'" in r.stderr
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["amd-host", "/nonexistent/mnt"], "not a directory"),
-        (["no-such-fixture", "."], "no fixture file or bundled fixture"),
-        (["amd-host", ".", "--offline-after", "3"], "expected CPU:READS"),
-        (["amd-host", ".", "--offline-after", "99:1"], "no CPU 99"),
-    ],
-)
-def test_usage_errors_exit_2(tmp_path, args, message):
-    r = vmxprobe("fixture", "mount", *args, cwd=str(tmp_path))
-    assert r.returncode == 2 and message in r.stderr
-
-
-def test_listed_in_help():
-    assert "fixture" in vmxprobe("--help").stdout
-
-
 # --- the tree alone, without FUSE -------------------------------------------------------
 
 

@@ -199,6 +199,37 @@ def test_recording_keeps_every_answer(tmp_path, tree):
     assert rec.files == {"sys/devices/system/cpu/online": "0-3\n"}
 
 
+def test_read_msrs_reads_as_read_msr_does_one_by_one(tmp_path):
+    # A device that reads, one too short for the second index, one that faults (EIO),
+    # one missing (ENOENT), one that is a socket (ENXIO); asked in an order that moves
+    # between CPUs and comes back to one.
+    root = str(tmp_path)
+    for cpu in range(5):
+        write_msr_file(root, cpu, {0x3A: 0x5 + cpu, 0x480: 0x00DA040000000004})
+    os.truncate(os.path.join(root, "dev", "cpu", "1", "msr"), 0x480 + 4)
+    os.unlink(os.path.join(root, "dev", "cpu", "2", "msr"))
+    os.symlink("/proc/self/mem", os.path.join(root, "dev", "cpu", "2", "msr"))
+    os.unlink(os.path.join(root, "dev", "cpu", "3", "msr"))
+    os.unlink(os.path.join(root, "dev", "cpu", "4", "msr"))
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(os.path.join(root, "dev", "cpu", "4", "msr"))
+    indexes = [0x3A, 0x480, 0x481]
+    one, many = LiveHost(root), LiveHost(root)
+    try:
+        for cpu in (0, 1, 2, 3, 4, 0, 0):
+            expected = [one.read_msr(cpu, i) for i in indexes]
+            assert many.read_msrs(cpu, indexes) == expected
+        assert [r.errno for r in many.read_msrs(1, indexes)] == [None, "SHORT", "SHORT"]
+        failures = {r.errno for cpu in (2, 3, 4) for r in many.read_msrs(cpu, indexes)}
+        assert failures == {"EIO", "ENOENT", "ENXIO"}
+        with pytest.raises(ValueError):
+            many.read_msrs(0, [0x3A, 1 << 32])
+    finally:
+        one.close()
+        many.close()
+        s.close()
+
+
 def test_a_root_that_is_not_utf8_is_named_escaped(tmp_path):
     root = os.path.join(os.fsencode(str(tmp_path)), b"h\xff\x1b")
     os.mkdir(root)

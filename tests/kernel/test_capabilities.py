@@ -13,12 +13,9 @@ from tests import cli_runner, published
 from tests.published import setreg
 from tests.scanning import run
 from vmxprobe import pipeline
-from vmxprobe.arch import capabilities as caps
 from vmxprobe.cli import cli
 from vmxprobe.host import fixture
-from vmxprobe.host.readings import CpuReadings as CpuProbe
-from vmxprobe.host.readings import read_capabilities
-from vmxprobe.host.sources import CpuidReading, FixtureHost, MsrReading
+from vmxprobe.host.sources import CpuidReading, FixtureHost
 from vmxprobe.kernel import feat_ctl
 from vmxprobe.render.caps import render_text as render_caps_text
 from vmxprobe.render.report import build
@@ -32,68 +29,6 @@ def scan(fx):
 
 def reasons(report):
     return "\n".join(report["verdict"]["reasons"])
-
-
-# --- reading in rounds ------------------------------------------------------------------
-
-
-class Recorder:
-    """A source answering read_msr() from a dict, keeping the order of the reads."""
-
-    def __init__(self, values, faults=()):
-        self.values, self.faults, self.reads = values, set(faults), []
-
-    def read_msr(self, cpu, index):
-        self.reads.append(index)
-        if index in self.faults:
-            return MsrReading(errno="EIO")
-        if index not in self.values:
-            raise AssertionError(f"read 0x{index:x}, which the SDM says does not exist here")
-        return MsrReading(value=self.values[index])
-
-
-def probe_for(values, **kw):
-    src = Recorder(values, **kw)
-    p = CpuProbe(0)
-    p.msr[0x480] = MsrReading(value=values[0x480])
-    read_capabilities(src, p)
-    return p, src
-
-
-def test_penryn_reads_only_what_exists():
-    # No TRUE controls (bit 55 clear), secondary controls without EPT or VPID: no
-    # 0x48C-0x493 are read at all.
-    values = dict(published.PUBLISHED["penryn-e7500"]["msrs"])
-    p, src = probe_for(values)
-    assert sorted(src.reads) == list(range(0x481, 0x48C))
-    assert src.reads.index(0x48B) > src.reads.index(0x482)  # learnt from 0x482, next round
-
-
-def test_raptor_lake_reads_in_rounds():
-    values = dict(published.PUBLISHED["raptor-lake-s"]["msrs"])
-    values[0x493] = 0x3
-    p, src = probe_for(values)
-    assert sorted(src.reads) == list(range(0x481, 0x494))
-    first_round = set(caps.ALWAYS_PRESENT) | set(caps.TRUE_MSRS)
-    assert set(src.reads[: len(first_round)]) == first_round
-    assert src.reads.index(0x48C) > src.reads.index(0x48B)
-    assert src.reads.index(0x491) > src.reads.index(0x48B)
-
-
-def test_no_capability_reads_without_vmx():
-    src = Recorder({})
-    p = CpuProbe(0)
-    for basic in (MsrReading(value=0), MsrReading(errno="EIO"), MsrReading(errno="UNRECORDED")):
-        p.msr = {0x480: basic}
-        read_capabilities(src, p)
-    assert src.reads == []
-
-
-def test_a_fault_where_the_msr_should_exist_is_kept():
-    values = dict(published.PUBLISHED["skylake-u"]["msrs"])
-    p, src = probe_for(values, faults={0x48C})
-    assert p.msr[0x48C] == MsrReading(errno="EIO")
-    assert 0x491 in p.msr  # still read: it hangs on 0x48B, not on 0x48C
 
 
 # --- the consistency check --------------------------------------------------------------
@@ -411,11 +346,3 @@ def test_capabilities_section_of_every_bundled_fixture_is_valid(name):
     if any(0x481 in fx.msr and r.ok for r in fx.msr.get(0x481, {}).values()):
         assert section["state"] == "read"
     assert render_caps_text(result.verdict.capabilities).endswith("\n")
-
-
-@pytest.mark.parametrize("name,code", [("amd-host", 1), ("intel-2s-ready", 0), ("pub-skylake", 0)])
-def test_caps_command_exit_code_is_the_scans(name, code):
-    if name not in fixture.bundled_names():
-        pytest.skip(f"{name} is not bundled")
-    r = cli_runner().invoke(cli, ["caps", "--fixture", name])
-    assert r.exit_code == code

@@ -15,8 +15,9 @@ EAX, EBX, ECX, EDX = 0, 1, 2, 3  # positions in a CPUID result
 AMD_VENDORS = ("AuthenticAMD", "HygonGenuine")  # the vendors with SVM (AMD-V)
 
 # Hyper-V TLFS (asm/hyperv-tlfs.h): CPUID 0x40000004 EAX bit 14 recommends the
-# enlightened VMCS; CPUID 0x4000000A EAX bits 7:0 / 15:8 give the highest / lowest
-# eVMCS version the hypervisor supports.
+# enlightened VMCS; CPUID 0x4000000A EAX bits 7:0 / 15:8 give the lowest / highest
+# eVMCS version the hypervisor supports (the range KVM itself offers as
+# (KVM_EVMCS_VERSION << 8) | 1: nested_get_evmcs_version(), arch/x86/kvm/vmx/hyperv.c).
 HV_CPUID_ENLIGHTMENT_INFO = 0x40000004
 HV_CPUID_NESTED_FEATURES = 0x4000000A
 HV_ENLIGHTENED_VMCS_RECOMMENDED = 1 << 14

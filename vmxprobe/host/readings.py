@@ -7,6 +7,7 @@ change what KVM compares."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 import sys
@@ -34,7 +35,8 @@ from vmxprobe.arch.cpuid import (
 )
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC
 from vmxprobe.host.sources import CPUINFO, OSRELEASE, CpuidReading, MsrReading, Source
-from vmxprobe.host.topology import Topology, read_topology
+from vmxprobe.host.topology import Topology, read_cpu_sets, read_topology
+from vmxprobe.host.workers import FAILED, Forked, usable_cpus
 
 CpuInfo = dict[str, Any]  # one /proc/cpuinfo block: "flags", "vmx flags", "bugs" as frozensets
 
@@ -76,7 +78,9 @@ class HostReadings:
     acpi_tables: dict[str, bytes] = field(default_factory=dict)  # ACPI_TABLES read, by path
 
 
-def read_cpu(source: Source, cpu: int) -> CpuReadings:
+def read_cpu(source: Source, cpu: int, rounds: Rounds | None = None) -> CpuReadings:
+    """One CPU's readings. `rounds` is read_capabilities()'s memo, shared by the CPUs of
+    one scan."""
     p = CpuReadings(cpu)
     p.cpuid[0] = source.read_cpuid(cpu, 0)
     p.cpuid[1] = source.read_cpuid(cpu, 1)
@@ -94,10 +98,12 @@ def read_cpu(source: Source, cpu: int) -> CpuReadings:
     # Both MSRs are read on every CPU, whatever CPUID says: the msr driver reads with
     # rdmsr_safe_on_cpu(), so a register the CPU lacks costs an EIO, not a crash, and
     # the EIO is itself evidence (a hypervisor hiding VMX, an AMD CPU).
-    p.msr[MSR_IA32_FEAT_CTL] = source.read_msr(cpu, MSR_IA32_FEAT_CTL)
-    p.msr[MSR_IA32_VMX_BASIC] = source.read_msr(cpu, MSR_IA32_VMX_BASIC)
-    read_capabilities(source, p)
+    p.msr[MSR_IA32_FEAT_CTL], p.msr[MSR_IA32_VMX_BASIC] = source.read_msrs(cpu, _ALWAYS_READ)
+    read_capabilities(source, p, rounds)
     return p
+
+
+_ALWAYS_READ = (MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC)
 
 
 def _read_feature_leaves(source: Source, p: CpuReadings) -> None:
@@ -123,7 +129,12 @@ def _read_feature_leaves(source: Source, p: CpuReadings) -> None:
         p.cpuid[LEAF_EXT_FEATURES] = read(cpu, LEAF_EXT_FEATURES)
 
 
-def read_capabilities(source: Source, p: CpuReadings) -> None:
+# What each round read, by what decided it: IA32_VMX_BASIC, the MSRs already held, and
+# the values read so far in the order read. CPUs that read alike ask alike.
+Rounds = dict[tuple[Any, ...], list[int]]
+
+
+def read_capabilities(source: Source, p: CpuReadings, rounds: Rounds | None = None) -> None:
     """Read the VMX capability MSRs (0x481-0x493) that exist on this CPU, in rounds.
 
     Only after IA32_VMX_BASIC reads non-zero (a CPU with VMX always reports a VMCS size):
@@ -139,15 +150,20 @@ def read_capabilities(source: Source, p: CpuReadings) -> None:
     if basic is None or not basic.value:
         return
     values: dict[int, int] = {}
-    read, cpu = source.read_msr, p.cpu
+    if rounds is None:
+        rounds = {}
+    asked: tuple[Any, ...] = (basic.value, tuple(msr))
     while True:
-        todo = [i for i in readable_msrs(values, basic.value) if i not in msr]
+        todo = rounds.get(asked)
+        if todo is None:
+            todo = rounds[asked] = [i for i in readable_msrs(values, basic.value) if i not in msr]
         if not todo:
             return
-        for index in todo:
-            r = msr[index] = read(cpu, index)
+        for index, r in zip(todo, source.read_msrs(p.cpu, todo)):
+            msr[index] = r
             if r.value is not None:  # r.ok, without a property call per register
                 values[index] = r.value
+            asked += (index, r.value)
 
 
 # A CPU number: ASCII digits (str.isdigit() also takes "²", which int() rejects), and
@@ -234,9 +250,8 @@ def read_kvm_params(source: Source) -> dict[str, str]:
 
 
 def read_host(source: Source) -> HostReadings:
-    # A scan of 8192 CPUs makes some 10^5 small objects that live until the report is
-    # printed and hold no reference cycles: the cyclic collector's passes over them,
-    # one every 700 allocations, cost a few per cent of the scan and free nothing.
+    # The cyclic collector is paused while reading: the readings hold no cycles
+    # (docs/benchmarks.md, "What made the difference").
     paused = gc.isenabled()
     gc.disable()
     try:
@@ -246,32 +261,92 @@ def read_host(source: Source) -> HostReadings:
             gc.enable()
 
 
-def _read_host(source: Source) -> HostReadings:
-    topo = read_topology(source)
-    probes: dict[int, CpuReadings] = {}
-    # The CPUs of a host mostly read the same values: a CPU whose MSR readings equal an
-    # earlier CPU's shares that CPU's msr dict (read-only from here on), and equal CPUID
-    # results are one object. 8192 CPUs' registers then take a fraction of the memory,
-    # and the comparisons that follow (kernel.capabilities.msr_key()) find equal CPUs by
-    # identity.
-    same_msrs: dict[tuple[Any, ...], dict[int, MsrReading]] = {}
-    same_leaf: dict[CpuidReading, CpuidReading] = {}
+# Workers for the registers of a live host (host.workers): as many as the CPUs this
+# process may use, up to MAX_WORKERS, each with at least MIN_CPUS_PER_WORKER CPUs to
+# read; with fewer, the scan reads alone (docs/benchmarks.md has the figures).
+MIN_CPUS_PER_WORKER = 128
+MAX_WORKERS = 8
+
+_Packed = list[
+    tuple[int, dict[int, MsrReading], dict[int, CpuidReading], dict[tuple[int, int], CpuidReading]]
+]
+
+
+class _Alike:
+    """The CPUs of a host mostly read the same values: a CPU whose MSR readings equal an
+    earlier CPU's shares that CPU's msr dict (read-only from here on), and equal CPUID
+    results are one object. 8192 CPUs' registers then take a fraction of the memory, and
+    the comparisons that follow (kernel.capabilities.msr_key()) find equal CPUs by
+    identity."""
+
+    def __init__(self) -> None:
+        self.msrs: dict[tuple[Any, ...], dict[int, MsrReading]] = {}
+        self.leaves: dict[CpuidReading, CpuidReading] = {}
+
+    def share(self, p: CpuReadings) -> None:
+        try:
+            p.msr = self.msrs.setdefault((tuple(p.msr), tuple(p.msr.values())), p.msr)
+            same = self.leaves.setdefault
+            for leaf, r in p.cpuid.items():
+                p.cpuid[leaf] = same(r, r)
+            for key, r in p.subleaves.items():
+                p.subleaves[key] = same(r, r)
+        except TypeError:  # a value that cannot be hashed: kept as it is
+            pass
+
+
+def _read_cpus(source: Source, cpus: list[int], alike: _Alike, out: dict[int, CpuReadings]) -> None:
+    rounds: Rounds = {}
+    for cpu in cpus:
+        p = out[cpu] = read_cpu(source, cpu, rounds)
+        alike.share(p)
+
+
+def _read_block(source: Source, cpus: list[int]) -> _Packed:
+    """A worker's job: its CPUs' readings as plain tuples (pickled once for each shared
+    object)."""
+    got: dict[int, CpuReadings] = {}
     try:
-        for cpu in topo.online:
-            p = probes[cpu] = read_cpu(source, cpu)
-            try:
-                p.msr = same_msrs.setdefault((tuple(p.msr), tuple(p.msr.values())), p.msr)
-                for leaf, r in p.cpuid.items():
-                    p.cpuid[leaf] = same_leaf.setdefault(r, r)
-                for key, r in p.subleaves.items():
-                    p.subleaves[key] = same_leaf.setdefault(r, r)
-            except TypeError:  # a value that cannot be hashed: kept as it is
-                pass
+        _read_cpus(source, cpus, _Alike(), got)
     finally:
         source.close()
-    release = source.read_text(OSRELEASE)
-    params = read_kvm_params(source)
-    cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
+    return [(p.cpu, p.msr, p.cpuid, p.subleaves) for p in got.values()]
+
+
+def _blocks(source: Source, online: list[int]) -> list[list[int]]:
+    """The online CPUs in contiguous blocks, one per worker; [] to read them here."""
+    if getattr(source, "parallel", False) is not True:
+        return []
+    n = min(usable_cpus(), MAX_WORKERS, len(online) // MIN_CPUS_PER_WORKER)
+    if n < 2:
+        return []
+    return [online[len(online) * i // n : len(online) * (i + 1) // n] for i in range(n)]
+
+
+def _read_host(source: Source) -> HostReadings:
+    cpu_sets = read_cpu_sets(source)
+    blocks = _blocks(source, cpu_sets.online)
+    probes: dict[int, CpuReadings] = {}
+    alike = _Alike()
+    try:
+        # With workers, the registers are read while this process reads the rest of
+        # the topology and the files below; without, in the order of the sections.
+        with Forked(functools.partial(_read_block, source), blocks) as workers:
+            topo = read_topology(source, cpu_sets)
+            if not blocks:
+                _read_cpus(source, topo.online, alike, probes)
+            release = source.read_text(OSRELEASE)
+            params = read_kvm_params(source)
+            cpuinfo = parse_cpuinfo(source.read_text(CPUINFO))
+            for block, got in zip(blocks, workers.results()):
+                if got is FAILED:  # read here instead: the same reads, the same errors
+                    _read_cpus(source, block, alike, probes)
+                    continue
+                for cpu, msr, cpuid, subleaves in got:
+                    p = probes[cpu] = CpuReadings(cpu, cpuid, subleaves, msr)
+                    alike.share(p)
+    finally:
+        source.close()
     return HostReadings(
         source_kind=source.kind,
         source_name=source.name,

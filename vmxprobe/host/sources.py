@@ -1,12 +1,13 @@
 """Where facts come from: a live host under a root directory, or a recorded fixture.
 
-Both answer the same four questions (the Source protocol), and every answer is a value or
+Both answer the same questions (the Source protocol), and every answer is a value or
 an errno name; nothing here raises for a missing file or a faulting register:
 
     read_text(path)            -> str | None       (path relative to the root)
     read_bytes(path)           -> bytes | None     (a binary file: firmware tables)
     list_dir(path, pattern)    -> list[str] | None (entries matching pattern)
     read_msr(cpu, index)       -> MsrReading       (value: int)
+    read_msrs(cpu, indexes)    -> [MsrReading]     (read_msr() of each, in turn)
     read_cpuid(cpu, leaf, sub) -> CpuidReading     (value: (eax, ebx, ecx, edx))
 
 A register index, leaf or subleaf outside 32 bits is the caller's bug: ValueError.
@@ -21,6 +22,7 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol, Union
 
 from vmxprobe.files import read_capped
@@ -109,6 +111,14 @@ def errno_name(code: int) -> str:
     return errnos.errno_name(code)
 
 
+def _pread_failure(e: OSError) -> str:
+    if e.errno == errno.ENODATA:
+        # `vmxprobe fixture mount` answers ENODATA for a register its fixture does not
+        # hold; the msr and cpuid drivers never do.
+        return UNRECORDED
+    return errno_name(e.errno or 0)
+
+
 class Source(Protocol):
     """What every host answers; see the module's docstring."""
 
@@ -125,6 +135,8 @@ class Source(Protocol):
     def list_dir(self, path: str, pattern: re.Pattern[str]) -> list[str] | None: ...
 
     def read_msr(self, cpu: int, index: int) -> MsrReading: ...
+
+    def read_msrs(self, cpu: int, indexes: Sequence[int]) -> list[MsrReading]: ...
 
     def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading: ...
 
@@ -154,6 +166,9 @@ class LiveHost:
     """
 
     kind = "live"
+    # Its CPUs may be read by forked workers (host.workers), each with a copy of this
+    # object and descriptors of its own.
+    parallel = True
 
     def __init__(self, root: str = "/"):
         self.root = root
@@ -234,11 +249,7 @@ class LiveHost:
         try:
             data = os.pread(held[1], size, offset)
         except OSError as e:
-            if e.errno == errno.ENODATA:
-                # `vmxprobe fixture mount` answers ENODATA for a register its fixture
-                # does not hold; the msr and cpuid drivers never do.
-                return UNRECORDED
-            return errno_name(e.errno or 0)
+            return _pread_failure(e)
         if len(data) != size:
             return SHORT
         return data
@@ -296,6 +307,36 @@ class LiveHost:
         if isinstance(data, str):
             return MsrReading(errno=data)
         return _msr_reading((_U64(data)[0], None))
+
+    def read_msrs(self, cpu: int, indexes: Sequence[int]) -> list[MsrReading]:
+        """read_msr() of each index in turn, through the CPU's one open device: the same
+        readings and failures, without a method call per register. While the device
+        cannot be opened, each index tries again, as read_msr() does."""
+        for index in indexes:
+            if not 0 <= index <= 0xFFFFFFFF:
+                raise ValueError(f"MSR index {index:#x} is not a 32-bit value")
+        out: list[MsrReading] = []
+        add, pread, unpack, reading = out.append, os.pread, _U64, _msr_reading
+        held = self._dev.get("msr")
+        fd = held[1] if held is not None and held[0] == cpu else None
+        for index in indexes:
+            if fd is None:
+                opened = self._pread("msr", cpu, 8, index)
+                add(
+                    reading((unpack(opened)[0], None))
+                    if isinstance(opened, bytes)
+                    else reading((None, opened))
+                )
+                held = self._dev.get("msr")
+                fd = held[1] if held is not None and held[0] == cpu else None
+                continue
+            try:
+                data = pread(fd, 8, index)
+            except OSError as e:
+                add(reading((None, _pread_failure(e))))
+                continue
+            add(reading((unpack(data)[0], None)) if len(data) == 8 else reading((None, SHORT)))
+        return out
 
     def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading:
         # arch/x86/kernel/cpuid.c: the file offset carries the leaf in its low 32
@@ -361,6 +402,13 @@ class RecordingHost:
             self.msr.setdefault(index, {})[cpu] = r
         return r
 
+    def read_msrs(self, cpu: int, indexes: Sequence[int]) -> list[MsrReading]:
+        got = self.inner.read_msrs(cpu, indexes)
+        for index, r in zip(indexes, got):
+            if r.errno != UNRECORDED:
+                self.msr.setdefault(index, {})[cpu] = r
+        return got
+
     def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading:
         r = self.inner.read_cpuid(cpu, leaf, subleaf)
         if r.errno != UNRECORDED:
@@ -407,6 +455,9 @@ class FixtureHost:
 
     def read_msr(self, cpu: int, index: int) -> MsrReading:
         return self.fixture.msr.get(index, {}).get(cpu, _UNRECORDED_MSR)
+
+    def read_msrs(self, cpu: int, indexes: Sequence[int]) -> list[MsrReading]:
+        return [self.read_msr(cpu, index) for index in indexes]
 
     def read_cpuid(self, cpu: int, leaf: int, subleaf: int = 0) -> CpuidReading:
         return self.fixture.cpuid.get((leaf, subleaf), {}).get(cpu, _UNRECORDED_CPUID)

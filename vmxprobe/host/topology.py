@@ -227,7 +227,21 @@ def _read_distances(
     return distance
 
 
-def read_topology(source: Source) -> Topology:
+@dataclass
+class CpuSets:
+    """The CPU lists, the first part of the topology: enough to start reading the
+    online CPUs while the rest is read."""
+
+    possible: list[int]
+    present: list[int]
+    online: list[int]
+    kernel_max: int | None
+    beyond_kernel_max: list[int]
+    notes: list[str]
+    missing: list[str]
+
+
+def read_cpu_sets(source: Source) -> CpuSets:
     notes: list[str] = []
     missing: list[str] = []
 
@@ -251,6 +265,15 @@ def read_topology(source: Source) -> Topology:
             possible = [c for c in possible if c <= kernel_max]
             present = [c for c in present if c <= kernel_max]
             online = [c for c in online if c <= kernel_max]
+    return CpuSets(possible, present, online, kernel_max, beyond, notes, missing)
+
+
+def read_topology(source: Source, cpu_sets: CpuSets | None = None) -> Topology:
+    """The whole topology; `cpu_sets` when read_cpu_sets() already read the CPU lists."""
+    sets = cpu_sets if cpu_sets is not None else read_cpu_sets(source)
+    possible, present, online = sets.possible, sets.present, sets.online
+    kernel_max, beyond = sets.kernel_max, sets.beyond_kernel_max
+    notes, missing = list(sets.notes), list(sets.missing)
 
     node_entries = source.list_dir(NODE_DIR, _NODE_ENTRY)
     nodes = _ids(node_entries or [], "node", NODE_DIR, notes)

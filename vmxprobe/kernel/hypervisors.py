@@ -88,10 +88,11 @@ def synthetic_vmx(
     evmcs = None
     if hint is not None:
         recommended = bool(hint[EAX] & HV_ENLIGHTENED_VMCS_RECOMMENDED)
-        high = nested[EAX] & 0xFF if nested is not None else None
-        low = nested[EAX] >> 8 & 0xFF if nested is not None else None
-        # hv_init_evmcs(): KVM uses eVMCS when it is recommended and the highest
-        # version offered is at least the one KVM implements.
-        usable = recommended and high is not None and high >= KVM_EVMCS_VERSION
+        low = nested[EAX] & 0xFF if nested is not None else None
+        high = nested[EAX] >> 8 & 0xFF if nested is not None else None
+        # hv_init_evmcs(): KVM uses eVMCS when it is recommended and the field it masks
+        # with HV_X64_ENLIGHTENED_VMCS_VERSION (0xff: bits 7:0, the lowest version
+        # offered) is at least KVM_EVMCS_VERSION.
+        usable = recommended and low is not None and low >= KVM_EVMCS_VERSION
         evmcs = Evmcs(recommended, low, high, usable)
     return Synthetic(by, how, evmcs)

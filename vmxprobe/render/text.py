@@ -36,6 +36,10 @@ def headline(verdict: Verdict, pages: int, at_least: bool = False) -> str:
         )
     if verdict.conditional:
         return "UNKNOWN: the outcome depends on whether tboot launched the kernel"
+    if not verdict.determined and not verdict.undetermined and verdict.reaches_allocation:
+        # Every check before the allocation passed, and no allocation was tried (a
+        # pipeline run without materialising the plan): the only step left is the loop.
+        return "UNKNOWN: every check before the allocation passed; the allocation was not tried"
     if not verdict.determined:
         return "UNKNOWN: could not read what x86_vmx_init() depends on"
     if not at_boot:

@@ -1,4 +1,6 @@
-"""`vmxprobe decode`: a value pasted from a bug report, rdmsr or vmxcap; no hardware."""
+"""Tests for vmxprobe.cli.caps: `vmxprobe decode` (a value pasted from a bug report, rdmsr
+or vmxcap; no hardware) and `vmxprobe caps` (every CPU's capability MSRs; its exit code
+is the scan's)."""
 
 import json
 import os
@@ -10,6 +12,7 @@ import pytest
 from tests import cli_runner
 from vmxprobe.arch import capabilities as caps
 from vmxprobe.cli import cli
+from vmxprobe.host import fixture
 
 
 def vmxprobe(*args):
@@ -118,3 +121,33 @@ def test_every_capability_msr_decodes_by_name_and_index():
             r = invoke("decode", "0", "--msr", spec, "--format", "json")
             assert r.exit_code == 0, spec
             assert json.loads(r.stdout)["index"] == f"0x{index:x}"
+
+
+# --- caps ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,code", [("amd-host", 1), ("intel-2s-ready", 0), ("pub-skylake", 0)])
+def test_caps_command_exit_code_is_the_scans(name, code):
+    if name not in fixture.bundled_names():
+        pytest.skip(f"{name} is not bundled")
+    r = cli_runner().invoke(cli, ["caps", "--fixture", name])
+    assert r.exit_code == code
+
+
+def test_caps_text_starts_with_the_scans_headline():
+    r = cli_runner().invoke(cli, ["caps", "--fixture", "bochs-broadwell-smp2"])
+    lines = r.stdout.splitlines()
+    assert r.exit_code == 0 and lines[0].startswith("READY: ")
+    basic = fixture.load("bochs-broadwell-smp2").msr[0x480][0].value
+    assert lines[1] == "VMX capabilities of CPU 0 (the boot CPU); read on CPU(s) 0-1"
+    assert lines[2] == f"IA32_VMX_BASIC (0x480) = 0x{basic:016x}  [compared by kvm_intel]"
+
+
+def test_caps_json_and_output_file(tmp_path):
+    out = tmp_path / "caps.json"
+    r = cli_runner().invoke(cli, ["caps", "--fixture", "amd-host", "--format", "json", "-o", str(out)])
+    assert r.exit_code == 1 and r.stdout == ""
+    doc = json.loads(out.read_text())
+    assert doc["capabilities"]["state"] == "no_vmx" and doc["verdict"]["ready"] is False
+    r = cli_runner().invoke(cli, ["caps", "--fixture", "amd-host", "-o", str(tmp_path)])
+    assert r.exit_code == 2 and "cannot write the table" in r.stderr
