@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from vmxprobe.fleet.check import (
     read_report,
 )
 from vmxprobe.host.cpulist import parse_cpulist
+from vmxprobe.printable import printable
 
 DEFAULT_LIMIT = 20
 # Below this many reports a progress bar is noise.
@@ -156,6 +158,24 @@ def iter_paths(paths, recursive: bool, errors: list) -> Iterator[str]:
             yield p
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_a_report(entry: os.DirEntry) -> str:
+    """Why a *.json entry that is not a regular file or a folder is not read."""
+    try:
+        mode = entry.stat().st_mode  # through a symbolic link
+    except FileNotFoundError:
+        return "a symbolic link to nothing: not read"
+    kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+    return f"not a regular file: {kind}" + (" (through a symbolic link)" if entry.is_symlink() else "")
+
+
 def _iter_dir(path, recursive, errors):
     subdirs = []
     try:
@@ -165,10 +185,15 @@ def _iter_dir(path, recursive, errors):
                 if name.startswith("."):
                     continue
                 try:
-                    if name.lower().endswith(".json") and entry.is_file():
+                    report = name.lower().endswith(".json")
+                    if report and entry.is_file():
                         yield entry.path
                     elif recursive and entry.is_dir(follow_symlinks=False):
                         subdirs.append(entry.path)
+                    elif report and not entry.is_dir():
+                        # A FIFO, socket, device or dangling link where a report should
+                        # be: not opened (a FIFO would block), but listed and counted.
+                        errors.append((entry.path, _not_a_report(entry)))
                 except OSError as e:
                     errors.append((entry.path, e.strerror or str(e)))
     except OSError as e:
@@ -454,7 +479,7 @@ class Summary:
                 continue
             shown = {"none": "none (bare metal)"} if name == "hypervisor" else {}
             out.append(f"{title}:")
-            out += [f"  {count:>8}  {shown.get(key, key)}" for key, count in c.ordered()]
+            out += [f"  {count:>8}  {printable(shown.get(key, key))}" for key, count in c.ordered()]
             if c.folded:
                 out.append(
                     f"  ({c.folded} report(s) with values past the first "
@@ -466,7 +491,9 @@ class Summary:
             if not c.count:
                 return
             out.append(style(f"{title} ({c.count}):", bold=True))
-            out.extend("  " + line(item) for item in c.items())
+            # Host names, file names and reasons come from the reports: escaped, so that
+            # none of them can draw on the terminal or start a line of its own.
+            out.extend("  " + printable(line(item)) for item in c.items())
             if c.cut:
                 out.append(f"  ... and {c.cut} more (--limit N, or --format csv for every report)")
 
@@ -507,7 +534,9 @@ def format_duration(seconds: float) -> str:
 def _csv_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    return "" if v is None else str(v)
+    # Escaped as in the text output: a file name that is not UTF-8 shows its bytes as
+    # \xNN, a newline in a reason does not become a line of the file.
+    return "" if v is None else printable(str(v))
 
 
 def summarise(
