@@ -25,3 +25,10 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(durations.DurationError):
         durations.parse_duration(text)
+
+
+def test_a_number_past_the_int_string_limit_is_a_duration_error():
+    with pytest.raises(durations.DurationError, match="more than 9 digits") as e:
+        durations.parse_duration("9" * 5000 + "d")
+    assert len(str(e.value)) < 100  # the message does not repeat the 5000 digits
+    assert durations.parse_duration("999999999s") == 999999999

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from vmxprobe import files as output
-from vmxprobe.files import InputError, OutputError, read_bounded, write_atomic
+from vmxprobe.files import InputError, OutputError, kernel_fs, read_bounded, write_atomic
 
 OLD = "previous report\n"
 NOBODY = 65534  # the nobody user and group of Debian's base-passwd
@@ -214,3 +214,26 @@ def test_read_capped_stops_past_the_limit():
         assert output.read_capped(r, 100) == b"y" * 100
     finally:
         os.close(r)
+
+
+@pytest.mark.parametrize(
+    "path, top",
+    [
+        ("/proc", "/proc"),
+        ("/proc/self", "/proc"),
+        (f"/proc/{os.getpid()}/fd", "/proc"),
+        ("/sys/kernel", "/sys"),
+        ("/dev", "/dev"),
+        ("/dev/shm", "/dev"),
+        ("/tmp", None),
+        ("/devices", None),
+        ("/procfs", None),
+    ],
+)
+def test_kernel_file_systems_are_found_through_links(path, top):
+    assert kernel_fs(path) == top
+
+
+def test_a_link_into_proc_is_under_proc(tmp_path):
+    os.symlink("/proc/self", tmp_path / "looks-harmless")
+    assert kernel_fs(str(tmp_path / "looks-harmless")) == "/proc"

@@ -10,10 +10,12 @@ module prints the total when it is done (the figure quoted in docs/faults.md).
 
 from __future__ import annotations
 
+import base64
 import copy
 import io
 import json
 import os
+import re
 import string
 import tempfile
 from collections import Counter
@@ -28,11 +30,13 @@ from tests.scanning import run
 from vmxprobe.arch import capabilities as caps
 from vmxprobe.arch import controls, vmx
 from vmxprobe.fleet import check as fleet_check
-from vmxprobe.host import fixture
+from vmxprobe.host import errnos, fixture
 from vmxprobe.host.cpulist import MAX_CPU_ID, CpulistError, format_cpulist, parse_cpulist, parse_cpumap
 from vmxprobe.host.fixture import FixtureError
 from vmxprobe.host.readings import read_host as collect
 from vmxprobe.host.sources import FixtureHost, MsrReading, RecordingHost
+from vmxprobe.printable import json_path
+from vmxprobe.schema.validate import SchemaError, shipped
 
 # Hypothesis keeps its files (failing-example patches, even for the expected failures
 # below) outside the work tree.
@@ -443,3 +447,322 @@ def test_an_oversized_fixture_is_refused_with_a_clear_error(tmp_path):
         f.truncate(fixture.MAX_BYTES + 1)
     with pytest.raises(FixtureError, match=r"big.json: \d+ bytes, over the 64 MiB limit for a fixture"):
         fixture.load(str(p))
+
+
+# --- hostile text: huge numbers, lone surrogates, control characters ---------------------
+
+# Past Python's int-string limit (4300 digits): int() of it raises.
+HUGE_DIGITS = st.integers(4301, 5000).map(lambda n: "9" * n)
+SURROGATES = st.characters(categories=["Cs"])  # \ud800-\udfff: what an unpaired \udXXX escape gives
+CONTROLS = st.sampled_from(
+    [chr(c) for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]]
+    + ["\u2028", "\u2029", "\x1b[2J", "\x1b]0;x\x07"]
+)
+HOSTILE_TEXT = st.one_of(
+    HUGE_DIGITS,
+    st.lists(st.one_of(SURROGATES, CONTROLS, st.characters(codec="utf-8")), min_size=1, max_size=12).map(
+        "".join
+    ),
+    st.builds(lambda a, b: f"{a}{b}", st.sampled_from(["0-", "node", "6.1.", "0x", "E"]), HUGE_DIGITS),
+)
+TEXT_FILES = [
+    "proc/sys/kernel/osrelease",
+    "sys/devices/system/cpu/kernel_max",
+    "sys/devices/system/cpu/possible",
+    "sys/devices/system/cpu/online",
+    "sys/devices/system/node/node0/distance",
+    "sys/devices/system/node/node1/cpulist",
+]
+
+
+@st.composite
+def hostile_fixtures(draw):
+    """BASE with one to three of its strings (a name, a host file, a model name, a node
+    folder, a group's cpulist, an unknown key) replaced by hostile text."""
+    doc = copy.deepcopy(BASE)
+    for _ in range(draw(st.integers(1, 3))):
+        text = draw(HOSTILE_TEXT)
+        where = draw(
+            st.sampled_from(["name", "description", "model", "file", "node", "cpus", "notes", "key"])
+        )
+        if where in ("name", "description"):
+            doc[where] = text
+        elif where == "model":
+            doc["files"]["proc/cpuinfo"] = doc["files"]["proc/cpuinfo"].replace("synthetic", text)
+        elif where == "file":
+            doc["files"][draw(st.sampled_from(TEXT_FILES))] = text
+        elif where == "node":
+            doc["dirs"]["sys/devices/system/node"].append(f"node{text}")
+        elif where == "cpus":
+            doc["msr"]["0x3a"][0]["cpus"] = text
+        elif where == "notes":
+            doc["provenance"]["notes"] = text
+        else:
+            doc[text[:20]] = 1
+    return doc
+
+
+RAW_CONTROL_BYTES = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+
+
+def _output_is_clean(result) -> None:
+    """A documented exit code, never an internal error; every byte written valid UTF-8
+    without a raw control character but the line feed."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code in (0, 1, 2, 3), (result.exit_code, result.stderr_bytes[:300])
+    for out in (result.stdout_bytes, result.stderr_bytes):
+        out.decode("utf-8")
+        assert not RAW_CONTROL_BYTES.search(out), out[:300]
+
+
+def _invoke(*args):
+    from tests import cli_runner
+    from vmxprobe.cli import cli
+
+    return cli_runner().invoke(cli, [os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args])
+
+
+@examples(150)
+@given(hostile_fixtures(), st.sampled_from(["scan text", "scan json", "scan prometheus", "scan nfd", "caps"]))
+def test_every_command_on_a_hostile_fixture_writes_clean_utf8_and_a_documented_code(doc, how):
+    seen("commands on hostile fixtures")
+    command, _, fmt = how.partition(" ")
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="ascii") as f:
+        json.dump(doc, f)
+        f.flush()
+        _output_is_clean(_invoke(command, "--fixture", f.name, *(["--format", fmt] if fmt else [])))
+
+
+@examples(40)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([*TEXT_FILES, "proc/cpuinfo", "node folder"]), HOSTILE_TEXT), max_size=3
+    )
+)
+def test_scan_and_record_of_a_hostile_tree_write_clean_utf8(changes):
+    seen("scan and record of hostile trees")
+    with tempfile.TemporaryDirectory() as root:
+        hostgen.write_tree(BASE, root)
+        for where, text in changes:
+            # What a file system holds is bytes: a lone surrogate is written as the bytes
+            # UTF-8 would give it, which is not UTF-8 (the reader must cope).
+            data = text.encode("utf-8", "surrogatepass")
+            if where == "node folder":
+                name = b"node" + data.replace(b"/", b"_").replace(b"\x00", b"_")[:200]
+                os.makedirs(os.path.join(os.fsencode(root), b"sys/devices/system/node", name), exist_ok=True)
+                continue
+            if where == "proc/cpuinfo":
+                data = BASE["files"]["proc/cpuinfo"].encode().replace(b"synthetic", data)
+            with open(os.path.join(root, where), "wb") as f:
+                f.write(data)
+        for args in (
+            ("scan", "--root", root),
+            ("scan", "--root", root, "--format", "prometheus"),
+            ("record", "--root", root),
+        ):
+            _output_is_clean(_invoke(*args))
+
+
+@st.composite
+def hostile_reports(draw):
+    """REPORT with a few strings or per-CPU values replaced by hostile text or types."""
+    doc = copy.deepcopy(REPORT)
+    doc["source"] = {"kind": "live", "name": "/"}
+    for _ in range(draw(st.integers(1, 3))):
+        value = draw(st.one_of(HOSTILE_TEXT, st.sampled_from([[], {}, ["0x5"], None, 7])))
+        where = draw(st.sampled_from(["model", "kernel", "reason", "msr", "cpuid_vmx", "version", "name"]))
+        if where == "model":
+            doc["host"]["model_name"] = value
+        elif where == "kernel":
+            doc["host"]["kernel"] = value
+        elif where == "reason":
+            doc["verdict"]["reasons"] = [value]
+        elif where == "msr":
+            doc["per_cpu"][0]["msr"]["0x3a"] = value
+        elif where == "cpuid_vmx":
+            doc["per_cpu"][0]["cpuid_vmx"] = value
+        elif where == "version":
+            doc["tool"]["version"] = value
+        else:
+            doc["source"]["name"] = value
+    return doc
+
+
+FILE_NAMES = st.one_of(
+    st.just("web01"),
+    st.lists(st.one_of(CONTROLS, st.characters(codec="ascii")), min_size=1, max_size=10).map(
+        lambda cs: "".join(cs).replace("/", "_").replace("\x00", "_").lstrip(".") or "x"
+    ),
+    st.binary(min_size=1, max_size=10).map(
+        lambda b: os.fsdecode(b.replace(b"/", b"_").replace(b"\x00", b"_"))
+    ),
+)
+
+
+@examples(100)
+@given(
+    st.lists(st.tuples(FILE_NAMES, hostile_reports()), min_size=1, max_size=3),
+    st.sampled_from(["text", "csv", "json"]),
+)
+def test_fleet_and_diff_of_hostile_reports_write_clean_utf8(reports, fmt):
+    seen("fleet on hostile reports")
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for name, doc in reports:
+            path = os.path.join(os.fsencode(d), os.fsencode(name).lstrip(b".") + b".json")
+            with open(path, "w", encoding="ascii") as f:
+                json.dump(doc, f)
+            paths.append(path)
+        _output_is_clean(_invoke("fleet", d, "--format", fmt))
+        _output_is_clean(_invoke("fleet", "diff", paths[0], paths[-1]))
+
+
+@examples(200)
+@given(st.lists(HOSTILE_TEXT, min_size=1, max_size=2), st.one_of(st.just("0x480"), HOSTILE_TEXT))
+def test_decode_of_hostile_text_is_clean(values, msr):
+    seen("decode on hostile text")
+    _output_is_clean(_invoke("decode", "--msr", msr, *values))
+
+
+# --- the fixture loader and the shipped schema agree --------------------------------------
+
+ERRNO_NAMES = sorted(errnos.KERNEL_NAMES)
+
+
+@st.composite
+def valid_fixtures(draw):
+    """Fixture documents of every kind the format allows: recorded, composed, converted
+    and emulated provenance with their optional fields, errno groups, file errors,
+    blobs."""
+    n = draw(st.integers(1, 8))
+    doc = hostgen.synthetic(n, draw(st.integers(1, min(n, 3))))
+    prov = doc["provenance"]
+    prov["origin"] = draw(st.sampled_from(["recorded", "composed", "converted", "emulated"]))
+    for key in draw(
+        st.lists(st.sampled_from(["emulator", "emulator_version", "cpu_model", "root", "firmware"]))
+    ):
+        prov[key] = draw(st.text(max_size=8))
+    if draw(st.booleans()):
+        prov["kernel_outcome"] = draw(
+            st.one_of(st.text(max_size=8), st.dictionaries(st.text(max_size=5), JSON))
+        )
+    if draw(st.booleans()):
+        prov["cpu_count"] = draw(st.integers(1, 64))
+    if draw(st.booleans()):
+        doc["msr"]["0x3a"] = [
+            {
+                "cpus": f"0-{n - 1}" if n > 1 else "0",
+                "errno": draw(st.sampled_from(ERRNO_NAMES + ["SHORT", "E524"])),
+            }
+        ]
+    if draw(st.booleans()):
+        doc["file_errors"] = {"proc/meminfo": draw(st.sampled_from(ERRNO_NAMES + ["NOTREG"]))}
+    if draw(st.booleans()):
+        doc["blobs"] = {
+            "sys/firmware/acpi/tables/SRAT": base64.b64encode(draw(st.binary(max_size=20))).decode()
+        }
+    return json.loads(json.dumps(doc))
+
+
+SCHEMA_VALUES = [
+    "0-3",
+    "3-0",
+    "0x1",
+    "0x" + "f" * 17,
+    "EIO",
+    "EFOO",
+    "SHORT",
+    "NOTREG",
+    "",
+    "a//b",
+    "../x",
+    "emulated",
+    "AAA=",
+    [],
+    {},
+    ["0x1", "0x2", "0x3", "0x4"],
+    1,
+    1.0,
+    True,
+    None,
+]
+
+
+@st.composite
+def schema_mutations(draw):
+    """A valid fixture with one to three fields replaced, removed or added: by JSON, by
+    values near the schema's edges, or by hostile text."""
+    doc = draw(valid_fixtures())
+    paths = _paths(doc)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(paths))
+        parent = doc
+        try:
+            for k in path[:-1]:
+                parent = parent[k]
+            action = draw(st.integers(0, 4))
+            if action == 0 and isinstance(parent, dict):
+                del parent[path[-1]]
+            elif action == 1 and isinstance(parent, dict):
+                parent[draw(st.one_of(st.text(max_size=6), HOSTILE_TEXT))] = draw(
+                    st.sampled_from(SCHEMA_VALUES)
+                )
+            else:
+                parent[path[-1]] = draw(st.one_of(JSON, st.sampled_from(SCHEMA_VALUES), HOSTILE_TEXT))
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change removed or replaced the parent
+    return doc
+
+
+# What the loader refuses beyond the schema, which no JSON Schema can say.
+BEYOND_SCHEMA = re.compile(
+    r"cpulist|beyond the limit|appears in more than one group|per-CPU register results|is in two of"
+)
+
+
+@pytest.fixture(scope="module")
+def fixture_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib import resources
+
+    schema = json.loads((resources.files("vmxprobe.schema") / "fixture-v1.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+@examples(600)
+@given(st.one_of(valid_fixtures(), schema_mutations()))
+def test_the_loader_accepts_a_fixture_iff_the_shipped_schema_validates_it(fixture_schema, doc):
+    seen("fixture loader vs schema")
+    schema_ok = fixture_schema.is_valid(doc)
+    ours = shipped("fixture-v1.json")
+    try:
+        ours.validate(doc)
+        shape_ok = True
+    except SchemaError as e:
+        shape_ok = False
+        # where the loader says the fault is, jsonschema finds one too (at it or above)
+        theirs = [_path_of(err.absolute_path) for err in fixture_schema.iter_errors(doc)]
+        assert any(e.path.startswith(t) for t in theirs), (e.path, theirs)
+    assert shape_ok == schema_ok
+    try:
+        fixture.parse(doc, "fx.json")
+    except FixtureError as e:
+        assert "\n" not in str(e)
+        if schema_ok:
+            # valid to the schema, refused for what only the loader can check
+            assert BEYOND_SCHEMA.search(str(e)), str(e)
+    else:
+        assert schema_ok
+
+
+def _path_of(keys) -> str:
+    out = "$"
+    for k in keys:
+        out = json_path(out, k)
+    return out
+
+
+@pytest.mark.parametrize("name", fixture.bundled_names())
+def test_every_bundled_fixture_is_valid_to_the_shipped_schema(fixture_schema, name):
+    path = fixture.bundled_dir() / f"{name}.json"
+    fixture_schema.validate(json.loads(path.read_text()))

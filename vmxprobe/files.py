@@ -22,6 +22,14 @@ _SHM = "/dev/shm"  # a tmpfs for files, under /dev by convention only
 _CHUNK = 1 << 16
 
 
+def kernel_fs(path: str) -> str | None:
+    """The kernel file system (/dev, /proc or /sys) that `path` resolves into, or None.
+    Nothing of vmxprobe's belongs there: a file written there is an action, and a mount
+    there hides what the host itself shows (a fixture over /proc/PID, or /dev)."""
+    real = os.path.realpath(path)
+    return next((top for top in _NEVER if real == top or real.startswith(top + "/")), None)
+
+
 def read_capped(fd: int, limit: int) -> bytes | None:
     """Read fd to its end, or return None once more than `limit` bytes came: a file can
     grow after fstat(), so the cap is enforced on what is read, not on st_size."""
@@ -120,8 +128,7 @@ def write_atomic(path: str, content: Content, mode: int = 0o644) -> None:
     if not base:
         raise OutputError(f"{path}: names a folder, not a file")
     real = os.path.realpath(folder)
-    inside = lambda top: real == top or real.startswith(top + "/")  # noqa: E731
-    if any(inside(top) for top in _NEVER) and not inside(_SHM):
+    if kernel_fs(real) and not (real == _SHM or real.startswith(_SHM + "/")):
         # Replacing /dev/stdout (a symlink) with a regular file would break every
         # process on the host that writes to it; nothing vmxprobe writes belongs there.
         raise OutputError(

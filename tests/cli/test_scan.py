@@ -160,7 +160,8 @@ def test_malformed_fixture_file_exit_2(tmp_path):
     p.write_text('{"format": "vmxprobe-fixture", "version": 9}')
     r = vmxprobe("scan", "--fixture", str(p))
     assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "version 9 is not supported" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "$.version: must be the integer 1" in r.stderr
+    assert "upgrade vmxprobe or re-record the fixture" in r.stderr
 
 
 def test_output_file_is_written_atomically(tmp_path):
@@ -209,6 +210,18 @@ def test_record_then_replay(tmp_path, tree):
     replay = json.loads(vmxprobe("scan", "--fixture", str(out), "--format", "json").stdout)
     for key in ("host", "cpus", "vmx_basic", "feature_control", "per_cpu", "verdict"):
         assert live[key] == replay[key], key
+
+
+def test_record_refuses_a_name_or_description_a_fixture_could_not_hold(tmp_path, tree):
+    root = tree(hostgen.synthetic(2, 1))
+    for option in ("--name", "--description"):
+        r = vmxprobe("record", "--root", root, option, "host\x1b[2J")
+        assert r.returncode == 2 and f"{option}: control characters" in r.stderr, r.stderr
+    # a name taken from an output file name is escaped instead, and the fixture loads
+    out = tmp_path / "rec\tone.json"
+    assert vmxprobe("record", "--root", root, "-o", str(out)).returncode == 0
+    assert json.loads(out.read_text())["name"] == "rec\\tone"
+    assert vmxprobe("scan", "--fixture", str(out)).returncode == 0
 
 
 def test_record_hostname_only_when_asked(tmp_path, tree):

@@ -1,7 +1,9 @@
 """The fleet's report check (vmxprobe.fleet.check) agrees with the shipped schema."""
 
+import io
 import json
 import random
+import re
 import time
 
 import jsonschema
@@ -168,3 +170,47 @@ def test_a_bad_vm_cr_state_is_invalid():
     doc["svm"]["vm_cr"]["state"] = "off"
     with pytest.raises(fleet_check.Invalid, match="svm.vm_cr.state"):
         fleet_check.check(doc)
+
+
+def test_a_lone_surrogate_makes_a_report_invalid_naming_where():
+    doc = live()
+    doc["verdict"]["reasons"] = ["fine", "bad \udcff"]
+    bad = r"verdict.reasons\[1\]: a string that is not valid Unicode"
+    with pytest.raises(fleet_check.Invalid, match=bad):
+        fleet_check.read_report("r.json", stream=io.BytesIO(json.dumps(doc).encode()))
+    # UTF-8-encoded surrogates are not UTF-8 (json.loads() of bytes would take them)
+    raw = json.dumps(live()).replace('"0.1.0"', '"0.1.0 \\ud800"', 1).encode()
+    raw = raw.replace(b"\\ud800", b"\xed\xa0\x80")
+    with pytest.raises(fleet_check.Unreadable, match="not UTF-8"):
+        fleet_check.read_report("r.json", stream=io.BytesIO(raw))
+
+
+@pytest.mark.parametrize(
+    "change, where",
+    [
+        (lambda e: e["msr"].update({"0x3a": ["0x5"]}), 'per_cpu[1].msr["0x3a"]'),
+        (lambda e: e["msr"].update({"0x480": {"v": 1}}), 'per_cpu[1].msr["0x480"]'),
+        (lambda e: e.update(msr=[]), "per_cpu[1].msr"),
+        (lambda e: e.update(msr=None), "per_cpu[1].msr"),
+        (lambda e: e.update(cpuid_vmx=[True]), "per_cpu[1].cpuid_vmx"),
+        (lambda e: e.update(vmx_flag={}), "per_cpu[1].vmx_flag"),
+        (lambda e: e.update(cpu="1"), "per_cpu[1].cpu"),
+        (lambda e: e.update(cpu=-1), "per_cpu[1].cpu"),
+        (lambda e: e.pop("cpu"), "per_cpu[1].cpu"),
+    ],
+)
+def test_unexpected_types_inside_per_cpu_are_invalid_as_the_schema_says(change, where):
+    doc = live()
+    change(doc["per_cpu"][1])
+    assert not validator().is_valid(doc)
+    with pytest.raises(fleet_check.Invalid, match=re.escape(where)):
+        fleet_check.check(doc)
+
+
+def test_per_cpu_entries_without_optional_fields_are_valid():
+    doc = live()
+    for e in doc["per_cpu"]:
+        e.pop("msr", None), e.pop("cpuid_vmx", None)
+        e["vmx_flag"] = None
+    validator().validate(doc)
+    fleet_check.check(doc)

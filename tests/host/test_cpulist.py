@@ -56,3 +56,9 @@ def test_cpumap_multiword():
 def test_cpumap_rejects(text):
     with pytest.raises(CpulistError):
         parse_cpumap(text)
+
+
+@pytest.mark.parametrize("text", ["9" * 5000, "0-" + "9" * 5000, "0-3:" + "1" * 5000 + "/4", "0" * 11])
+def test_numbers_past_the_int_string_limit_are_a_cpulist_error(text):
+    with pytest.raises(CpulistError, match="digits"):
+        parse_cpulist(text)

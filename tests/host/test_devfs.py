@@ -18,6 +18,7 @@ import time
 import pytest
 
 from tests import hostgen
+from vmxprobe.host import devfs
 from vmxprobe.host.devfs import DevCpuTree, mounted_at
 from vmxprobe.host.fixture import bundled_names, parse
 from vmxprobe.host.sources import CpuidReading, LiveHost, MsrReading
@@ -556,3 +557,21 @@ def test_tree_layout_and_open_errors_without_fuse():
         tree.read_msr(3, 8, 0x3A)  # EIO is a read-time failure
     assert e.value.errno == errno.EIO
     assert tree.reads == {0: 2, 3: 1}
+
+
+def test_a_background_server_that_never_mounts_is_stopped_within_the_deadline(tmp_path):
+    """Its stderr closes (as a mounted server's does) but no mount appears: the parent
+    stops it instead of waiting for it without an end."""
+    child = [sys.executable, "-c", "import os, time; os.close(2); time.sleep(600)"]
+    t0 = time.monotonic()
+    with pytest.raises(devfs.MountError, match="shows no mount; it was stopped"):
+        devfs.start_in_background(child, str(tmp_path), timeout=20)
+    assert time.monotonic() - t0 < 30
+    assert processes_mentioning("time.sleep(600)") == []
+
+
+def test_a_background_server_that_does_not_answer_is_stopped(tmp_path):
+    child = [sys.executable, "-c", "import time; time.sleep(600)"]
+    with pytest.raises(devfs.MountError, match="did not answer within 1 s"):
+        devfs.start_in_background(child, str(tmp_path), timeout=1)
+    assert processes_mentioning("time.sleep(600)") == []

@@ -88,14 +88,20 @@ def test_replay_never_opens_dev_cpu(mocker):
     "mutate,message",
     [
         (lambda d: d.update(format="other"), "not a vmxprobe fixture"),
-        (lambda d: d.update(version=2), "version 2 is not supported"),
-        (lambda d: d.update(name=""), '"name"'),
+        (lambda d: d.update(version=2), "$.version: must be the integer 1"),
+        (lambda d: d.update(name=""), "$.name: must be a name of 1 to 255 characters"),
         (lambda d: d["provenance"].update(origin="invented"), "provenance.origin"),
         (lambda d: d.update(files={"/etc/passwd": "x"}), "relative path"),
         (lambda d: d.update(files={"a/../../b": "x"}), "relative path"),
         (lambda d: d.update(files={"a": 3}), "must be a string"),
-        (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "12"}]}), "hex string"),
-        (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "0x1" + "0" * 16}]}), "64 bits"),
+        (
+            lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "12"}]}),
+            "64-bit value as lower-case hex",
+        ),
+        (
+            lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "0x1" + "0" * 16}]}),
+            "64-bit value as lower-case hex",
+        ),
         (
             lambda d: d["msr"].update({"0x480": [{"cpus": "0", "value": "0x1", "errno": "EIO"}]}),
             "exactly one",
@@ -105,12 +111,12 @@ def test_replay_never_opens_dev_cpu(mocker):
             lambda d: d["msr"].update(
                 {"0x480": [{"cpus": "0-1", "errno": "EIO"}, {"cpus": "1", "errno": "EIO"}]}
             ),
-            "twice",
+            '$.msr["0x480"]: CPU 1 appears in more than one group',
         ),
         (lambda d: d["msr"].update({"0x480": [{"cpus": "x", "errno": "EIO"}]}), "cpulist"),
-        (lambda d: d["cpuid"].update({"1:0": []}), "cpuid key"),
+        (lambda d: d["cpuid"].update({"1:0": []}), "CPUID leaf and subleaf"),
         (lambda d: d["cpuid"].update({"0x00000001:0x0": [{"cpus": "0", "value": ["0x1"]}]}), "eax, ebx"),
-        (lambda d: d.update(msr=[]), '"msr" must be an object'),
+        (lambda d: d.update(msr=[]), "$.msr: must be an object"),
     ],
 )
 def test_malformed_fixtures_are_rejected_in_one_line(fixture_file, mutate, message):
@@ -170,3 +176,95 @@ def test_published_generations_carry_their_source():
         for index, value in entry["msrs"].items():
             assert fx.msr[int(index, 16)][0].value == int(value, 16), (name, index)
     assert len(generations) >= 10, generations
+
+
+@pytest.mark.parametrize(
+    "change, path",
+    [
+        (lambda d: d.update(name="x\ud800"), "$.name"),
+        (lambda d: d["files"].update({"proc/cpuinfo": "model name\t: \udcff\n"}), '$.files["proc/cpuinfo"]'),
+        (lambda d: d["provenance"].update(notes="\udfff"), "$.provenance.notes"),
+        (lambda d: d["files"].update({"proc/\ud800": "x"}), '$.files["proc/\\ud800"]'),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_refused_with_its_json_path(change, path):
+    d = doc()
+    change(d)
+    raw = json.dumps(d).encode()  # the \udXXX escape a hostile file holds
+    with pytest.raises(FixtureError, match="valid Unicode") as e:
+        fixture.parse(fixture.decode_json(raw, "fx.json"), "fx.json")
+    assert path in str(e.value)
+    d = doc()
+    d["name"] = "emoji \U0001f600"  # a surrogate pair in JSON is one character: fine
+    fixture.parse(json.loads(json.dumps(d)))
+
+
+# --- the shape is schema/fixture-v1.json's ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mutate, path",
+    [
+        (lambda d: d.update(extra=1), "$.extra: not a field here"),
+        (lambda d: d["provenance"].update(recorder="me"), "$.provenance.recorder: not a field here"),
+        (lambda d: d["msr"]["0x480"][0].update(note="x"), '$.msr["0x480"][0].note: not a field here'),
+        (lambda d: d["provenance"].update(kernel=5), "$.provenance.kernel: must be a string"),
+        (lambda d: d["provenance"].update(sources="x"), "$.provenance.sources: must be a list"),
+        (
+            lambda d: d["provenance"].update(sources=[{"what": "x"}]),
+            '$.provenance.sources[0]: "url" is missing',
+        ),
+        (lambda d: d["provenance"].update(cpu_count=0), "$.provenance.cpu_count: must be a number of CPUs"),
+        (lambda d: d["provenance"].update(kernel_outcome=[]), "$.provenance.kernel_outcome: must be what"),
+        (lambda d: d["msr"].update({"0x480": [{"cpus": "0", "errno": "EFOO"}]}), '0x480"][0].errno: must be'),
+        (
+            lambda d: d["msr"].update({"0x480": [{"cpus": "0", "errno": "NOTREG"}]}),
+            '0x480"][0].errno: must be',
+        ),
+        (lambda d: d.update(file_errors={"x": "SHORT"}), "$.file_errors.x: must be an errno name"),
+        (lambda d: d.update(file_errors={"x": "E"}), "$.file_errors.x: must be an errno name"),
+        (lambda d: d.update(files={"": "x"}), '$.files[""]: must be a relative path'),
+        (lambda d: d.update(files={"a\x00b": "x"}), '$.files["a\\x00b"]: must be a relative path'),
+        (
+            lambda d: d.update(files={"proc/cpu\ninfo": "x"}),
+            '$.files["proc/cpu\\ninfo"]: must be a relative path',
+        ),
+        (lambda d: d.update(files={"a//b": "x"}), '$.files["a//b"]: must be a relative path'),
+        (lambda d: d.update(files={"./a": "x"}), '$.files["./a"]: must be a relative path'),
+        (lambda d: d.update(dirs={"sys": ["ok", ".."]}), "$.dirs.sys[1]: must be an entry name"),
+        (lambda d: d.update(dirs={"sys": ["a/b"]}), "$.dirs.sys[0]: must be an entry name"),
+        (lambda d: d.update(blobs={"sys/x": "abc"}), '$.blobs["sys/x"]: must be base64'),
+        (lambda d: d["msr"].update({"0x480": [{"cpus": "0-40000", "errno": "EIO"}]}), "beyond the limit"),
+        (lambda d: d["msr"].update({"0x480": [{"cpus": "007", "errno": "EIO"}]}), "cpulist in the kernel's"),
+    ],
+)
+def test_what_the_schema_refuses_is_refused_with_its_json_path(mutate, path):
+    d = doc()
+    mutate(d)
+    with pytest.raises(FixtureError) as e:
+        fixture.parse(json.loads(json.dumps(d)), "fx.json")
+    assert str(e.value).startswith("fx.json: ") and path in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d["provenance"].update(
+            origin="emulated",
+            emulator="bochs",
+            emulator_version="2.7",
+            cpu_model="corei7_haswell_4770",
+            kernel_outcome={"kvm_intel": "ok", "dev_kvm": True, "log": [], "n": 1.5},
+        ),
+        lambda d: d["provenance"].update(kernel_outcome="kvm_intel loaded"),
+        lambda d: d["msr"].update({"0x480": [{"cpus": "0-7", "errno": "EHWPOISON"}]}),  # 133
+        lambda d: d["msr"].update({"0x480": [{"cpus": "0-7", "errno": "E524"}]}),  # unnamed
+        lambda d: d["msr"].update({"0x480": [{"cpus": "0-7", "errno": "ENOTSUP"}]}),
+        lambda d: d.update(file_errors={"proc/x": "NOTREG", "proc/y": "EFBIG"}),
+        lambda d: d.update(version=1.0),  # JSON does not tell 1.0 from 1
+    ],
+)
+def test_what_the_schema_allows_loads(mutate):
+    d = doc()
+    mutate(d)
+    fixture.parse(json.loads(json.dumps(d)))

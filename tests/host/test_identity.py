@@ -3,6 +3,8 @@ name and hypervisor, and the kernel release. CPUID is decoded as SDM Vol. 2A Fig
 says; the kernel's own /proc/cpuinfo (arch/x86/kernel/cpu/proc.c) is the check, and the
 stand-in where the cpuid device could not be read."""
 
+import pytest
+
 from tests import hostgen
 from vmxprobe.host import fixture
 from vmxprobe.host.identity import HostIdentity, identify
@@ -68,3 +70,14 @@ def test_non_numeric_cpuinfo_fields_stay_unknown():
 def test_no_boot_cpu_and_nothing_read_is_all_unknown():
     ident = identify(cpuid_unreadable(""), None)
     assert ident == HostIdentity(kernel=ident.kernel)
+
+
+@pytest.mark.parametrize("family, expected", [("6", 6), ("²", None), ("9" * 5000, None), ("", None)])
+def test_cpuinfo_stands_in_for_cpuid_with_ascii_numbers_only(family, expected):
+    doc = hostgen.synthetic(2, 1)
+    doc["files"]["proc/cpuinfo"] = doc["files"]["proc/cpuinfo"].replace(
+        "cpu family\t: 6", f"cpu family\t: {family}"
+    )
+    del doc["cpuid"]["0x00000001:0x0"]  # no CPUID leaf 1: cpuinfo answers
+    host = identify(read_host(FixtureHost(fixture.parse(doc))), 0)
+    assert host.family == expected and host.model == 85

@@ -245,3 +245,11 @@ def test_read_msrs_reads_as_read_msr_does_one_by_one(tmp_path):
         one.close()
         many.close()
         s.close()
+
+
+def test_a_root_that_is_not_utf8_is_named_escaped(tmp_path):
+    root = os.path.join(os.fsencode(str(tmp_path)), b"h\xff\x1b")
+    os.mkdir(root)
+    host = LiveHost(os.fsdecode(root))
+    assert host.name == str(tmp_path) + "/h\\xff\\x1b"
+    host.name.encode("utf-8")

@@ -244,3 +244,30 @@ def test_conversion_is_reproducible_and_leaks_no_local_path(tmp_path):
     bad = convert_dumps.Dump("ul-tiny", "util-linux", "x86_64-tiny", "0" * 64, "none", "t", "t")
     with pytest.raises(SystemExit, match="not the upstream file"):
         convert_dumps.convert(bad, str(src))
+
+
+def test_numbers_no_kernel_could_have_are_noted_and_ignored():
+    huge = "9" * 5000
+    t = topo(
+        host(
+            {
+                f"{CPU}/kernel_max": huge + "\n",
+                f"{CPU}/possible": "0-1\n",
+                f"{CPU}/online": "0-1\n",
+                f"{NODE}/node0/cpulist": "0-1\n",
+                f"{NODE}/node0/distance": f"{huge}\n",
+            },
+            {
+                NODE: ["node0", f"node{huge}", "node40000"],
+                f"{CPU}/cpu0": [f"node{huge}"],
+                f"{CPU}/cpu1": ["node0"],
+            },
+        )
+    )
+    assert t.kernel_max is None and t.nodes == [0] and t.node_of == {0: 0, 1: 0}
+    assert t.node_source[0] == BY_CPULIST and t.node_source[1] == BY_LINK
+    notes = "\n".join(t.notes + t.node_notes)
+    assert f"/{CPU}/kernel_max: not a number; ignored" in notes
+    assert f"/{NODE}: node40000, node{'9' * 16}... (5000 digits): not a node id" in notes
+    assert f"/{CPU}/cpu0: node9999" in notes
+    assert f"/{NODE}/node0/distance: not a list of numbers; ignored" in notes

@@ -110,6 +110,14 @@ def test_label_values_are_escaped():
     assert r'model_name="Xeon \"quoted\" \\ back\nslash"' in fams["vmxprobe_cpu_info"][0][0]
 
 
+def test_control_characters_in_label_values_are_escaped_visibly():
+    r = with_host(report(), model_name="Xeon\x1b[2J\x07\u2028\x9b")
+    text = prometheus.render_prometheus(r)
+    # the escapes of vmxprobe.printable, their backslashes doubled by the format's own
+    assert r'model_name="Xeon\\x1b[2J\\x07\\u2028\\x9b"' in text
+    assert not any(c in text for c in "\x1b\x07\u2028\x9b")
+
+
 # --- node_exporter -----------------------------------------------------------------------
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")

@@ -5,6 +5,7 @@ turns their errors into one line and a documented exit code."""
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import sys
 from typing import Any
@@ -13,7 +14,7 @@ import click
 
 from vmxprobe import __version__
 from vmxprobe.cli.common import EXIT_CODES_HELP, Group
-from vmxprobe.exitcodes import EXIT_INTERNAL
+from vmxprobe.exitcodes import EXIT_INTERNAL, EXIT_USAGE
 
 
 class LazyGroup(Group):
@@ -53,18 +54,130 @@ def cli() -> None:
     """
 
 
-def main(argv: list[str] | None = None) -> Any:
+class OutputFailed(Exception):
+    """Standard output could not be written; the message says why, in one line."""
+
+
+class _Stdout(io.RawIOBase):
+    """Descriptor 1, where any failure to write is OutputFailed: raised once, from
+    whichever write or flush meets it; what comes after is dropped, so that the exit
+    and its final flush do not fail again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 1
+
+    def isatty(self) -> bool:
+        return os.isatty(1)
+
+    def write(self, data: Any) -> int:
+        size = len(memoryview(data))
+        if self.failed:
+            return size
+        try:
+            return os.write(1, data)
+        except OSError as e:
+            self.failed = True
+            raise OutputFailed(e.strerror or str(e)) from None
+
+
+class _TextStdout(io.TextIOWrapper):
+    """The text layer over _Stdout: a character the encoding cannot hold
+    (PYTHONIOENCODING=latin-1) is OutputFailed too, never a partial line."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except UnicodeEncodeError as e:
+            raw = self.buffer.raw  # type: ignore[attr-defined]
+            raw.failed = True
+            raise OutputFailed(f"{e.encoding} cannot encode {e.object[e.start : e.end]!r}") from None
+
+
+class _Stderr(io.RawIOBase):
+    """Descriptor 2: a failure to write there has nowhere to be reported, and must not
+    turn a documented exit code into a crash."""
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 2
+
+    def isatty(self) -> bool:
+        return os.isatty(2)
+
+    def write(self, data: Any) -> int:
+        try:
+            return os.write(2, data)
+        except OSError:
+            return len(memoryview(data))
+
+
+def _standard_streams() -> None:
+    """Standard output that fails on every write the same way (OutputFailed), and a
+    standard error that never fails, for the process (not under a test's runner).
+
+    A descriptor the caller closed (`>&-`) is held with /dev/null opened read-only,
+    so that no file vmxprobe opens later takes its number (and receives the output),
+    and a write to it fails, EBADF, as it would have."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None or sys.stdout is sys.__stdout__:
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        sys.stdout = _TextStdout(
+            io.BufferedWriter(_Stdout()), encoding=encoding, errors="strict", line_buffering=os.isatty(1)
+        )
+    if sys.stderr is None or sys.stderr is sys.__stderr__:
+        encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+        sys.stderr = io.TextIOWrapper(
+            io.BufferedWriter(_Stderr()), encoding=encoding, errors="backslashreplace", line_buffering=True
+        )
+    if sys.stdin is None:
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115  (the process's, for its life)
+
+
+def _say(line: str) -> None:
     try:
-        return cli.main(args=argv, prog_name="vmxprobe")
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except Exception:  # nowhere left to say it; the exit code still does
+        pass
+
+
+def main(argv: list[str] | None = None) -> Any:
+    _standard_streams()
+    try:
+        try:
+            return cli.main(args=argv, prog_name="vmxprobe")
+        finally:
+            # What is still buffered is written now, so that a failure to write it is
+            # reported like any other, not lost at interpreter exit.
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except OutputFailed as e:
+        _say(f"vmxprobe: error: cannot write to standard output: {e}")
+        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
-        click.echo("vmxprobe: interrupted", err=True)
+        _say("vmxprobe: interrupted")
         sys.exit(130)
     except Exception as e:  # a bug: one line, not a traceback, unless asked for
         if os.environ.get("VMXPROBE_DEBUG"):
             raise
-        click.echo(
+        _say(
             f"vmxprobe: internal error: {type(e).__name__}: {e} (set VMXPROBE_DEBUG=1 "
-            "for the traceback, and please report it)",
-            err=True,
+            "for the traceback, and please report it)"
         )
         sys.exit(EXIT_INTERNAL)

@@ -11,6 +11,7 @@ import click
 
 from vmxprobe.exitcodes import EXIT_NOT_READY, EXIT_READY, EXIT_UNKNOWN, EXIT_USAGE
 from vmxprobe.files import OutputError, write_atomic
+from vmxprobe.printable import printable
 
 if TYPE_CHECKING:
     from vmxprobe.host.fixture import Fixture
@@ -51,7 +52,8 @@ class Fail(click.ClickException):
         self.exit_code = code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"vmxprobe: error: {self.format_message()}", err=True)
+        # One line, whatever a path or a value in it holds.
+        click.echo(f"vmxprobe: error: {printable(self.format_message())}", err=True)
 
 
 def use_colour(output_path: str | None) -> bool:
@@ -83,6 +85,18 @@ def load_fixture(spec: str) -> Fixture:
         raise Fail(f"invalid fixture: {e}") from None
 
 
+def root_dir(root: str | None) -> str:
+    """The folder --root names, / when it is not given."""
+    if root == "":
+        # An empty value (an unset variable in `--root "$ROOT"`) is a mistake, not a
+        # request to read the host itself.
+        raise Fail("--root is empty: give the root of a host tree, or leave --root out to read /")
+    root = "/" if root is None else root
+    if not os.path.isdir(root):
+        raise Fail(f"--root {root}: not a directory; give the root of a host tree (default /)")
+    return root
+
+
 def open_source(root: str | None, fixture: str | None) -> tuple[Source, Fixture | None]:
     """The host --root or --fixture names (the live host at / by default)."""
     from vmxprobe.host.sources import FixtureHost, LiveHost
@@ -92,10 +106,7 @@ def open_source(root: str | None, fixture: str | None) -> tuple[Source, Fixture 
     if fixture is not None:
         fx = load_fixture(fixture)
         return FixtureHost(fx), fx
-    root = root or "/"
-    if not os.path.isdir(root):
-        raise Fail(f"--root {root}: not a directory; give the root of a host tree (default /)")
-    return LiveHost(root), None
+    return LiveHost(root_dir(root)), None
 
 
 def source_options(f: F) -> F:
@@ -126,7 +137,7 @@ def exit_with_verdict(
         first = undetermined[0] if undetermined else "the registers could not be read"
         more = len(undetermined) - 1
         click.echo(
-            f"vmxprobe: could not determine: {first}"
+            f"vmxprobe: could not determine: {printable(first)}"
             + (f" (and {more} more; see the report)" if more > 0 and more_hint else ""),
             err=True,
         )

@@ -10,15 +10,19 @@ import sys
 import click
 
 from vmxprobe.cli.common import Fail, Group, load_fixture
+from vmxprobe.files import kernel_fs
 from vmxprobe.host import devfs
+from vmxprobe.printable import printable
 
 
 def _offline_spec(ctx, param, values):
     hooks = {}
     for v in values:
-        m = re.fullmatch(r"(\d+):(\d+)", v)
+        # ASCII digits, few enough for int(): a CPU id and a count of reads
+        m = re.fullmatch(r"([0-9]{1,5}):([0-9]{1,9})", v)
         if not m:
-            raise click.BadParameter(f"{v!r}: expected CPU:READS, e.g. 3:2")
+            shown = v if len(v) <= 40 else f"{v[:37]}..."
+            raise click.BadParameter(f"{shown!r}: expected CPU:READS, e.g. 3:2 (CPU up to 5 digits)")
         hooks[int(m.group(1))] = int(m.group(2))
     return hooks
 
@@ -61,6 +65,14 @@ def mount_cmd(fixture, mountpoint, background, allow_other, offline_after, detac
     fx = load_fixture(fixture)
     if not os.path.isdir(mountpoint):
         raise Fail(f"{mountpoint}: not a directory; create the mount point first")
+    top = kernel_fs(mountpoint)
+    if top is not None:
+        # A fixture over /proc/PID, /sys or /dev would hide what the host itself shows,
+        # to every process; over its own /proc/PID the server could not even be found.
+        raise Fail(
+            f"{mountpoint}: under {top}, which the kernel serves: a fixture is never mounted "
+            "there; mount it on a folder of its own (mkdir /tmp/host)"
+        )
     tree = devfs.DevCpuTree(fx, offline_after)
     unknown = sorted(set(offline_after) - set(tree.cpus()))
     if unknown:
@@ -96,13 +108,22 @@ def mount_cmd(fixture, mountpoint, background, allow_other, offline_after, detac
         ] + (["--allow-other"] if allow_other else [])
         argv += [f"--offline-after={cpu}:{n}" for cpu, n in offline_after.items()]
         try:
-            pid = devfs.start_in_background(argv, mountpoint)
+            server = devfs.start_in_background(argv, mountpoint)
         except devfs.MountError as e:
             raise Fail(str(e)) from None
-        click.echo(
-            f"vmxprobe: mounted {fx.name} at {mountpoint} (server pid {pid}); "
-            f"unmount with: fusermount3 -u {mountpoint}"
-        )
+        try:
+            click.echo(
+                printable(
+                    f"vmxprobe: mounted {fx.name} at {mountpoint} (server pid {server.pid}); "
+                    f"unmount with: fusermount3 -u {mountpoint}"
+                )
+            )
+            sys.stdout.flush()
+        except BaseException:
+            # Whoever ran this cannot learn the mount exists (standard output failed, or
+            # an interrupt): it must not outlive the error.
+            devfs.stop(server, mountpoint)
+            raise
         return
 
     def ready():
@@ -112,8 +133,10 @@ def mount_cmd(fixture, mountpoint, background, allow_other, offline_after, detac
             os.close(null)
         else:
             click.echo(
-                f"vmxprobe: serving {fx.name} at {mountpoint} ({len(tree.cpus())} "
-                "CPUs); Ctrl-C or SIGTERM unmounts",
+                printable(
+                    f"vmxprobe: serving {fx.name} at {mountpoint} ({len(tree.cpus())} "
+                    "CPUs); Ctrl-C or SIGTERM unmounts"
+                ),
                 err=True,
             )
 

@@ -16,16 +16,8 @@ from vmxprobe.exitcodes import EXIT_NOT_READY, EXIT_READY
 from vmxprobe.files import OutputError
 from vmxprobe.fleet.check import Invalid, Unreadable, read_report
 from vmxprobe.fleet.diff import DIFF_KIND, OUTPUT_VERSION, compare, render_diff_text
-from vmxprobe.fleet.summary import (
-    DEFAULT_LIMIT,
-    HOST_FROM,
-    PROGRESS_MIN,
-    check_paths,
-    count_files,
-    iter_paths,
-    plain,
-    summarise,
-)
+from vmxprobe.fleet.inputs import check_paths, count_files, iter_paths
+from vmxprobe.fleet.summary import DEFAULT_LIMIT, HOST_FROM, PROGRESS_MIN, plain, summarise
 
 FLEET_EXIT_HELP = """\b
 Exit codes of `fleet` / `fleet summary`:

@@ -16,9 +16,11 @@ from vmxprobe.cli.common import (
     exit_with_verdict,
     open_source,
     output_option,
+    root_dir,
     source_options,
     style_for,
 )
+from vmxprobe.printable import printable
 
 
 @click.command(epilog=EXIT_CODES_HELP)
@@ -62,7 +64,7 @@ def scan(root: str | None, fixture: str | None, fmt: str, output: str | None) ->
 
         text = render_text(result, style=style_for(output))
     if note:
-        click.echo(f"vmxprobe: note: {note}", err=True)
+        click.echo(f"vmxprobe: note: {printable(note)}", err=True)
     emit(text, output)
     v = result.verdict
     exit_with_verdict(v.ready, v.determined, v.undetermined)
@@ -87,14 +89,21 @@ def record(root: str, output: str | None, name: str | None, description: str, ho
     from vmxprobe.host.readings import read_host
     from vmxprobe.host.sources import LiveHost, RecordingHost
 
-    if not os.path.isdir(root):
-        raise Fail(f"--root {root}: not a directory; give the root of a host tree (default /)")
+    root = root_dir(root)
+    for option, text in (("--name", name), ("--description", description)):
+        if text is not None and printable(text) != text:
+            # They are shown on a terminal; a fixture holding them would not load.
+            raise Fail(f"{option}: control characters or bytes that are not UTF-8 are not allowed")
     rec = RecordingHost(LiveHost(root))
     readings = read_host(rec)
     if name is None:
-        name = os.path.splitext(os.path.basename(output))[0] if output else "recorded-host"
+        name = printable(os.path.splitext(os.path.basename(output))[0]) if output else "recorded-host"
     doc = fixture.from_recording(
-        rec, name, description, readings.kernel, hostname=socket.gethostname() if hostname else None
+        rec,
+        name,
+        description,
+        readings.kernel,
+        hostname=printable(socket.gethostname()) if hostname else None,
     )
     emit(json.dumps(doc, indent=1) + "\n", output, what="fixture")
     missing = list(readings.topology.missing)
@@ -105,7 +114,7 @@ def record(root: str, output: str | None, name: str | None, description: str, ho
         if seen and all(e == "ENOENT" for e in seen):
             missing.append(f"/dev/cpu/N/{kind}")
     if missing:
-        click.echo(f"vmxprobe: recorded; absent on this host: {', '.join(missing)}", err=True)
+        click.echo(f"vmxprobe: recorded; absent on this host: {printable(', '.join(missing))}", err=True)
 
 
 @click.command("fixtures")
@@ -116,6 +125,7 @@ def fixtures_cmd() -> None:
     for name in fixture.bundled_names():
         try:
             fx = fixture.load(name)
-            click.echo(f"{name:<28} {fx.provenance.get('origin', '?'):<9} {fx.description}")
+            line = f"{name:<28} {fx.provenance.get('origin', '?'):<9} {fx.description}"
         except fixture.FixtureError as e:
-            click.echo(f"{name:<28} (unreadable: {e})")
+            line = f"{name:<28} (unreadable: {e})"
+        click.echo(printable(line))

@@ -11,6 +11,7 @@ from typing import Any
 from vmxprobe.fleet.check import is_int, parse_timestamp
 from vmxprobe.fleet.summary import cpu_signature, first_reason, format_duration, revision_text, status_of
 from vmxprobe.host.cpulist import format_cpulist
+from vmxprobe.printable import printable
 
 DIFF_KIND = "vmxprobe-fleet-diff"
 OUTPUT_VERSION = 1
@@ -352,4 +353,5 @@ def render_diff_text(result: dict, old_path: str, new_path: str, old: dict, new:
     if result["notes"]:
         out.append("Notes:")
         out += [f"  - {n}" for n in result["notes"]]
-    return "\n".join(out) + "\n"
+    # Paths, reasons and versions come from the reports: escaped line by line.
+    return "\n".join(printable(line) for line in out) + "\n"

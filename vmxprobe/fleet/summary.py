@@ -34,7 +34,9 @@ from vmxprobe.fleet.check import (
     parse_timestamp,
     read_report,
 )
+from vmxprobe.fleet.inputs import iter_paths
 from vmxprobe.host.cpulist import parse_cpulist
+from vmxprobe.printable import printable
 
 DEFAULT_LIMIT = 20
 # Below this many reports a progress bar is noise.
@@ -135,47 +137,6 @@ def cpu_model(host: dict) -> str:
     if name and sig:
         return f"{name} ({sig})"
     return name or sig or "unknown"
-
-
-# --- walking the inputs ------------------------------------------------------------------
-
-
-def check_paths(paths) -> list[str]:
-    return [p for p in paths if not os.path.exists(p)]
-
-
-def iter_paths(paths, recursive: bool, errors: list) -> Iterator[str]:
-    """Report files: each FILE as given, and each DIR's *.json files (not dot-files, so
-    not the temp files of an atomic write in progress). Directory order, lazily: a
-    listing of 100,000 names is never held. Directories that cannot be listed go to
-    `errors` as (path, message)."""
-    for p in paths:
-        if os.path.isdir(p):
-            yield from _iter_dir(p, recursive, errors)
-        else:
-            yield p
-
-
-def _iter_dir(path, recursive, errors):
-    subdirs = []
-    try:
-        with os.scandir(path) as it:
-            for entry in it:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                try:
-                    if name.lower().endswith(".json") and entry.is_file():
-                        yield entry.path
-                    elif recursive and entry.is_dir(follow_symlinks=False):
-                        subdirs.append(entry.path)
-                except OSError as e:
-                    errors.append((entry.path, e.strerror or str(e)))
-    except OSError as e:
-        errors.append((path, f"cannot list: {e.strerror or e}"))
-        return
-    for sub in sorted(subdirs):
-        yield from _iter_dir(sub, recursive, errors)
 
 
 # --- the summary -------------------------------------------------------------------------
@@ -454,7 +415,7 @@ class Summary:
                 continue
             shown = {"none": "none (bare metal)"} if name == "hypervisor" else {}
             out.append(f"{title}:")
-            out += [f"  {count:>8}  {shown.get(key, key)}" for key, count in c.ordered()]
+            out += [f"  {count:>8}  {printable(shown.get(key, key))}" for key, count in c.ordered()]
             if c.folded:
                 out.append(
                     f"  ({c.folded} report(s) with values past the first "
@@ -466,7 +427,9 @@ class Summary:
             if not c.count:
                 return
             out.append(style(f"{title} ({c.count}):", bold=True))
-            out.extend("  " + line(item) for item in c.items())
+            # Host names, file names and reasons come from the reports: escaped, so that
+            # none of them can draw on the terminal or start a line of its own.
+            out.extend("  " + printable(line(item)) for item in c.items())
             if c.cut:
                 out.append(f"  ... and {c.cut} more (--limit N, or --format csv for every report)")
 
@@ -507,7 +470,9 @@ def format_duration(seconds: float) -> str:
 def _csv_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    return "" if v is None else str(v)
+    # Escaped as in the text output: a file name that is not UTF-8 shows its bytes as
+    # \xNN, a newline in a reason does not become a line of the file.
+    return "" if v is None else printable(str(v))
 
 
 def summarise(
@@ -576,7 +541,3 @@ def _csv_chunks(rows: Iterator[dict], size: int = 1 << 16) -> Iterator[str]:
             buf.seek(0)
             buf.truncate()
     yield buf.getvalue()
-
-
-def count_files(paths, recursive) -> int:
-    return sum(1 for _ in iter_paths(paths, recursive, []))

@@ -26,6 +26,9 @@ MAX_OVERLAP = 4
 # or reads as a number the kernel never wrote.
 _NUMBER = re.compile(r"[0-9]+")
 _HEX_WORD = re.compile(r"[0-9a-fA-F]{1,8}")
+# Digits a number of a list may have. Past Python's int-string limit (4300 digits) int()
+# raises; long before it, the number is past any limit a caller gives.
+MAX_DIGITS = 10
 
 
 class CpulistError(ValueError):
@@ -33,6 +36,8 @@ class CpulistError(ValueError):
 
 
 def _number(text: str) -> bool:
+    if len(text) > MAX_DIGITS and _NUMBER.fullmatch(text):
+        raise CpulistError(f"cpulist names a number of {len(text)} digits ({text[:12]}...), not a CPU id")
     return _NUMBER.fullmatch(text) is not None
 
 

@@ -340,10 +340,33 @@ def load_binding() -> None:
         ) from None
 
 
-def start_in_background(argv: list[str], mountpoint: str, timeout: float = 30.0) -> int:
-    """Start the server detached and return its pid once the mount answers. The child's
+def stop(proc: subprocess.Popen[bytes], mountpoint: str, timeout: float = 10.0) -> None:
+    """End a background server and its mount, every wait with a deadline: SIGTERM (on
+    which libfuse unmounts and the server returns), SIGKILL if it has not ended by the
+    deadline, then a lazy `fusermount3 -u -z` for a mount a killed server left."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass  # a process SIGKILL does not end is stuck in the kernel
+    if mounted_at(mountpoint):
+        try:
+            subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+
+def start_in_background(argv: list[str], mountpoint: str, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    """Start the server detached and return it once the mount answers. The child's
     stderr is a pipe until its init callback points it at /dev/null: EOF with the child
-    alive means mounted; EOF with the child gone means it failed, and the pipe holds why."""
+    alive and its mount in place means mounted; EOF with the child gone means it failed,
+    and the pipe holds why. Nothing here waits without a deadline: a child alive without
+    its mount is stopped (stop())."""
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -357,8 +380,7 @@ def start_in_background(argv: list[str], mountpoint: str, timeout: float = 30.0)
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([proc.stderr], [], [], left)[0]:
-            proc.kill()
-            proc.wait()
+            stop(proc, mountpoint)
             raise MountError(f"the FUSE server did not answer within {timeout:.0f} s; nothing is mounted")
         chunk = os.read(proc.stderr.fileno(), 65536)
         if not chunk:
@@ -366,8 +388,17 @@ def start_in_background(argv: list[str], mountpoint: str, timeout: float = 30.0)
         message += chunk
     proc.stderr.close()
     if proc.poll() is None and mounted_at(mountpoint):
-        return proc.pid
-    proc.wait()
+        return proc
+    if proc.poll() is None:
+        try:
+            proc.wait(5.0)  # a server that failed closes its stderr as it exits
+        except subprocess.TimeoutExpired:
+            # Alive, yet its mount is not where it was asked to be (mounted where this
+            # process cannot see it): stopped, never waited on without an end.
+            stop(proc, mountpoint)
+            raise MountError(
+                f"the FUSE server started but {mountpoint} shows no mount; it was stopped"
+            ) from None
     lines = [ln.strip() for ln in message.decode("utf-8", "replace").splitlines() if ln.strip()]
     # libfuse's own lines say why a mount failed; ours say so when libfuse did not.
     why = [ln for ln in lines if not ln.startswith("vmxprobe:")] or [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -14,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar
 from vmxprobe import __version__
 from vmxprobe.files import InputError, read_bounded
 from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist
-from vmxprobe.host.sources import NOTREG, CpuidReading, MsrReading, RecordingHost
+from vmxprobe.host.sources import CpuidReading, MsrReading, RecordingHost
+from vmxprobe.printable import json_path
+from vmxprobe.schema.validate import SchemaError, Validator, shipped
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
@@ -30,14 +33,9 @@ MAX_BYTES = 64 * 1024 * 1024
 # An 8192-CPU host recording every VMX capability MSR and a few CPUID leaves needs
 # about 250,000.
 MAX_READINGS = 1 << 20
-ORIGINS = ("recorded", "composed", "converted")
-_HEX = re.compile(r"0x[0-9a-f]+")
-_ERRNO = re.compile(r"E[A-Z0-9]{1,15}|SHORT")
-_FILE_ERRNO = re.compile(rf"E[A-Z0-9]{{1,15}}|{NOTREG}")
-_CPUID_KEY = re.compile(r"0x([0-9a-f]{8}):0x([0-9a-f]{1,8})")
-# Text shown on a terminal (name, description) holds no control characters: a fixture
-# is data, and an escape sequence in it must not reach the user's terminal.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The shape of a fixture: vmxprobe/schema/fixture-v1.json. Its name and description,
+# which reach a terminal, hold no control characters; every string is valid Unicode.
+SCHEMA = "fixture-v1.json"
 
 
 class FixtureError(ValueError):
@@ -127,14 +125,15 @@ def load(spec: str) -> Fixture:
     return parse(decode_json(raw, where), where)
 
 
-def _is_base64(v: Any) -> bool:
-    if not isinstance(v, str):
-        return False
-    try:
-        base64.b64decode(v, validate=True)
-    except ValueError:
-        return False
-    return True
+@functools.cache
+def _header() -> Validator:
+    """The schema's "format" and "version", alone."""
+    properties = shipped(SCHEMA).root["properties"]
+    return Validator({"properties": {k: properties[k] for k in ("format", "version")}})
+
+
+def _hex(text: str) -> int:
+    return int(text, 16)
 
 
 def _expect(cond: object, where: str, what: str) -> None:
@@ -143,39 +142,21 @@ def _expect(cond: object, where: str, what: str) -> None:
 
 
 def _groups(
-    groups: Any,
+    groups: list[Json],
     where: str,
-    key: str,
-    convert: Callable[[Any, str], Any],
+    path: str,
+    convert: Callable[[Any], Any],
     budget: list[int],
     kind: type[R],
 ) -> dict[int, R]:
-    _expect(isinstance(groups, list), where, f"{key}: expected a list of groups")
+    """One register's groups (already of the schema's shape) as CPU -> reading."""
     out: dict[int, R] = {}
-    for g in groups:
-        _expect(
-            isinstance(g, dict) and isinstance(g.get("cpus"), str),
-            where,
-            f'{key}: each group needs a "cpus" cpulist string',
-        )
+    for i, g in enumerate(groups):
         try:
             cpus = parse_cpulist(g["cpus"])
         except CpulistError as e:
-            raise FixtureError(f"{where}: {key}: {e}") from None
-        _expect(
-            ("value" in g) != ("errno" in g),
-            where,
-            f'{key}: each group holds exactly one of "value" or "errno"',
-        )
-        if "errno" in g:
-            _expect(
-                isinstance(g["errno"], str) and _ERRNO.fullmatch(g["errno"]),
-                where,
-                f'{key}: errno must be an errno name such as "EIO"',
-            )
-            reading = kind(errno=g["errno"])
-        else:
-            reading = kind(value=convert(g["value"], f"{key}"))
+            raise FixtureError(f"{where}: {path}[{i}].cpus: {e}") from None
+        reading = kind(errno=g["errno"]) if "errno" in g else kind(value=convert(g["value"]))
         budget[0] -= len(cpus)
         _expect(
             budget[0] >= 0,
@@ -183,112 +164,54 @@ def _groups(
             f"more than {MAX_READINGS} per-CPU register results; not a fixture of a real host",
         )
         for cpu in cpus:
-            _expect(cpu not in out, where, f"{key}: CPU {cpu} appears twice")
+            _expect(cpu not in out, where, f"{path}: CPU {cpu} appears in more than one group")
             out[cpu] = reading
     return out
 
 
-def _hex_int(text: Any, where: str, what: str, bits: int) -> int:
-    _expect(
-        isinstance(text, str) and _HEX.fullmatch(text),
-        where,
-        f'{what}: expected a lower-case "0x..." hex string',
-    )
-    value = int(text, 16)
-    _expect(value < (1 << bits), where, f"{what}: {text} does not fit in {bits} bits")
-    return value
+def _regs(value: list[str]) -> tuple[int, ...]:
+    return tuple(int(x, 16) for x in value)
 
 
 def parse(doc: Any, where: str = "fixture") -> Fixture:
-    _expect(isinstance(doc, dict), where, "top level must be a JSON object")
-    _expect(
-        doc.get("format") == FORMAT,
-        where,
-        f"not a vmxprobe fixture (format is {doc.get('format')!r}, expected {FORMAT!r})",
-    )
-    version = doc.get("version")
-    _expect(
-        type(version) is int and version == VERSION,
-        where,
-        f"fixture version {version!r} is not supported (this vmxprobe reads version "
-        f"{VERSION}); upgrade vmxprobe or re-record the fixture",
-    )
-    name = doc.get("name")
-    _expect(
-        isinstance(name, str) and name and len(name) <= 255 and not _CONTROL.search(name),
-        where,
-        '"name" must be a non-empty string of at most 255 characters, without control characters',
-    )
-    desc = doc.get("description", "")
-    _expect(
-        isinstance(desc, str) and not _CONTROL.search(desc),
-        where,
-        '"description" must be one line of text, without control characters',
-    )
-    prov = doc.get("provenance")
-    _expect(isinstance(prov, dict), where, '"provenance" must be an object')
-    _expect(prov.get("origin") in ORIGINS, where, f"provenance.origin must be one of {', '.join(ORIGINS)}")
-
-    def str_map(key: str, value_ok: Callable[[Any], object], what: str) -> dict[str, Any]:
-        m: dict[str, Any] = doc.get(key, {})
-        _expect(isinstance(m, dict), where, f'"{key}" must be an object')
-        for k, v in m.items():
-            _expect(
-                isinstance(k, str) and not k.startswith("/") and ".." not in k.split("/"),
-                where,
-                f"{key}: {k!r} must be a relative path without '..'",
-            )
-            _expect(value_ok(v), where, f"{key}[{k!r}] must be {what}")
-        return m
-
-    files = str_map("files", lambda v: isinstance(v, str), "a string")
-    dirs = str_map(
-        "dirs", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of names"
-    )
-    file_errors = str_map(
-        "file_errors",
-        lambda v: isinstance(v, str) and _FILE_ERRNO.fullmatch(v),
-        'an errno name such as "EACCES"',
-    )
-    blobs = {
-        k: base64.b64decode(v, validate=True)
-        for k, v in str_map("blobs", _is_base64, "base64 text (RFC 4648, with padding)").items()
-    }
+    """A Fixture from a decoded document. Its shape is schema/fixture-v1.json's, checked
+    against the shipped schema itself; then what no schema can say: each cpulist's
+    ranges, a CPU in one group per register, the budget of per-CPU results, and a path
+    in one of files, blobs and file_errors only."""
+    try:
+        # A document of another format or version is said to be that first, not to
+        # lack a field this version has.
+        _header().validate(doc)
+        shipped(SCHEMA).validate(doc)
+    except SchemaError as e:
+        raise FixtureError(f"{where}: {e}") from None
+    files: dict[str, str] = doc.get("files", {})
+    file_errors: dict[str, str] = doc.get("file_errors", {})
+    # base64 of the schema's form (RFC 4648, padded), which b64decode() takes as it is
+    blobs = {k: base64.b64decode(v, validate=True) for k, v in doc.get("blobs", {}).items()}
     both = sorted((set(files) | set(blobs)) & set(file_errors)) or sorted(set(files) & set(blobs))
-    _expect(not both, where, f'{both[0]!r} is in two of "files", "blobs" and "file_errors"' if both else "")
-
-    msr_doc = doc.get("msr", {})
-    _expect(isinstance(msr_doc, dict), where, '"msr" must be an object')
-    msr: dict[int, dict[int, MsrReading]] = {}
+    _expect(
+        not both,
+        where,
+        f'{both[0]!r} is in two of "files", "blobs" and "file_errors"' if both else "",
+    )
     budget = [MAX_READINGS]
-    for key, groups in msr_doc.items():
-        index = _hex_int(key, where, f"msr key {key!r}", 32)
-        _expect(key == f"0x{index:x}", where, f"msr key {key!r} must be written 0x{index:x}")
-        msr[index] = _groups(
-            groups, where, f"msr {key}", lambda v, what: _hex_int(v, where, what, 64), budget, MsrReading
-        )
-    cpuid_doc = doc.get("cpuid", {})
-    _expect(isinstance(cpuid_doc, dict), where, '"cpuid" must be an object')
+    msr: dict[int, dict[int, MsrReading]] = {
+        int(key, 16): _groups(groups, where, json_path("$.msr", key), _hex, budget, MsrReading)
+        for key, groups in doc.get("msr", {}).items()
+    }
     cpuid: dict[tuple[int, int], dict[int, CpuidReading]] = {}
-    for key, groups in cpuid_doc.items():
-        m = _CPUID_KEY.fullmatch(key) if isinstance(key, str) else None
-        if m is None:
-            raise FixtureError(f'{where}: cpuid key {key!r} must look like "0x00000001:0x0"')
-
-        def regs(v: Any, what: str) -> tuple[int, ...]:
-            _expect(isinstance(v, list) and len(v) == 4, where, f"{what}: value must be [eax, ebx, ecx, edx]")
-            return tuple(_hex_int(x, where, what, 32) for x in v)
-
-        leaf_sub = (int(m.group(1), 16), int(m.group(2), 16))
-        canonical = f"0x{leaf_sub[0]:08x}:0x{leaf_sub[1]:x}"
-        _expect(key == canonical, where, f"cpuid key {key!r} must be written {canonical}")
-        cpuid[leaf_sub] = _groups(groups, where, f"cpuid {key}", regs, budget, CpuidReading)
+    for key, groups in doc.get("cpuid", {}).items():
+        leaf, _, sub = key.partition(":")
+        cpuid[(int(leaf, 16), int(sub, 16))] = _groups(
+            groups, where, json_path("$.cpuid", key), _regs, budget, CpuidReading
+        )
     return Fixture(
-        name=name,
-        description=desc,
-        provenance=prov,
+        name=doc["name"],
+        description=doc.get("description", ""),
+        provenance=doc["provenance"],
         files=files,
-        dirs=dirs,
+        dirs=doc.get("dirs", {}),
         file_errors=file_errors,
         blobs=blobs,
         msr=msr,

@@ -4,6 +4,7 @@ first; /proc/cpuinfo stands in where the cpuid device could not be read."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from vmxprobe.arch.cpuid import (
@@ -15,6 +16,8 @@ from vmxprobe.arch.cpuid import (
     hypervisor_name,
 )
 from vmxprobe.host.readings import HostReadings
+
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,8 @@ def identify(scan: HostReadings, boot: int | None) -> HostIdentity:
         sig.update(cpuid_signature(leaf1[0]))
     else:
         for key, name in (("family", "cpu family"), ("model", "model"), ("stepping", "stepping")):
-            if str(info.get(name, "")).isdigit():
+            # ASCII digits, few enough for int(): "²" and a 5000-digit line are junk.
+            if _DIGITS.fullmatch(str(info.get(name, ""))):
                 sig[key] = int(info[name])
     hypervisor = None
     if p is not None:

@@ -221,7 +221,9 @@ def read_capabilities(source: Source, p: CpuReadings, rounds: Rounds | None = No
             asked += (index, r.value)
 
 
-_DIGITS = re.compile(r"[0-9]+")
+# A CPU number: ASCII digits (str.isdigit() also takes "²", which int() rejects), and
+# few enough that int() cannot meet Python's int-string limit (4300 digits).
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def parse_cpuinfo(text: str | None) -> dict[int, CpuInfo]:
@@ -254,7 +256,9 @@ def parse_cpuinfo(text: str | None) -> dict[int, CpuInfo]:
         block = text[start:end]
         start = end + 2
         entry: CpuInfo = {}
-        for line in block.splitlines():
+        # Lines end in "\n" alone (show_cpuinfo()): splitlines() would also cut a model
+        # name (the CPU's brand string, any bytes) at a "\r", "\x1c" or "\x85" in it.
+        for line in block.split("\n"):
             pair = known(line)
             if pair is None:
                 key, sep, value = line.partition(":")

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol, Union
 
 from vmxprobe.files import read_capped
+from vmxprobe.host import errnos
+from vmxprobe.printable import printable
 
 # Errno names that are not errnos: a read that returned fewer bytes than asked, a
 # register that a fixture does not hold (replay never makes a value up), and a path
@@ -106,7 +108,7 @@ _cpuid_reading = functools.partial(tuple.__new__, CpuidReading)
 
 
 def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, f"E{code}")
+    return errnos.errno_name(code)
 
 
 def _pread_failure(e: OSError) -> str:
@@ -173,7 +175,10 @@ class LiveHost:
         # os.path.join(root, rel) for the relative paths used here, without a call to
         # it for each of the two devices and the sysfs directory of every CPU.
         self._prefix = os.path.join(root, "")
-        self.name = os.path.abspath(root)
+        # The root as reports and recordings name it: a path that is not UTF-8 (its
+        # bytes are surrogates in Python) or holds control characters is escaped, so
+        # that a report or fixture of it is valid Unicode. Files are opened by `root`.
+        self.name = printable(os.path.abspath(root))
         self.file_errors: dict[str, str] = {}
         self._dev: dict[str, tuple[int, int]] = {}  # device kind -> (cpu, fd)
 

@@ -15,13 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
-from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist, parse_cpumap
+from vmxprobe.host.cpulist import MAX_CPU_ID, CpulistError, format_cpulist, parse_cpulist, parse_cpumap
 from vmxprobe.host.sources import CPU_DIR, NODE_DIR, Source
 
-_NODE_ENTRY = re.compile(r"node\d+")
-_CPU_ENTRY = re.compile(r"cpu\d+")
-_MEMTOTAL = re.compile(r"MemTotal:\s+([0-9]+)\s+kB")
-_NUMBER = re.compile(r"[0-9]+")
+# ASCII digits only (\d would take "٣"), and never more than a u64's 20: int() of a
+# longer string is a step from Python's int-string limit, and no kernel prints one.
+_NODE_ENTRY = re.compile(r"node[0-9]+")
+_CPU_ENTRY = re.compile(r"cpu[0-9]+")
+_MEMTOTAL = re.compile(r"MemTotal:\s+([0-9]{1,20})\s+kB")
+_NUMBER = re.compile(r"[0-9]{1,20}")
 
 # How the node of a CPU was found, best evidence first.
 BY_LINK = "link"  # cpuN/nodeM: exactly cpu_to_node() (register_cpu_under_node())
@@ -77,6 +79,22 @@ def _cpulist_file(source: Source, path: str, notes: list[str]) -> list[int] | No
         return None
 
 
+def _ids(entries: Iterable[str], prefix: str, where: str, notes: list[str]) -> list[int]:
+    """The numbers of `cpuN` or `nodeN` directory entries. A number no kernel could
+    have (past MAX_CPU_ID, or long enough to be past Python's int-string limit) is not
+    a CPU or node: noted and ignored."""
+    ids, junk = [], []
+    for e in entries:
+        digits = e[len(prefix) :]
+        if len(digits) <= len(str(MAX_CPU_ID)) and int(digits) <= MAX_CPU_ID:
+            ids.append(int(digits))
+        else:
+            junk.append(e if len(e) <= 20 else f"{e[:20]}... ({len(digits)} digits)")
+    if junk:
+        notes.append(f"/{where}: {', '.join(junk)}: not a {prefix} id a kernel could have; ignored")
+    return sorted(ids)
+
+
 def _examples(items: Iterable[T], render: Callable[[T], str], limit: int = _MORE) -> str:
     items = list(items)
     shown = ", ".join(render(i) for i in items[:limit])
@@ -94,7 +112,7 @@ def _cpu_sets(source: Source, notes: list[str], missing: list[str]) -> tuple[lis
     cpu_dirs: list[int] = []
     if present is None or online is None:
         entries = source.list_dir(CPU_DIR, _CPU_ENTRY) or []
-        cpu_dirs = sorted(int(e[3:]) for e in entries)
+        cpu_dirs = _ids(entries, "cpu", CPU_DIR, notes)
     if present is None:
         # register_cpu() creates cpuN for every present CPU.
         present = cpu_dirs
@@ -230,6 +248,8 @@ def read_cpu_sets(source: Source) -> CpuSets:
     possible, present, online = _cpu_sets(source, notes, missing)
     kmax_text = source.read_text(f"{CPU_DIR}/kernel_max")
     kernel_max = int(kmax_text) if kmax_text and _NUMBER.fullmatch(kmax_text.strip()) else None
+    if kernel_max is None and kmax_text and kmax_text.strip():
+        notes.append(f"/{CPU_DIR}/kernel_max: not a number; ignored")
     beyond: list[int] = []
     if kernel_max is not None:
         # kernel_max is NR_CPUS - 1 and nr_cpu_ids <= NR_CPUS: no kernel has a CPU above
@@ -256,7 +276,7 @@ def read_topology(source: Source, cpu_sets: CpuSets | None = None) -> Topology:
     notes, missing = list(sets.notes), list(sets.missing)
 
     node_entries = source.list_dir(NODE_DIR, _NODE_ENTRY)
-    nodes = sorted(int(e[4:]) for e in node_entries or [])
+    nodes = _ids(node_entries or [], "node", NODE_DIR, notes)
     if node_entries is None:
         missing.append(f"/{NODE_DIR}")
     node_cpus = _node_lists(source, nodes, notes, missing)
@@ -279,9 +299,9 @@ def read_topology(source: Source, cpu_sets: CpuSets | None = None) -> Topology:
     for cpu in possible:
         links = source.list_dir(f"{CPU_DIR}/cpu{cpu}", _NODE_ENTRY) if cpu in present_set else None
         in_lists = listed.get(cpu, [])
-        if links:
+        link_nodes = _ids(links, "node", f"{CPU_DIR}/cpu{cpu}", notes) if links else []
+        if link_nodes:
             links_seen += 1
-            link_nodes = sorted(int(x[4:]) for x in links)
             node = link_nodes[0]
             if len(link_nodes) > 1:
                 notes.append(

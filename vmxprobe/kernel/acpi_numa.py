@@ -43,7 +43,7 @@ SOURCE_SRAT = "srat"
 SOURCE_ROUND_ROBIN = "round-robin"
 
 
-_VERSION = re.compile(r"\s*(\d+)\.(\d+)")
+_VERSION = re.compile(r"\s*([0-9]{1,9})\.([0-9]{1,9})")
 
 
 def kernel_version(kernel: str | tuple[int, int]) -> tuple[int, int]:

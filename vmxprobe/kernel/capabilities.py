@@ -333,7 +333,8 @@ def _existence_rule(index: int) -> str:
 
 def kernel_version(text: str | None) -> tuple[int, int] | None:
     """(major, minor) of a kernel release string, or None."""
-    m = re.match(r"(\d+)\.(\d+)", text or "")
+    # ASCII digits, few enough for int() (a hostile osrelease may hold thousands).
+    m = re.match(r"([0-9]{1,9})\.([0-9]{1,9})", text or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 

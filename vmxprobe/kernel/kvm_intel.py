@@ -146,9 +146,12 @@ def load_kvm_intel(
     }
     without = [cpu for cpu, (has, _) in vmx.items() if has is False]
     unknown = [cpu for cpu, (has, _) in vmx.items() if has is None]
+    # Which drivers have a device on some CPU: ENOENT on one CPU is a missing driver
+    # only when no CPU has its device.
+    loaded = access.drivers_loaded(scan)
     for cpu in unknown:
         q = scan.cpus[cpu]
-        undetermined += access.unreadable_cpu(q, "flags" in scan.cpuinfo.get(cpu, {}))
+        undetermined += access.unreadable_cpu(q, "flags" in scan.cpuinfo.get(cpu, {}), loaded)
 
     # 1. The support check on the loading CPU.
     bsp = scan.cpus[boot]
@@ -211,7 +214,7 @@ def load_kvm_intel(
         elif vmx[cpu][0] is False:
             refuse(EIO, f"{vmx[cpu][1]}; kvm_intel logs {_not_enabled(q, cpu, model)} (-EIO)")
         elif vmx[cpu][0] is not None:
-            _compare(scan, cpu, boot, basic, setups, model, refuse, undetermined, capsec)
+            _compare(scan, cpu, boot, basic, setups, model, refuse, undetermined, capsec, loaded)
         if before is None and first is not None:
             stopped_at = cpu
     if stopped_at is not None and len(reasons) > 1:
@@ -284,12 +287,14 @@ def _compare(
     refuse: Callable[[str, str], None],
     undetermined: list[str],
     capsec: CapabilityAnalysis,
+    loaded: frozenset[str] = frozenset(),
 ) -> None:
-    """setup_vmcs_config() on this CPU, then memcmp() against the loading CPU's."""
+    """setup_vmcs_config() on this CPU, then memcmp() against the loading CPU's.
+    `loaded`: access.drivers_loaded()."""
     q = scan.cpus[cpu]
     r = q.msr[MSR_IA32_VMX_BASIC]
     if r.value is None and r.errno != "EIO":
-        undetermined.append(access.unreadable(cpu, "IA32_VMX_BASIC (0x480)", r))
+        undetermined.append(access.unreadable(cpu, "IA32_VMX_BASIC (0x480)", r, loaded=loaded))
         return
     mine, ref = setups.get(cpu), setups.get(boot)
     setup_failed = (

@@ -203,9 +203,7 @@ def _judge(scan: HostReadings, model: KernelModel, tb: Tboot, under_tboot: bool)
     inconsistent = bool(undetermined)
     probed = sorted(scan.cpus)
     if not probed:
-        undetermined.append(
-            "no online CPU to read: /sys/devices/system/cpu/online lists none (is this a Linux root?)"
-        )
+        undetermined.append(access.no_cpus(scan))
         return Verdict(undetermined=tuple(undetermined), inconsistent=inconsistent, model=model, tboot=tb)
     # x86 boots on CPU 0; x86_vmx_init() runs there, during identify_boot_cpu().
     boot = 0 if 0 in scan.cpus else probed[0]

@@ -68,9 +68,9 @@ def before_allocation(
     # the boot CPU's own flag counts here.
     has_vmx, why = feat_ctl.vmx_feature(scan, boot, tboot)
     if has_vmx is None:
-        return BeforeAllocation(
-            None, False, undetermined=tuple(access.unreadable_cpu(p, "flags" in scan.cpuinfo.get(p.cpu, {})))
-        )
+        loaded = access.drivers_loaded(scan)
+        causes = access.unreadable_cpu(p, "flags" in scan.cpuinfo.get(p.cpu, {}), loaded)
+        return BeforeAllocation(None, False, undetermined=tuple(causes))
     if not has_vmx:
         reasons.append(f"{why}; x86_vmx_init() returns -EOPNOTSUPP")
         if p.cpuid_bit(1, ECX, CPUID_HYPERVISOR_BIT) and p.cpuid_bit(1, ECX, CPUID_VMX_BIT) is False:
@@ -98,9 +98,8 @@ def before_allocation(
     # 2. rdmsrq(MSR_IA32_VMX_BASIC, basic_msr): once, on the boot CPU.
     r = p.msr[MSR_IA32_VMX_BASIC]
     if r.value is None and r.errno != "EIO":
-        return BeforeAllocation(
-            None, False, tuple(reasons), (access.unreadable(boot, "IA32_VMX_BASIC (0x480)", r),)
-        )
+        cause = access.unreadable(boot, "IA32_VMX_BASIC (0x480)", r, loaded=access.drivers_loaded(scan))
+        return BeforeAllocation(None, False, tuple(reasons), (cause,))
     if not r.value:
         # An unchecked rdmsr that faults reads as 0 (with an "unchecked MSR access
         # error" warning); some hypervisors return 0 outright. Either way the kernel

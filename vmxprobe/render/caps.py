@@ -16,6 +16,7 @@ from vmxprobe.kernel.capabilities import (
     STATE_UNKNOWN,
     CapabilityAnalysis,
 )
+from vmxprobe.printable import printable
 
 
 def _fmt_field(value: Any) -> str:
@@ -155,4 +156,4 @@ def render_text(a: CapabilityAnalysis) -> str:
     for k in a.kernel_view:
         lines.append(f"Kernel view, CPU(s) {format_cpulist(k.cpus)}:")
         lines += [f"  - {w}" for w in k.why]
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"

@@ -12,6 +12,7 @@ from typing import Any
 from vmxprobe import __version__
 from vmxprobe.arch.vmx import PAGE_SIZE
 from vmxprobe.pipeline import ScanResult
+from vmxprobe.printable import printable
 from vmxprobe.render.report import SCHEMA_VERSION
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -20,8 +21,11 @@ Samples = Iterable[tuple[dict[str, Any], Any]]
 
 
 def _label_value(value: Any) -> str:
-    # The text format's three escapes; anything else (UTF-8 included) is literal.
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # The text format's three escapes (backslash, double quote, line feed); anything
+    # else is literal UTF-8. Other control characters from host data (a model name) are
+    # first made visible escapes, whose backslash the format's escape then doubles.
+    shown = "\n".join(printable(part) for part in str(value).split("\n"))
+    return shown.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _help_text(text: str) -> str:

@@ -12,6 +12,7 @@ from vmxprobe.kernel.pages import BOUND, Verification
 from vmxprobe.kernel.release import HW_C
 from vmxprobe.kernel.verdict import SVM, Verdict
 from vmxprobe.pipeline import ScanResult
+from vmxprobe.printable import printable
 
 Style = Callable[..., str]
 
@@ -224,4 +225,7 @@ def _tail(result: ScanResult, lines: list[str]) -> str:
         lines.append(f"Absent: {', '.join(result.topology_missing)}")
     if scan.file_errors:
         lines.append("Unreadable: " + ", ".join(f"/{p} ({e})" for p, e in sorted(scan.file_errors.items())))
-    return "\n".join(lines) + "\n"
+    # Host data (a model name, an osrelease, a vendor string) is escaped line by line:
+    # no escape sequence reaches the terminal, no newline in it starts a line. The
+    # headline is ours, and may carry colour.
+    return "\n".join(lines[:1] + [printable(line) for line in lines[1:]]) + "\n"
