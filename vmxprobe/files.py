@@ -8,7 +8,6 @@ from a FIFO or a device that would block or never end.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from typing import Union
@@ -90,6 +89,8 @@ def _size(n: int) -> str:
 
 def _temp_names() -> Iterator[str]:
     """Random tokens for temp names; a test replaces this to plant names in advance."""
+    import secrets  # here, not at start-up: every command imports this module
+
     while True:
         yield secrets.token_hex(8)
 
