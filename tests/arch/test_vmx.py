@@ -1,3 +1,8 @@
+"""Tests for vmxprobe.arch.vmx: IA32_VMX_BASIC (SDM Vol. 3D A.1: revision id bits 30:0,
+VMCS size bits 44:32, memory type bits 53:50) and IA32_FEATURE_CONTROL (SDM Vol. 4,
+MSR 0x3a: lock bit 0, VMX inside SMX bit 1, outside SMX bit 2) decoded from published
+and kernel-defined values."""
+
 import pytest
 
 from vmxprobe.arch import vmx
