@@ -21,6 +21,7 @@ from vmxprobe.arch.cpuid import EAX, LEAF_EXT_FEATURES, LEAF_EXT_MAX
 from vmxprobe.arch.svm import MSR_VM_CR, VmCr, decode_vm_cr
 from vmxprobe.host.cpulist import format_cpulist
 from vmxprobe.host.readings import CpuReadings, HostReadings
+from vmxprobe.kernel import flag_view
 from vmxprobe.kernel.release import SVMDIS_CLEARS_FLAG, KernelModel
 
 # A host has a handful of distinct VM_CR values at most.
@@ -123,21 +124,13 @@ def svmdis_line(cpus: list[int], regs: dict[int, VmCr], release_clears: bool) ->
 def kernel_view(scan: HostReadings, model: KernelModel) -> list[str]:
     """The running kernel's svm flag per CPU (/proc/cpuinfo) against what the registers
     imply on this kernel release."""
-    hidden: list[int] = []
-    missing: list[int] = []
-    extra: list[int] = []
-    for cpu in sorted(scan.cpus):
-        info = scan.cpuinfo.get(cpu)
-        if info is None:
-            continue
-        shown = "svm" in info["flags"]
+
+    def predict(cpu: int) -> tuple[bool | None, bool]:
         f = svm_flag(scan, cpu, model)
-        raw = scan.cpus[cpu].has(cpuid.SVM)
-        if f.has is None or shown == f.has:
-            if not shown and raw and f.svmdis:
-                hidden.append(cpu)
-            continue
-        (extra if shown else missing).append(cpu)
+        return f.has, bool(scan.cpus[cpu].has(cpuid.SVM) and f.svmdis)
+
+    view = flag_view.compare(scan, "svm", predict)
+    hidden, missing, extra = view.hidden, view.missing, view.extra
     out = []
     if hidden:
         out.append(

@@ -30,6 +30,7 @@ from vmxprobe.kernel import (
     cc_platform,
     cr4_reserved_bits,
     feat_ctl,
+    flag_view,
     init_amd,
     kvm_amd,
     tboot,
@@ -418,21 +419,13 @@ def kernel_view(
     """Compare the running kernel's vmx flag with what the registers imply, per CPU, and
     say where its "vmx flags" line disagrees with the registers."""
     out = []
-    hidden: list[int] = []
-    missing: list[int] = []
-    extra: list[int] = []
-    for cpu in sorted(scan.cpus):
-        info = scan.cpuinfo.get(cpu)
-        if info is None:
-            continue
-        flag = "vmx" in info["flags"]
+
+    def predict(cpu: int) -> tuple[bool | None, bool]:
         predicted, _ = feat_ctl.vmx_feature(scan, cpu, under_tboot)
-        cpuid_vmx = scan.cpus[cpu].cpuid_bit(1, ECX, CPUID_VMX_BIT)
-        if predicted is None or flag == predicted:
-            if not flag and cpuid_vmx:
-                hidden.append(cpu)
-            continue
-        (extra if flag else missing).append(cpu)
+        return predicted, bool(scan.cpus[cpu].cpuid_bit(1, ECX, CPUID_VMX_BIT))
+
+    view = flag_view.compare(scan, "vmx", predict)
+    hidden, missing, extra = view.hidden, view.missing, view.extra
     if hidden:
         out.append(
             f"kernel view: /proc/cpuinfo shows no vmx flag on CPU(s) "
