@@ -13,7 +13,6 @@ from vmxprobe.host.fixture import Fixture
 from vmxprobe.host.identity import HostIdentity, identify
 from vmxprobe.host.readings import HostReadings, read_host
 from vmxprobe.host.sources import Source
-from vmxprobe.kernel.acpi_numa import with_firmware
 from vmxprobe.kernel.numa import NodeMap, cpu_to_node
 from vmxprobe.kernel.pages import Allocation, Materialized, Placement, Verification, materialize
 from vmxprobe.kernel.root_vmcs import Plan, build_plan, not_applicable
@@ -81,7 +80,13 @@ def run(
     """
     readings = read_host(source)
     verdict = judge(readings)
-    nodes = with_firmware(cpu_to_node(readings.topology), readings)
+    nodes = cpu_to_node(readings.topology)
+    if readings.acpi_tables:
+        # The firmware-table parsers are imported only for a scan that read the tables:
+        # a fixture without them starts faster (docs/benchmarks.md, start-up).
+        from vmxprobe.kernel.acpi_numa import with_firmware
+
+        nodes = with_firmware(nodes, readings)
     if verdict.virt == SVM:
         plan = not_applicable(readings.topology)
         materialize_plan = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import click
 
@@ -103,7 +102,7 @@ def record(root: str, output: str | None, name: str | None, description: str, ho
         name,
         description,
         readings.kernel,
-        hostname=printable(socket.gethostname()) if hostname else None,
+        hostname=printable(os.uname().nodename) if hostname else None,  # gethostname(2) on Linux
     )
     emit(json.dumps(doc, indent=1) + "\n", output, what="fixture")
     missing = list(readings.topology.missing)

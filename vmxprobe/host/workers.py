@@ -18,8 +18,6 @@ again, with the same results and the same errors.
 from __future__ import annotations
 
 import os
-import pickle
-import signal
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -62,6 +60,8 @@ class Forked(Generic[T]):
         if pid == 0:  # the worker: never returns
             code = 1
             try:
+                import pickle  # here and below, not at start-up: most scans start no worker
+
                 os.close(r)
                 _die_with(parent)
                 data = pickle.dumps(job(block), pickle.HIGHEST_PROTOCOL)
@@ -77,6 +77,8 @@ class Forked(Generic[T]):
     def results(self) -> list[Any]:
         """Each block's job(block), in the order of the blocks; FAILED for a block whose
         worker failed. Waits for every worker."""
+        import pickle
+
         out = []
         while self._workers:
             pid, r = self._workers[0]
@@ -103,6 +105,8 @@ class Forked(Generic[T]):
 
     def close(self) -> None:
         """Kill and reap every worker still there, and close the pipes."""
+        import signal
+
         workers, self._workers = self._workers, []
         for pid, r in workers:
             os.close(r)
@@ -125,6 +129,7 @@ class Forked(Generic[T]):
 def _die_with(parent: int) -> None:
     """Have the kernel kill this process when the parent dies; if it already has, go."""
     import ctypes  # here, not at start-up: only a worker needs it
+    import signal
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
