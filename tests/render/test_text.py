@@ -28,7 +28,7 @@ def test_ready_headline_and_plan_from_the_fixture():
     revision = basic_of(fx) & 0x7FFFFFFF  # SDM A.1 bits 30:0: what the page header holds
     plan = next(line for line in lines if line.startswith("Plan:"))
     assert plan == f"Plan:   32 root VMCS page(s) of 4096 bytes (128 KiB), header 0x{revision:08x}"
-    assert "CPUs:   possible 0-31, present 0-31, online 0-31, read 0-31" in lines
+    assert "CPUs:   32 possible (0-31), 32 present (0-31), 32 online (0-31), 32 read (0-31)" in lines
 
 
 def test_from_7_1_the_headline_names_x86_vmx_init():

@@ -126,7 +126,7 @@ def test_offline_cpu_is_planned_and_reported_not_probed(two_node_vm):
     assert "msr" not in cpu3
     assert [(n["node"], n["cpus"]) for n in report["plan"]["nodes"]] == [(0, "0-1"), (1, "2-3")]
     assert_every_page_verified(report, 4)
-    assert "CPUs:   possible 0-3, present 0-3, online 0-2, read 0-2" in vm.out("offline-text")
+    assert "CPUs:   4 possible (0-3), 4 present (0-3), 3 online (0-2), 3 read (0-2)" in vm.out("offline-text")
 
 
 def test_no_msr_driver_on_the_guests_own_root(two_node_vm):

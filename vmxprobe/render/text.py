@@ -170,10 +170,18 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
         host_line(result),
         "Kernel: " + v.model.line(svm=v.virt == SVM).removeprefix("kernel model: "),
     ]
+    # A count before each list: "possible 0" alone reads as no CPU on a one-CPU host.
     lines.append(
-        f"CPUs:   possible {format_cpulist(topo.possible) or '-'}, present "
-        f"{format_cpulist(topo.present) or '-'}, online {format_cpulist(topo.online) or '-'}, "
-        f"read {format_cpulist(scan.cpus) or 'none'}"
+        "CPUs:   "
+        + ", ".join(
+            f"{len(cpus)} {what}" + (f" ({format_cpulist(cpus)})" if cpus else "")
+            for what, cpus in (
+                ("possible", topo.possible),
+                ("present", topo.present),
+                ("online", topo.online),
+                ("read", sorted(scan.cpus)),
+            )
+        )
     )
     if v.conditional:
         lines.append("Depends:")
