@@ -1,6 +1,6 @@
 import pytest
 
-from vmxprobe.host.cpulist import CpulistError, format_cpulist, parse_cpulist, parse_cpumap
+from vmxprobe.host.cpulist import CpulistError, every_online, format_cpulist, parse_cpulist, parse_cpumap
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,9 @@ def test_cpumap_rejects(text):
 def test_numbers_past_the_int_string_limit_are_a_cpulist_error(text):
     with pytest.raises(CpulistError, match="digits"):
         parse_cpulist(text)
+
+
+def test_every_online_agrees_in_number():
+    assert every_online([0]) == "the one online CPU (0) has"
+    assert every_online([3, 1, 2, 0]) == "all 4 online CPUs (0-3) have"
+    assert every_online({8, 0}) == "all 2 online CPUs (0,8) have"

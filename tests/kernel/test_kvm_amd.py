@@ -55,7 +55,7 @@ def test_svm_enabled_everywhere_loads_on_every_release(release):
     assert (v.virt, v.x86_svm_init, v.kvm_amd, v.ready, v.determined) == ("svm", "ok", "ok", True, True)
     assert (v.x86_vmx_init, v.kvm_intel) == ("EOPNOTSUPP", "EOPNOTSUPP")
     assert report["verdict"]["virt"] == "svm" and report["svm"]["vm_cr"]["state"] == "enabled"
-    assert "all 4 online CPU(s) 0-3 have X86_FEATURE_SVM" in reasons(report)
+    assert "all 4 online CPUs (0-3) have X86_FEATURE_SVM" in reasons(report)
 
 
 @pytest.mark.parametrize(

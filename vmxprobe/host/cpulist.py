@@ -127,3 +127,12 @@ def parse_cpumap(text: str, limit: int = MAX_CPU_ID) -> list[int]:
             value ^= low
         bit += 32
     return sorted(cpus)
+
+
+def every_online(cpus: Iterable[int]) -> str:
+    """The subject of a sentence about every online CPU, with its verb: "all 4 online CPUs
+    (0-3) have", or "the one online CPU (0) has"."""
+    ids = sorted(set(cpus))
+    if len(ids) == 1:
+        return f"the one online CPU ({ids[0]}) has"
+    return f"all {len(ids)} online CPUs ({format_cpulist(ids)}) have"

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmxprobe.arch.svm import VmCr
-from vmxprobe.host.cpulist import format_cpulist
+from vmxprobe.host.cpulist import every_online, format_cpulist
 from vmxprobe.host.readings import HostReadings
 from vmxprobe.kernel import access, cr4_reserved_bits
 from vmxprobe.kernel.cc_platform import SEV_GUEST_MESSAGE, SevGuest
@@ -218,7 +218,7 @@ def load_kvm_amd(scan: HostReadings, boot: int, model: KernelModel, sev: SevGues
         return KvmAmd(None, tuple(reasons), tuple(undetermined))
     reasons += _gap_61(h, online, boot)
     reasons.append(
-        f"all {len(online)} online CPU(s) {format_cpulist(online)} have X86_FEATURE_SVM"
+        f"{every_online(online)} X86_FEATURE_SVM"
         + (", VM_CR.SVMDIS clear where this kernel reads it" if not model.has(SVMDIS_CLEARS_FLAG) else "")
         + " and the same CR4 features as boot_cpu_data"
     )

@@ -27,7 +27,7 @@ from typing import Callable
 from vmxprobe.arch.capabilities import msr_label
 from vmxprobe.arch.cpuid import CPUID_VMX_BIT, ECX
 from vmxprobe.arch.vmx import MSR_IA32_FEAT_CTL, MSR_IA32_VMX_BASIC, VmxBasic
-from vmxprobe.host.cpulist import format_cpulist
+from vmxprobe.host.cpulist import every_online, format_cpulist
 from vmxprobe.host.readings import CpuReadings, HostReadings
 from vmxprobe.host.sources import MEANING
 from vmxprobe.kernel import access, cr4_reserved_bits, feat_ctl, vmcs_config
@@ -393,7 +393,7 @@ def _all_agree(scan: HostReadings, capsec: CapabilityAnalysis, setups: dict[int,
     else:
         compared = "IA32_VMX_BASIC and the capability MSRs that were read"
     return (
-        f"all {len(scan.cpus)} online CPU(s) {format_cpulist(scan.cpus)} have VMX enabled, "
+        f"{every_online(scan.cpus)} VMX enabled, "
         f"the same CR4 features and the same {compared} as the boot CPU"
     )
 
