@@ -77,10 +77,10 @@ class Forked(Generic[T]):
     def results(self) -> list[Any]:
         """Each block's job(block), in the order of the blocks; FAILED for a block whose
         worker failed. Waits for every worker."""
-        import pickle
-
         out = []
         while self._workers:
+            import pickle  # here: results() is asked of every scan, most of them without workers
+
             pid, r = self._workers[0]
             chunks = []
             while True:
@@ -105,10 +105,10 @@ class Forked(Generic[T]):
 
     def close(self) -> None:
         """Kill and reap every worker still there, and close the pipes."""
-        import signal
-
         workers, self._workers = self._workers, []
         for pid, r in workers:
+            import signal  # here: close() ends every scan, most of them without workers
+
             os.close(r)
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -179,7 +179,7 @@ def render_text(result: ScanResult, style: Style = plain) -> str:
                 ("possible", topo.possible),
                 ("present", topo.present),
                 ("online", topo.online),
-                ("read", sorted(scan.cpus)),
+                ("read", scan.cpus),
             )
         )
     )
