@@ -58,30 +58,38 @@ class OutputFailed(Exception):
     """Standard output could not be written; the message says why, in one line."""
 
 
-class _Stdout(io.RawIOBase):
-    """Descriptor 1, where any failure to write is OutputFailed: raised once, from
-    whichever write or flush meets it; what comes after is dropped, so that the exit
-    and its final flush do not fail again."""
+class _Descriptor(io.RawIOBase):
+    """A raw, unbuffered writer on one file descriptor (FD), written with os.write."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.failed = False
+    FD: int
 
     def writable(self) -> bool:
         return True
 
     def fileno(self) -> int:
-        return 1
+        return self.FD
 
     def isatty(self) -> bool:
-        return os.isatty(1)
+        return os.isatty(self.FD)
+
+
+class _Stdout(_Descriptor):
+    """Descriptor 1, where any failure to write is OutputFailed: raised once, from
+    whichever write or flush meets it; what comes after is dropped, so that the exit
+    and its final flush do not fail again."""
+
+    FD = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
 
     def write(self, data: Any) -> int:
         size = len(memoryview(data))
         if self.failed:
             return size
         try:
-            return os.write(1, data)
+            return os.write(self.FD, data)
         except OSError as e:
             self.failed = True
             raise OutputFailed(e.strerror or str(e)) from None
@@ -100,22 +108,15 @@ class _TextStdout(io.TextIOWrapper):
             raise OutputFailed(f"{e.encoding} cannot encode {e.object[e.start : e.end]!r}") from None
 
 
-class _Stderr(io.RawIOBase):
+class _Stderr(_Descriptor):
     """Descriptor 2: a failure to write there has nowhere to be reported, and must not
     turn a documented exit code into a crash."""
 
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return 2
-
-    def isatty(self) -> bool:
-        return os.isatty(2)
+    FD = 2
 
     def write(self, data: Any) -> int:
         try:
-            return os.write(2, data)
+            return os.write(self.FD, data)
         except OSError:
             return len(memoryview(data))
 
